@@ -1,0 +1,86 @@
+"""The plug-in boundary for quantization backends.
+
+A backend module must not import torch or its quantization library at module
+level: `evalq validate` and the unit tests read backend configs without them.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+
+class BackendConfig(BaseModel):
+    """Base of every backend's options: a misspelled option is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Loaded:
+    """A model loaded in one variant, ready to measure."""
+
+    model: Any  # a transformers PreTrainedModel (for GPTQ, the HF model inside gptqmodel's wrapper)
+    tokenizer: Any
+    dtype: str  # the 16-bit (or 32-bit) dtype of the unquantized parts and activations
+    details: dict[str, Any] = field(default_factory=dict)  # threshold, group size, compute dtype...
+    prepare_seconds: float = 0.0  # one-off work before loading (quantization), 0 when cached
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model resolved to a local folder of plain HF weights."""
+
+    path: str
+    revision: str  # resolved commit or content hash
+    trust_remote_code: bool = False
+
+
+class Backend(Protocol):
+    """One precision variant.
+
+    `load` returns the model on `device` ("cpu" or "cuda"); `unavailable_reason`
+    says why this variant cannot run here (None when it can), checked before any
+    weights are read.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BackendConfig]]
+    libraries: ClassVar[tuple[str, ...]]  # distributions whose version changes the numbers
+
+    def unavailable_reason(self, device: str) -> str | None: ...
+
+    def check_model(self, cfg: BackendConfig, model_config: dict[str, Any]) -> str | None: ...
+
+    def load(self, files: ModelFiles, cfg: BackendConfig, device: str, workdir: str) -> Loaded: ...
+
+
+# Lazy registry: importing a backend only when a matrix names it keeps optional
+# dependencies optional.
+REGISTRY: dict[str, str] = {
+    "fp16": "evalq.backends.fp16:FP16Backend",
+    "int8": "evalq.backends.int8:Int8Backend",
+    "nf4": "evalq.backends.nf4:NF4Backend",
+    "gptq-4": "evalq.backends.gptq:GPTQBackend",
+}
+
+
+def backend_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise KeyError(name) from None
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls()
+
+
+def register(name: str, target: str) -> None:
+    """Add a backend by "module:Class" (used by plug-ins and by fault tests)."""
+    REGISTRY[name] = target

@@ -1,0 +1,95 @@
+"""A cell: one model in one variant with everything that decides its numbers.
+
+Its key hashes the canonical JSON of that content (the model's resolved
+revision and the versions of the libraries that change numbers included), so a
+cell stored `ok` under its key never needs to run again.
+"""
+from __future__ import annotations
+
+import hashlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from evalq.backends.base import get_backend
+from evalq.matrix import EvalSettings, Matrix, ModelSpec, PerfSettings, merged_options
+from evalq.suites import Suite
+
+# Versions that change accuracy or speed of every cell; each backend adds its own.
+COMMON_LIBRARIES = ("torch", "transformers", "lm_eval")
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+class Cell(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelSpec
+    revision: str
+    variant: str
+    options: dict[str, Any]  # the backend config with defaults filled in
+    suites: list[Suite]
+    perf: PerfSettings
+    eval: EvalSettings
+    device: str
+    seed: int
+    libraries: dict[str, str]
+    # Not part of the key: they change how a cell is run, not its numbers.
+    matrix: str = ""
+    timeout_s: int | None = None
+
+    @property
+    def key(self) -> str:
+        content = self.model_dump_json(exclude={"matrix", "timeout_s"})
+        return hashlib.sha256(content.encode()).hexdigest()[:32]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.display_name} · {self.variant}"
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[ModelSpec], str], device: str | None = None) -> list[Cell]:
+    """Every (model, variant) of the matrix, in matrix order."""
+    device = device or resolve_device(matrix.device)
+    cells = []
+    for model in matrix.models:
+        revision = resolve_revision(model)
+        for variant in matrix.variants:
+            backend = get_backend(variant)
+            options = backend.Config.model_validate(merged_options(matrix, model, variant)).model_dump(mode="json")
+            cells.append(
+                Cell(
+                    model=model,
+                    revision=revision,
+                    variant=variant,
+                    options=options,
+                    suites=suites,
+                    perf=matrix.perf,
+                    eval=matrix.eval,
+                    device=device,
+                    seed=matrix.seed,
+                    libraries=library_versions(tuple(dict.fromkeys(COMMON_LIBRARIES + backend.libraries))),
+                    matrix=matrix.name,
+                    timeout_s=matrix.timeout_s,
+                )
+            )
+    return cells

@@ -1,0 +1,139 @@
+"""The `evalq` command: a thin layer over matrix → cells → orchestrator → store."""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Iterator
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+app = typer.Typer(help="Measure big-quantized against small-full-precision LLMs: accuracy, speed, memory.",
+                  no_args_is_help=True, add_completion=False)
+err = Console(stderr=True)
+out = Console()
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@contextmanager
+def user_errors(debug: bool) -> Iterator[None]:
+    """Bad input ends with exit code 2 and one message; --debug shows the traceback."""
+    from evalq.matrix import MatrixError
+    from evalq.models import ModelError
+    from evalq.store.db import StoreError
+    from evalq.suites import SuiteNotFound
+
+    try:
+        yield
+    except (MatrixError, ModelError, StoreError, SuiteNotFound) as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+
+def _offline_problems(suites: list) -> list[str]:
+    if os.environ.get("HF_DATASETS_OFFLINE") != "1":
+        return []
+    return [f"suite {s.name!r} needs hub access, but HF_DATASETS_OFFLINE=1" for s in suites if s.requires_hub]
+
+
+@app.command()
+def validate(
+    matrix_file: Path = typer.Argument(..., help="matrix YAML"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Check a matrix without running it: schema, variants and their options, suites, models."""
+    from evalq.backends.base import get_backend
+    from evalq.matrix import load_matrix, merged_options
+    from evalq.models import read_config
+
+    with user_errors(debug):
+        matrix, suites = load_matrix(matrix_file)
+        n_cells = len(matrix.models) * len(matrix.variants)
+        out.print(f"[green]ok[/green] {escape(str(matrix_file))}: {escape(matrix.name)} — {len(matrix.models)} models × "
+                  f"{len(matrix.variants)} variants = {n_cells} cells; suites: {escape(', '.join(s.name for s in suites))}")
+        problems = []
+        for model in matrix.models:
+            config = read_config(model)
+            if config is None:
+                out.print(f"  {escape(model.display_name)}: config.json not available here yet (checked at run time, before loading weights)")
+                continue
+            for variant in matrix.variants:
+                backend = get_backend(variant)
+                msg = backend.check_model(backend.Config.model_validate(merged_options(matrix, model, variant)), config)
+                if msg:
+                    problems.append(f"{model.display_name} · {variant}: {msg}")
+        for note in _offline_problems(suites):
+            out.print(f"  note: {escape(note)} (runs on a machine with hub access)")
+        if problems:
+            for p in problems:
+                err.print(f"[red]error:[/red] {escape(str(matrix_file))}: {escape(p)}")
+            raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    matrix_file: Path = typer.Option(..., "--matrix", "-m", help="matrix YAML"),
+    db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
+    force: bool = typer.Option(False, "--force", help="re-run every cell, even those stored ok"),
+    rerun_failed: bool = typer.Option(False, "--rerun-failed", help="re-run cells whose status is not ok"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the workers' output"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Run every cell of the matrix not already stored ok; record each end in the database."""
+    from evalq.cell import expand
+    from evalq.matrix import load_matrix
+    from evalq.models import resolve_revision
+    from evalq.orchestrator import run_cells
+    from evalq.store import Store
+
+    with user_errors(debug):
+        matrix, suites = load_matrix(matrix_file)
+        offline = _offline_problems(suites)
+        if offline:
+            from evalq.matrix import MatrixError
+
+            raise MatrixError(str(matrix_file), offline)
+        store = Store(db)
+        cells = expand(matrix, suites, resolve_revision)
+    summary = run_cells(cells, store, force=force, rerun_failed=rerun_failed, echo=verbose, console=err)
+    ran = ", ".join(f"{n} {s}" for s, n in sorted(summary.ran.items())) or "none"
+    err.print(f"{summary.total} cells: {summary.skipped} already stored, ran {ran}. Results: evalq results --db {escape(db)}")
+
+
+@app.command()
+def results(
+    db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json"),
+    matrix: str | None = typer.Option(None, "--matrix", help="only this matrix (by name)"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Print the stored cells."""
+    from evalq.results import to_csv, to_json, to_table
+    from evalq.store import Store
+    from evalq.store.db import StoreError
+
+    with user_errors(debug):
+        if "://" not in db and not Path(db).exists():
+            raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
+        rows = Store(db).cells(matrix)
+    if fmt is Format.json:
+        sys.stdout.write(to_json(rows) + "\n")
+    elif fmt is Format.csv:
+        sys.stdout.write(to_csv(rows))
+    else:
+        Console(width=max(160, out.width)).print(to_table(rows))
+
+
+if __name__ == "__main__":
+    app()

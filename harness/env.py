@@ -1,0 +1,68 @@
+"""The environment a cell ran in: hardware, driver and library versions, evalq's git sha."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from evalq.cell import library_versions
+
+RECORDED_LIBRARIES = ("torch", "transformers", "accelerate", "bitsandbytes", "gptqmodel", "lm_eval", "evalq")
+
+
+def evalq_git_sha() -> str | None:
+    if os.environ.get("EVALQ_GIT_SHA"):
+        return os.environ["EVALQ_GIT_SHA"]
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "libraries": library_versions(RECORDED_LIBRARIES),
+        "evalq_git_sha": evalq_git_sha(),
+    }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update(
+            gpu=props.name,
+            gpu_memory_bytes=props.total_memory,
+            gpu_count=torch.cuda.device_count(),
+            cuda=torch.version.cuda,
+            compute_capability=f"{props.major}.{props.minor}",
+        )
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            env["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception:  # noqa: BLE001 - nvidia-ml-py is optional
+            env["driver"] = None
+    return env

@@ -1,0 +1,249 @@
+"""The matrix file: models × variants × suites, validated before anything runs.
+
+Every error names the file, the field path, its line and, for a misspelled
+key, the closest valid key.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evalq.backends.base import backend_names, get_backend
+from evalq.suites import Suite, SuiteNotFound, load_suite
+from evalq.yamlpos import PositionedYAMLError, line_for, load_with_lines, read_text
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+VariantOptions = dict[str, dict[str, Any] | None]
+
+
+class ModelSpec(Strict):
+    """One model: exactly one of hub, path, gguf or package."""
+
+    name: str | None = Field(None, description="display name; derived from the source when absent")
+    hub: str | None = Field(None, description="hub id, e.g. meta-llama/Llama-2-7b-hf")
+    revision: str | None = Field(None, description="hub branch, tag or commit")
+    path: str | None = Field(None, description="local folder with config.json and weights")
+    gguf: str | None = Field(None, description="local GGUF file, dequantized to a 16-bit baseline")
+    package: str | None = Field(None, description="a model shipped in a Python package (see evalq.models)")
+    family: str | None = None
+    params: float | None = Field(None, gt=0, description="parameter count, for display")
+    trust_remote_code: bool = False
+    variants: VariantOptions | None = Field(None, description="per-model variant options, merged over the matrix's")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        sources = [k for k in ("hub", "path", "gguf", "package") if getattr(self, k)]
+        if len(sources) != 1:
+            found = ", ".join(sources) or "none"
+            raise ValueError(f"give exactly one of hub, path, gguf, package (found: {found})")
+        if self.revision and not self.hub:
+            raise ValueError("revision applies only to a hub model")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(k for k in ("hub", "path", "gguf", "package") if getattr(self, k))
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        value = getattr(self, self.source)
+        return Path(value).name if self.source in ("path", "gguf") else value
+
+
+class PerfSettings(Strict):
+    prompt_tokens: int = Field(128, gt=0, description="P: prompt length for time to first token")
+    new_tokens: int = Field(32, ge=2, description="tokens generated per timed run (greedy, fixed length)")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    warmup: int = Field(1, ge=0)
+    repeats: int = Field(3, gt=0)
+    threads: int | None = Field(1, gt=0, description="CPU threads while timing (recorded); null = all cores")
+
+    @model_validator(mode="after")
+    def _positive_batches(self) -> PerfSettings:
+        bad = [b for b in self.batch_sizes if b <= 0]
+        if bad:
+            raise ValueError(f"batch sizes must be positive, got {bad}")
+        return self
+
+
+class EvalSettings(Strict):
+    batch_size: int = Field(8, gt=0, description="lm-eval batch size")
+    threads: int | None = Field(None, gt=0, description="CPU threads for accuracy; null = all cores")
+    limit: int | None = Field(None, gt=0, description="cap on samples per task, over the suites' own limits")
+
+
+class Matrix(Strict):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    models: list[ModelSpec] = Field(min_length=1)
+    variants: VariantOptions = Field(min_length=1)
+    suites: list[str] = Field(min_length=1)
+    perf: PerfSettings = Field(default_factory=PerfSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    timeout_s: int | None = Field(None, gt=0, description="wall-clock limit of one cell")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 1234
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> Matrix:
+        seen: set[str] = set()
+        for m in self.models:
+            if m.display_name in seen:
+                raise ValueError(f"model {m.display_name!r} is listed twice")
+            seen.add(m.display_name)
+        return self
+
+
+class MatrixError(ValueError):
+    """A matrix that cannot run, with every problem located."""
+
+    def __init__(self, file: str, problems: list[str]):
+        self.file = file
+        self.problems = problems
+        super().__init__(f"{file}: " + ("\n  ".join(problems) if len(problems) > 1 else problems[0]))
+
+
+def _model_fields(cls: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid keys at `loc` inside `cls`, for 'did you mean'."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        nested = _first_model(ann)
+        if nested is None:
+            return []
+        cls = nested
+    return list(cls.model_fields)
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found:
+            return found
+    return None
+
+
+def _format(loc: tuple, msg: str, lines: dict, valid: list[str] | None = None) -> str:
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    line = line_for(lines, loc)
+    where = f"line {line}: " if line else ""
+    hint = ""
+    if valid is not None and loc and isinstance(loc[-1], str):
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(valid)})"
+    return f"{where}{path}: {msg}{hint}"
+
+
+def _pydantic_problems(exc: ValidationError, root: type[BaseModel], lines: dict, prefix: tuple = ()) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(p for p in err["loc"] if p not in ("function-after",))
+        if err["type"] == "extra_forbidden":
+            valid = _model_fields(root, tuple(err["loc"][:-1]))
+            out.append(_format(loc, "unknown key", lines, valid))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            out.append(_format(loc, msg, lines))
+    return out
+
+
+def validate_variants(variants: VariantOptions, lines: dict, prefix: tuple) -> list[str]:
+    """Check variant names and their options against each backend's Config."""
+    problems = []
+    names = backend_names()
+    for name, options in variants.items():
+        loc = prefix + (name,)
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(names)})"
+            problems.append(_format(loc, "unknown variant" + hint, lines))
+            continue
+        cfg_cls = get_backend(name).Config
+        try:
+            cfg_cls.model_validate(options or {})
+        except ValidationError as exc:
+            problems += _pydantic_problems(exc, cfg_cls, lines, loc)
+    return problems
+
+
+def merged_options(matrix: Matrix, model: ModelSpec, variant: str) -> dict[str, Any]:
+    base = dict(matrix.variants.get(variant) or {})
+    base.update((model.variants or {}).get(variant) or {})
+    return base
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    """Make local paths relative to the matrix file absolute, so cells don't depend on cwd."""
+    for m in data.get("models") or []:
+        if isinstance(m, dict):
+            for key in ("path", "gguf"):
+                if isinstance(m.get(key), str):
+                    m[key] = str((base / m[key]).expanduser().resolve())
+    for opts in _all_variant_options(data):
+        cal = opts.get("calibration") if isinstance(opts, dict) else None
+        if isinstance(cal, dict) and isinstance(cal.get("path"), str):
+            cal["path"] = str((base / cal["path"]).expanduser().resolve())
+
+
+def _all_variant_options(data: dict):
+    if isinstance(data.get("variants"), dict):
+        yield from (v for v in data["variants"].values() if isinstance(v, dict))
+    for m in data.get("models") or []:
+        if isinstance(m, dict) and isinstance(m.get("variants"), dict):
+            yield from (v for v in m["variants"].values() if isinstance(v, dict))
+
+
+def load_matrix(path: str | Path) -> tuple[Matrix, list[Suite]]:
+    """Read, validate and resolve a matrix file. Raises MatrixError."""
+    path = Path(path)
+    file = str(path)
+    try:
+        data, lines = load_with_lines(read_text(path))
+    except PositionedYAMLError as exc:
+        raise MatrixError(file, [str(exc)]) from None
+    if not isinstance(data, dict):
+        raise MatrixError(file, ["the matrix must be a YAML mapping with name, models, variants and suites"])
+    _resolve_paths(data, path.parent)
+    try:
+        matrix = Matrix.model_validate(data)
+    except ValidationError as exc:
+        raise MatrixError(file, _pydantic_problems(exc, Matrix, lines)) from None
+
+    problems = validate_variants(matrix.variants, lines, ("variants",))
+    for i, model in enumerate(matrix.models):
+        if model.variants:
+            problems += validate_variants(model.variants, lines, ("models", i, "variants"))
+            for name in model.variants:
+                if name in backend_names() and name not in matrix.variants:
+                    problems.append(_format(("models", i, "variants", name), "variant is not in the matrix's variants", lines))
+        # merged options must validate too (a per-model override can break a matrix default)
+        for name in matrix.variants:
+            if name in backend_names():
+                try:
+                    get_backend(name).Config.model_validate(merged_options(matrix, model, name))
+                except ValidationError as exc:
+                    problems += _pydantic_problems(exc, get_backend(name).Config, lines, ("models", i, "variants", name))
+    suites: list[Suite] = []
+    for i, suite_name in enumerate(matrix.suites):
+        try:
+            suites.append(load_suite(suite_name, base=path.parent))
+        except SuiteNotFound as exc:
+            problems.append(_format(("suites", i), str(exc), lines))
+    if problems:
+        raise MatrixError(file, list(dict.fromkeys(problems)))
+    return matrix, suites

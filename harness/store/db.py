@@ -1,0 +1,136 @@
+"""The results database. Only the orchestrator writes it, one short transaction per cell."""
+from __future__ import annotations
+
+import json
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from evalq.store.migrations import MIGRATIONS, migrate, schema_version
+from evalq.store.models import CellRow, SampleRow
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or written (missing folder, read-only, newer schema)."""
+
+
+class SchemaTooNew(StoreError):
+    pass
+
+
+def database_url(db: str) -> str:
+    return db if "://" in db else f"sqlite:///{db}"
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    # The pysqlite recipe from SQLAlchemy's docs: let SQLAlchemy emit BEGIN, and
+    # make it BEGIN IMMEDIATE so two writers queue on the busy timeout instead
+    # of failing with "database is locked" when a read upgrades to a write.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 30000")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Store:
+    def __init__(self, db: str):
+        url = database_url(db)
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            folder = Path(url.removeprefix("sqlite:///")).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise StoreError(f"database folder {folder} does not exist")
+        self.url = url
+        self.engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_pragmas(self.engine)
+        try:
+            with self.engine.begin() as conn:
+                _, applied = schema_version(conn)
+                unknown = applied - {fn.__name__ for fn in MIGRATIONS}
+                if unknown:
+                    raise SchemaTooNew(
+                        f"{db} was written by a newer evalq (unknown migrations: {', '.join(sorted(unknown))}); upgrade evalq"
+                    )
+                migrate(conn)
+        except SchemaTooNew:
+            raise
+        except Exception as exc:  # noqa: BLE001 - OperationalError and friends, said plainly
+            raise StoreError(f"cannot open database {db}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+
+    def status(self, key: str) -> str | None:
+        with Session(self.engine) as s:
+            return s.scalar(select(CellRow.status).where(CellRow.key == key))
+
+    def mark_running(self, cell: Any) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get(CellRow, cell.key)
+            if row is None:
+                row = CellRow(key=cell.key, attempts=0)
+                s.add(row)
+            row.matrix = cell.matrix
+            row.model = cell.model.display_name
+            row.variant = cell.variant
+            row.revision = cell.revision
+            row.cell = cell.model_dump(mode="json")
+            row.status = "running"
+            row.error = None
+            row.attempts = (row.attempts or 0) + 1
+            row.started_at = _now()
+            row.finished_at = None
+
+    def record(self, cell: Any, outcome: dict[str, Any], samples: dict[str, list] | None, log_tail: str, wall_seconds: float) -> None:
+        """Store how a cell ended, its measurements and its per-sample records, in one transaction."""
+        with Session(self.engine) as s, s.begin():
+            row = s.get(CellRow, cell.key)
+            if row is None:
+                row = CellRow(key=cell.key, attempts=1, matrix=cell.matrix, model=cell.model.display_name,
+                              variant=cell.variant, revision=cell.revision, cell=cell.model_dump(mode="json"))
+                s.add(row)
+            row.status = outcome["status"]
+            row.error = outcome.get("error")
+            row.finished_at = _now()
+            row.wall_seconds = wall_seconds
+            row.log_tail = log_tail
+            speed = outcome.get("speed") or {}
+            row.dtype = outcome.get("dtype")
+            row.weights_bytes = outcome.get("weights_bytes")
+            row.peak_memory_bytes = outcome.get("peak_memory_bytes")
+            row.load_seconds = outcome.get("load_seconds")
+            row.prepare_seconds = outcome.get("prepare_seconds")
+            row.ttft_ms = speed.get("ttft_ms")
+            row.decode_tokens_per_s = speed.get("decode_tokens_per_s")
+            row.metrics = outcome.get("metrics")
+            row.result = json.loads(json.dumps(outcome, default=str))
+            s.execute(delete(SampleRow).where(SampleRow.cell_key == cell.key))
+            for task, records in (samples or {}).items():
+                blob = zlib.compress(json.dumps(records, default=str).encode(), 6)
+                s.add(SampleRow(cell_key=cell.key, task=task, n=len(records), data=blob))
+
+    def cells(self, matrix: str | None = None) -> list[CellRow]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            query = select(CellRow).order_by(CellRow.model, CellRow.variant)
+            if matrix:
+                query = query.where(CellRow.matrix == matrix)
+            return list(s.scalars(query))
+
+    def samples(self, key: str, task: str) -> list[dict[str, Any]]:
+        with Session(self.engine) as s:
+            row = s.get(SampleRow, (key, task))
+            return json.loads(zlib.decompress(row.data)) if row else []

@@ -1,0 +1,69 @@
+"""Schema migrations: an ordered list of small functions, each applied once and
+recorded by name in `evalq_migrations`. Append; never edit an applied one."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+from sqlalchemy import Connection, text
+
+
+def m001_cells_and_samples(conn: Connection) -> None:
+    conn.execute(text("""
+        CREATE TABLE cells (
+            key VARCHAR(64) NOT NULL PRIMARY KEY,
+            matrix VARCHAR(200) NOT NULL,
+            model VARCHAR(300) NOT NULL,
+            variant VARCHAR(50) NOT NULL,
+            status VARCHAR(20) NOT NULL,
+            error TEXT,
+            revision VARCHAR(200) NOT NULL,
+            cell JSON NOT NULL,
+            attempts INTEGER NOT NULL,
+            started_at DATETIME,
+            finished_at DATETIME,
+            wall_seconds FLOAT,
+            dtype VARCHAR(20),
+            weights_bytes INTEGER,
+            peak_memory_bytes INTEGER,
+            load_seconds FLOAT,
+            prepare_seconds FLOAT,
+            ttft_ms FLOAT,
+            decode_tokens_per_s FLOAT,
+            metrics JSON,
+            result JSON,
+            log_tail TEXT
+        )"""))
+    conn.execute(text("CREATE INDEX ix_cells_model ON cells (model)"))
+    conn.execute(text("CREATE INDEX ix_cells_status ON cells (status)"))
+    conn.execute(text("""
+        CREATE TABLE samples (
+            cell_key VARCHAR(64) NOT NULL REFERENCES cells (key) ON DELETE CASCADE,
+            task VARCHAR(200) NOT NULL,
+            n INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (cell_key, task)
+        )"""))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples]
+
+
+def schema_version(conn: Connection) -> tuple[int, set[str]]:
+    conn.execute(text("CREATE TABLE IF NOT EXISTS evalq_migrations (name VARCHAR(100) PRIMARY KEY, applied_at DATETIME NOT NULL)"))
+    applied = {row[0] for row in conn.execute(text("SELECT name FROM evalq_migrations"))}
+    return len(applied), applied
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply the migrations not yet applied; return their names."""
+    _, applied = schema_version(conn)
+    done = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in applied:
+            continue
+        fn(conn)
+        conn.execute(text("INSERT INTO evalq_migrations (name, applied_at) VALUES (:n, :t)"),
+                     {"n": fn.__name__, "t": datetime.now(timezone.utc).replace(tzinfo=None)})
+        done.append(fn.__name__)
+    return done

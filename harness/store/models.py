@@ -1,0 +1,52 @@
+"""ORM models of the results database. The tables are created by migrations.py,
+not by metadata.create_all: a test checks the two agree."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CellRow(Base):
+    """One cell: its identity, how it ended, and its headline measurements."""
+
+    __tablename__ = "cells"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    matrix: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(300), index=True)
+    variant: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # running ok oom timeout killed error unsupported
+    error: Mapped[str | None] = mapped_column(Text)
+    revision: Mapped[str] = mapped_column(String(200))
+    cell: Mapped[dict] = mapped_column(JSON)  # the full Cell, as run
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    wall_seconds: Mapped[float | None] = mapped_column(Float)
+    dtype: Mapped[str | None] = mapped_column(String(20))
+    weights_bytes: Mapped[int | None] = mapped_column(Integer)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(Integer)
+    load_seconds: Mapped[float | None] = mapped_column(Float)
+    prepare_seconds: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    decode_tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict | None] = mapped_column(JSON)  # task → metric → value
+    result: Mapped[dict | None] = mapped_column(JSON)  # everything the worker reported
+    log_tail: Mapped[str | None] = mapped_column(Text)
+
+
+class SampleRow(Base):
+    """lm-eval's per-sample records of one task of one cell (zlib-compressed JSON)."""
+
+    __tablename__ = "samples"
+
+    cell_key: Mapped[str] = mapped_column(String(64), ForeignKey("cells.key", ondelete="CASCADE"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

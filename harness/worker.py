@@ -1,0 +1,149 @@
+"""Runs one cell in its own process: `python -m evalq.worker CELL.json OUT_DIR`.
+
+Loads the model once and takes every measurement on that object. Writes
+OUT_DIR/result.json (and samples.json.gz); never touches the database. Phases
+are announced on stdout as `@@evalq phase=NAME` for the orchestrator's progress.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+PHASE_PREFIX = "@@evalq phase="
+
+
+def phase(name: str) -> None:
+    print(f"\n{PHASE_PREFIX}{name}", flush=True)
+
+
+def _oom_status(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        return isinstance(exc, torch.cuda.OutOfMemoryError)
+    except ImportError:
+        return False
+
+
+def _memory_in_use(device: str) -> dict[str, int]:
+    from evalq.measure.memory import current_rss_bytes
+
+    out = {"rss_bytes": current_rss_bytes()}
+    if device == "cuda":
+        import torch
+
+        out["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
+        out["cuda_reserved_bytes"] = torch.cuda.memory_reserved()
+    return out
+
+
+def run_cell(cell_json: str, out_dir: Path) -> dict[str, Any]:
+    from evalq.cell import Cell
+
+    cell = Cell.model_validate_json(cell_json)
+    result: dict[str, Any] = {"status": "error", "error": None}
+    try:
+        result.update(_measure(cell, out_dir))
+    except BaseException as exc:  # noqa: BLE001 - every end of a cell is recorded
+        traceback.print_exc()
+        last = f"{exc.__class__.__name__}: {exc}".strip().splitlines()
+        result["error"] = last[0] if last else exc.__class__.__name__
+        if _oom_status(exc):
+            result["status"] = "oom"
+            result["memory_at_failure"] = _memory_in_use(cell.device)
+        elif isinstance(exc, Unsupported):
+            result["status"] = "unsupported"
+        else:
+            result["status"] = "error"
+    return result
+
+
+class Unsupported(RuntimeError):
+    """This variant cannot run this model here (missing library, invalid config for the model)."""
+
+
+def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
+    import torch
+
+    from evalq.backends.base import get_backend
+    from evalq.env import environment
+    from evalq.measure.accuracy import evaluate
+    from evalq.measure.memory import PeakMemory, module_types, parameter_dtypes, weights_footprint
+    from evalq.measure.speed import measure_speed, torch_threads
+    from evalq.models import materialize
+
+    torch.manual_seed(cell.seed)
+    backend = get_backend(cell.variant)
+    cfg = backend.Config.model_validate(cell.options)
+    reason = backend.unavailable_reason(cell.device)
+    if reason:
+        raise Unsupported(reason)
+    if cell.device == "cuda" and not torch.cuda.is_available():
+        raise Unsupported("device cuda requested but torch sees no CUDA GPU")
+
+    phase("prepare")
+    files = materialize(cell.model)
+    model_config = json.loads((Path(files.path) / "config.json").read_text())
+    problem = backend.check_model(cfg, model_config)
+    if problem:
+        raise Unsupported(f"{cell.variant} on {cell.model.display_name}: {problem}")
+
+    peak = PeakMemory(cell.device)
+    phase("load")
+    started = time.perf_counter()
+    loaded = backend.load(files, cfg, cell.device, str(out_dir))
+    load_seconds = time.perf_counter() - started - loaded.prepare_seconds
+    model = loaded.model
+    weights = weights_footprint(model)
+
+    phase("accuracy")
+    started = time.perf_counter()
+    with torch_threads(cell.eval.threads) as eval_threads:
+        acc = evaluate(model, loaded.tokenizer, cell.suites, cell.eval.batch_size, cell.eval.limit, cell.seed)
+    accuracy_seconds = time.perf_counter() - started
+    with gzip.open(out_dir / "samples.json.gz", "wt", encoding="utf-8") as fh:
+        json.dump(acc.pop("samples"), fh, default=str)
+
+    phase("speed")
+    speed = measure_speed(model, loaded.tokenizer, cell.perf, cell.device)
+    memory = peak.finish()
+
+    return {
+        "status": "ok",
+        "dtype": loaded.dtype,
+        "details": {**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model)},
+        "weights_bytes": weights,
+        "peak_memory_bytes": memory["peak_memory_bytes"],
+        "memory": memory,
+        "load_seconds": load_seconds,
+        "prepare_seconds": loaded.prepare_seconds,
+        "accuracy_seconds": accuracy_seconds,
+        "eval_threads": eval_threads,
+        "metrics": acc["metrics"],
+        "n_samples": acc["n_samples"],
+        "task_versions": acc["task_versions"],
+        "speed": speed,
+        "model_path": files.path,
+        "env": environment(cell.device),
+    }
+
+
+def main(argv: list[str]) -> int:
+    cell_path, out_dir = Path(argv[0]), Path(argv[1])
+    result = run_cell(cell_path.read_text(), out_dir)
+    tmp = out_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, default=str))
+    os.replace(tmp, out_dir / "result.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""evalq.leaderboard: the static site rendered from the results database."""

@@ -1,0 +1,62 @@
+"""Named evaluation suites: lists of lm-eval tasks with few-shot and limit settings.
+
+A suite is a YAML file here (`demo`, `quick`, `open-llm-v1`) or any path to one.
+Tasks written by this project live in `tasks/` as lm-eval task YAML + JSONL and
+are found by lm-eval through `TASKS_DIR` (TaskManager's include_path).
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SUITES_DIR = Path(__file__).parent
+TASKS_DIR = SUITES_DIR / "tasks"
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    task: str
+    num_fewshot: int = Field(0, ge=0)
+    limit: int | None = Field(None, gt=0)
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    description: str = ""
+    requires_hub: bool = Field(False, description="its tasks download data from the hub")
+    tasks: list[TaskSpec] = Field(min_length=1)
+
+
+class SuiteNotFound(ValueError):
+    pass
+
+
+def shipped_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name: str, base: Path | None = None) -> Suite:
+    """A shipped suite by name, or a suite YAML by path (relative to `base`)."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        path = (base or Path.cwd()) / name
+        if not path.is_file():
+            raise SuiteNotFound(f"suite file {path} does not exist")
+    else:
+        path = SUITES_DIR / f"{name}.yaml"
+        if not path.is_file():
+            known = shipped_suites()
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+            hint = f"did you mean {close[0]!r}?" if close else f"known suites: {', '.join(known)}"
+            raise SuiteNotFound(f"unknown suite {name!r} ({hint})")
+    try:
+        suite = Suite.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (ValidationError, yaml.YAMLError) as exc:
+        raise SuiteNotFound(f"suite file {path} is invalid: {exc}") from None
+    missing = [t.task for t in suite.tasks if t.task.startswith("evalq_") and not (TASKS_DIR / t.task).is_dir()]
+    if missing:
+        raise SuiteNotFound(f"suite {suite.name!r} names tasks with no folder in {TASKS_DIR}: {', '.join(missing)}")
+    return suite
