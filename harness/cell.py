@@ -49,7 +49,7 @@ class Cell(BaseModel):
 
     @property
     def key(self) -> str:
-        content = self.model_dump_json(exclude={"matrix", "timeout_s"})
+        content = self.model_dump_json(exclude={"matrix": True, "timeout_s": True, "suites": {"__all__": {"description"}}})
         return hashlib.sha256(content.encode()).hexdigest()[:32]
 
     @property

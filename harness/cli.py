@@ -14,8 +14,8 @@ from rich.markup import escape
 
 app = typer.Typer(help="Measure big-quantized against small-full-precision LLMs: accuracy, speed, memory.",
                   no_args_is_help=True, add_completion=False)
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # no wrapping inside paths and messages
+out = Console(soft_wrap=True)
 
 
 class Format(str, Enum):

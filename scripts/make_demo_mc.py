@@ -87,8 +87,8 @@ def build() -> list[dict]:
         items.append((f"What is a young {animal} called?", young, _pick_others(rng, young_words, young), "young_animals"))
     for question, right, wrong in FACTS:
         items.append((question, right, wrong, "facts"))
-    for _ in range(25):
-        a, b = rng.randint(1, 10), rng.randint(1, 10)
+    pairs = [(a, b) for a in range(1, 11) for b in range(1, 11)]
+    for a, b in rng.sample(pairs, 25):
         right = a + b
         wrong = rng.sample([x for x in range(max(0, right - 4), right + 5) if x != right and x <= 20], 3)
         items.append((f"What is {NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]}?", NUMBER_WORDS[right],

@@ -7,6 +7,7 @@ are found by lm-eval through `TASKS_DIR` (TaskManager's include_path).
 from __future__ import annotations
 
 import difflib
+import hashlib
 from pathlib import Path
 
 import yaml
@@ -29,6 +30,8 @@ class Suite(BaseModel):
     description: str = ""
     requires_hub: bool = Field(False, description="its tasks download data from the hub")
     tasks: list[TaskSpec] = Field(min_length=1)
+    # sha256 of the files of the tasks shipped here: edited task data changes cell keys
+    local_data_sha256: str | None = None
 
 
 class SuiteNotFound(ValueError):
@@ -59,4 +62,11 @@ def load_suite(name: str, base: Path | None = None) -> Suite:
     missing = [t.task for t in suite.tasks if t.task.startswith("evalq_") and not (TASKS_DIR / t.task).is_dir()]
     if missing:
         raise SuiteNotFound(f"suite {suite.name!r} names tasks with no folder in {TASKS_DIR}: {', '.join(missing)}")
+    local = [TASKS_DIR / t.task for t in suite.tasks if (TASKS_DIR / t.task).is_dir()]
+    if local:
+        digest = hashlib.sha256()
+        for folder in local:
+            for f in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".jsonl", ".py")):
+                digest.update(f"{folder.name}/{f.name}\0".encode() + f.read_bytes())
+        suite = suite.model_copy(update={"local_data_sha256": digest.hexdigest()})
     return suite

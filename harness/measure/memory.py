@@ -64,8 +64,18 @@ def current_rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux: the high-water mark of this process.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """High-water mark of this process's resident memory.
+
+    VmHWM, not ru_maxrss: ru_maxrss survives execve, so a worker forked from a
+    larger parent would report the parent's peak as its own."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux, bytes on macOS
 
 
 class NvmlSampler:

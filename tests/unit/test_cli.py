@@ -1,0 +1,86 @@
+"""The CLI: clear errors with exit code 2 and no traceback; results in three formats."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from evalq.cell import expand
+from evalq.cli import app
+from evalq.matrix import load_matrix
+from evalq.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_validate_ok():
+    res = runner.invoke(app, ["validate", str(ROOT / "examples" / "demo.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "2 models × 4 variants = 8 cells" in res.output
+
+
+def test_validate_typo_exits_2_without_traceback(write):
+    path = write("m.yaml", (ROOT / "examples" / "demo.yaml").read_text().replace("suites:", "suite:"))
+    res = runner.invoke(app, ["validate", str(path)])
+    assert res.exit_code == 2
+    assert "did you mean 'suites'" in res.output and "Traceback" not in res.output
+
+
+def test_debug_shows_the_exception(write):
+    path = write("m.yaml", "name: x\n")
+    res = runner.invoke(app, ["validate", str(path), "--debug"])
+    assert res.exit_code != 0 and res.exception is not None
+
+
+def test_run_with_database_in_missing_folder_exits_2(tmp_path):
+    res = runner.invoke(app, ["run", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--db", str(tmp_path / "no" / "e.db")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_hub_suite_offline_is_refused_before_running(write, tmp_path):
+    text = (ROOT / "examples" / "demo.yaml").read_text().replace("suites: [demo]", "suites: [quick]")
+    res = runner.invoke(app, ["run", "--matrix", str(write("m.yaml", text)), "--db", str(tmp_path / "e.db")])
+    assert res.exit_code == 2 and "needs hub access" in res.output
+    assert Store(str(tmp_path / "e.db")).cells() == []  # nothing partial written
+
+
+def test_results_of_missing_database_exits_2(tmp_path):
+    res = runner.invoke(app, ["results", "--db", str(tmp_path / "none.db")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def stored_db(tmp_path) -> str:
+    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    cells = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")
+    db = str(tmp_path / "e.db")
+    store = Store(db)
+    store.record(cells[0], {"status": "ok", "dtype": "bfloat16", "weights_bytes": 269_000_000, "peak_memory_bytes": 1_800_000_000,
+                            "load_seconds": 1.2, "speed": {"ttft_ms": 50.0, "decode_tokens_per_s": 33.9},
+                            "metrics": {"evalq_demo_mc": {"acc": 0.658, "acc_stderr": 0.043},
+                                        "evalq_demo_ppl": {"word_perplexity": 42.6}}}, None, "", 10.0)
+    store.record(cells[3], {"status": "unsupported", "error": "gptqmodel is not installed"}, None, "", 1.0)
+    return db
+
+
+def test_results_json_has_the_documented_fields(tmp_path):
+    res = runner.invoke(app, ["results", "--db", stored_db(tmp_path), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["variant"]: r for r in json.loads(res.stdout)}
+    for field in ("model", "variant", "status", "dtype", "weights_bytes", "peak_memory_bytes", "load_seconds",
+                  "ttft_ms", "decode_tokens_per_s", "metrics", "error"):
+        assert field in rows["fp16"]
+    assert rows["fp16"]["metrics"]["evalq_demo_mc"]["acc"] == 0.658
+    assert rows["gptq-4"]["status"] == "unsupported" and "gptqmodel" in rows["gptq-4"]["error"]
+
+
+def test_results_csv_and_table(tmp_path):
+    db = stored_db(tmp_path)
+    res = runner.invoke(app, ["results", "--db", db, "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert rows[0]["evalq_demo_mc:acc"] == "0.658" and rows[0]["evalq_demo_mc:acc_stderr"] == "0.043"
+    table = runner.invoke(app, ["results", "--db", db]).stdout
+    assert "0.658 ± 0.043" in table and "ppl 42.60" in table and "unsupported" in table

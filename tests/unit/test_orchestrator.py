@@ -1,0 +1,98 @@
+"""Every way a worker can end is classified and recorded, and the matrix goes on."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from evalq.cell import Cell, expand
+from evalq.matrix import load_matrix
+from evalq.orchestrator import LOG_TAIL_BYTES, run_cells, run_worker
+from evalq.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def fault_worker_on_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYTHONPATH", f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("FAULT_PID_FILE", str(tmp_path / "grandchild.pid"))
+
+
+def fault_cell(fault: str, timeout_s: int | None = 60) -> Cell:
+    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    base = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
+    return base.model_copy(update={"variant": fault, "timeout_s": timeout_s})
+
+
+def test_ok_result_and_phases_are_reported():
+    phases = []
+    end = run_worker(fault_cell("ok"), on_phase=phases.append, worker_module="fault_worker")
+    assert end.status == "ok" and end.outcome["metrics"]["t"]["acc"] == 1.0
+    assert phases == ["load"]
+
+
+def test_raise_is_an_error_with_the_last_traceback_line():
+    end = run_worker(fault_cell("raise"), worker_module="fault_worker")
+    assert end.status == "error"
+    assert "RuntimeError: boom in measurement" in end.outcome["error"]
+
+
+def test_sigkill_is_killed():
+    assert run_worker(fault_cell("sigkill"), worker_module="fault_worker").status == "killed"
+
+
+def test_hang_is_a_timeout_and_the_whole_group_dies(tmp_path):
+    started = time.monotonic()
+    end = run_worker(fault_cell("hang", timeout_s=3), worker_module="fault_worker")
+    assert end.status == "timeout"
+    assert time.monotonic() - started < 3 + 10
+    grandchild = int((tmp_path / "grandchild.pid").read_text())
+    assert wait_dead(grandchild), "the worker's own child outlived the timeout"
+
+
+def wait_dead(pid: int, within_s: float = 5.0) -> bool:
+    """Gone, or a zombie waiting for its (re)parent to reap it: either way not running."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_flood_does_not_deadlock_and_the_tail_is_bounded(monkeypatch):
+    monkeypatch.setenv("FAULT_FLOOD_MB", "64")
+    end = run_worker(fault_cell("flood"), worker_module="fault_worker")
+    assert end.status == "ok"
+    assert len(end.log_tail.encode()) <= LOG_TAIL_BYTES
+    assert end.log_tail.rstrip().endswith("LAST LINE")
+
+
+def test_matrix_goes_on_and_every_end_is_recorded(tmp_path):
+    store = Store(str(tmp_path / "e.db"))
+    cells = [fault_cell(f) for f in ("raise", "ok", "sigkill")]
+    summary = run_cells(cells, store, worker_module="fault_worker")
+    assert summary.ran == {"error": 1, "ok": 1, "killed": 1}
+    assert sorted(r.status for r in store.cells()) == ["error", "killed", "ok"]
+    # a second run skips what is ok and, by default, what failed
+    again = run_cells(cells, store, worker_module="fault_worker")
+    assert again.skipped == 3 and again.ran == {}
+    retried = run_cells(cells, store, rerun_failed=True, worker_module="fault_worker")
+    assert retried.skipped == 1 and sum(retried.ran.values()) == 2
+
+
+def test_a_cell_left_running_is_run_again(tmp_path):
+    store = Store(str(tmp_path / "e.db"))
+    cell = fault_cell("ok")
+    store.mark_running(cell)  # as if the orchestrator had died mid-cell
+    summary = run_cells([cell], store, worker_module="fault_worker")
+    assert summary.ran == {"ok": 1}
+    assert store.cells()[0].attempts == 2
