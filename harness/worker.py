@@ -98,22 +98,24 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
 
     peak = PeakMemory(cell.device)
     phase("load")
-    started = time.perf_counter()
-    loaded = backend.load(files, cfg, cell.device, str(out_dir))
-    load_seconds = time.perf_counter() - started - loaded.prepare_seconds
+    with peak.phase("load"):
+        started = time.perf_counter()
+        loaded = backend.load(files, cfg, cell.device, str(out_dir))
+        load_seconds = time.perf_counter() - started - loaded.prepare_seconds
     model = loaded.model
     weights = weights_footprint(model)
 
     phase("accuracy")
     started = time.perf_counter()
-    with torch_threads(cell.eval.threads) as eval_threads:
+    with peak.phase("accuracy"), torch_threads(cell.eval.threads) as eval_threads:
         acc = evaluate(model, loaded.tokenizer, cell.suites, cell.eval.batch_size, cell.eval.limit, cell.seed)
     accuracy_seconds = time.perf_counter() - started
     with gzip.open(out_dir / "samples.json.gz", "wt", encoding="utf-8") as fh:
         json.dump(acc.pop("samples"), fh, default=str)
 
     phase("speed")
-    speed = measure_speed(model, loaded.tokenizer, cell.perf, cell.device)
+    with peak.phase("speed"):
+        speed = measure_speed(model, loaded.tokenizer, cell.perf, cell.device)
     memory = peak.finish()
 
     return {

@@ -177,6 +177,8 @@ def calibration_samples(tokenizer: Any, cal: Calibration) -> list[dict[str, list
 def _quantize_into(out: Path, model_path: str, trust_remote_code: bool, cfg_dict: dict[str, Any]) -> None:
     """Quantize with gptqmodel's native API (runs in a spawned child process)."""
     _gptqmodel_env()
+    # gptqmodel writes logs/ into the working directory: keep them with the checkpoint
+    os.chdir(out)
     import torch
     from gptqmodel import GPTQModel, QuantizeConfig
     from transformers import AutoTokenizer

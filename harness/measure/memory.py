@@ -4,7 +4,8 @@ from __future__ import annotations
 import resource
 import threading
 from collections import Counter
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 
 def _tensors_of_quant_state(qs: Any):
@@ -110,30 +111,72 @@ class NvmlSampler:
             self._sample()
             self._stop.wait(self._interval)
 
-    def stop(self) -> dict[str, int]:
-        self._stop.set()
-        self._thread.join()
+    def reset(self) -> None:
+        self.process_peak = 0
+        self.device_peak = 0
+
+    def peaks(self) -> dict[str, int]:
         self._sample()
         return {"nvml_process_peak_bytes": self.process_peak, "nvml_device_used_peak_bytes": self.device_peak}
 
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux ≥ 4.0); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
 
 class PeakMemory:
-    """Peak memory over a region: RSS on CPU; torch.cuda counters and NVML on GPU."""
+    """Peak memory per phase of a cell, and over all of them.
+
+    CPU: peak RSS (VmHWM, reset between phases). GPU: torch.cuda max allocated
+    and reserved (reset between phases) and the NVML process peak. Per phase,
+    because lm-eval's batched log-likelihoods over a large vocabulary can need
+    far more memory than serving the model does: `by_phase["speed"]` is the
+    cost of generating, the overall peak is what the whole cell needed.
+    """
 
     def __init__(self, device: str):
         self.device = device
+        self.by_phase: dict[str, dict[str, int]] = {}
+        self.resettable = True
         self._nvml: NvmlSampler | None = None
         if device == "cuda":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
             try:
+                import torch
+
                 self._nvml = NvmlSampler(torch.cuda.current_device())
             except Exception:  # noqa: BLE001 - NVML is optional (nvidia-ml-py missing, no permission)
                 self._nvml = None
 
-    def finish(self) -> dict[str, int]:
-        out = {"peak_rss_bytes": peak_rss_bytes(), "rss_bytes": current_rss_bytes()}
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._reset()
+        try:
+            yield
+        finally:
+            self.by_phase[name] = self._read()
+
+    def _reset(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            if self._nvml:
+                self._nvml.reset()
+        self.resettable = reset_peak_rss() and self.resettable
+
+    def _read(self) -> dict[str, int]:
+        out = {"peak_rss_bytes": peak_rss_bytes()}
         if self.device == "cuda":
             import torch
 
@@ -141,8 +184,18 @@ class PeakMemory:
             out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
             out["cuda_max_reserved_bytes"] = torch.cuda.max_memory_reserved()
             if self._nvml:
-                out.update(self._nvml.stop())
+                out.update(self._nvml.peaks())
             out["peak_memory_bytes"] = out.get("nvml_process_peak_bytes") or out["cuda_max_reserved_bytes"]
         else:
             out["peak_memory_bytes"] = out["peak_rss_bytes"]
         return out
+
+    def finish(self) -> dict[str, Any]:
+        if self._nvml:
+            self._nvml.stop()
+        keys = {k for p in self.by_phase.values() for k in p}
+        overall: dict[str, Any] = {k: max(p.get(k, 0) for p in self.by_phase.values()) for k in keys}
+        overall["by_phase"] = self.by_phase
+        overall["phase_peaks_resettable"] = self.resettable
+        overall["rss_bytes"] = current_rss_bytes()
+        return overall

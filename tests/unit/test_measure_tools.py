@@ -38,3 +38,26 @@ def test_percentile():
     assert percentile([1, 2, 3, 4, 5], 0.5) == 3
     assert percentile([1, 2, 3, 4, 5], 0.9) == 4.6
     assert percentile([7], 0.99) == 7
+
+
+PHASES = """
+from evalq.measure.memory import PeakMemory
+peak = PeakMemory("cpu")
+with peak.phase("big"):
+    block = bytearray(600 * 1024 * 1024)
+    del block
+with peak.phase("small"):
+    block = bytearray(100 * 1024 * 1024)
+    del block
+out = peak.finish()
+print(out["by_phase"]["big"]["peak_rss_bytes"], out["by_phase"]["small"]["peak_rss_bytes"], out["peak_memory_bytes"], out["phase_peaks_resettable"])
+"""
+
+
+def test_peaks_are_per_phase_and_the_overall_peak_is_their_max():
+    big, small, overall, resettable = subprocess.run([sys.executable, "-c", PHASES], capture_output=True, text=True, check=True).stdout.split()
+    assert resettable == "True"
+    mb = 1024 * 1024
+    assert int(big) - int(small) > 450 * mb  # the small phase does not see the big one's peak
+    assert int(small) < 300 * mb
+    assert int(overall) == int(big)

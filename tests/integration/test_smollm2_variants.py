@@ -1,0 +1,183 @@
+"""SmolLM2-135M in all four variants, for real on the CPU: real bitsandbytes,
+real GPTQ quantization, real lm-eval, through the real `evalq run`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from evalq.cli import app
+from evalq.store import Store
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "test.txt"
+runner = CliRunner()
+
+MATRIX = """\
+name: it-smollm2
+models:
+  - name: SmolLM2-135M-Instruct
+    package: smollm2-135m-instruct
+variants:
+  fp16: {{}}
+  int8: {{}}
+  nf4: {{}}
+  gptq-4:
+    group_size: {group_size}
+    calibration:
+      path: {wikitext}
+      n_samples: 16
+      seq_len: 128
+suites: [demo]
+perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1, 2], warmup: 1, repeats: 2, threads: 1}}
+eval: {{batch_size: 8}}
+timeout_s: 1500
+"""
+
+
+def write_matrix(folder: Path, group_size: int = 64) -> Path:
+    path = folder / f"m{group_size}.yaml"
+    path.write_text(MATRIX.format(group_size=group_size, wikitext=WIKITEXT))
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    if not WIKITEXT.exists():
+        pytest.fail(f"{WIKITEXT} is missing: the integration tests calibrate GPTQ on it")
+    folder = tmp_path_factory.mktemp("smollm2")
+    res = runner.invoke(app, ["run", "--matrix", str(write_matrix(folder)), "--db", str(folder / "e.db")])
+    assert res.exit_code == 0, res.output
+    return folder
+
+
+@pytest.fixture(scope="session")
+def rows(run_dir):
+    return {r.variant: r for r in Store(str(run_dir / "e.db")).cells()}
+
+
+def test_every_variant_ran_ok(rows):
+    assert {v: r.status for v, r in rows.items()} == {v: "ok" for v in ("fp16", "int8", "nf4", "gptq-4")}, \
+        {v: r.error for v, r in rows.items()}
+
+
+def test_each_variant_has_its_quantized_module_type(rows):
+    types = {v: r.result["details"]["module_types"] for v, r in rows.items()}
+    assert types["int8"].get("Linear8bitLt", 0) == 210  # 30 layers × 7 projections
+    assert types["nf4"].get("Linear4bit", 0) == 210
+    kernels = rows["gptq-4"].result["details"]["kernel"]  # subclasses of gptqmodel's BaseQuantLinear
+    assert kernels and sum(types["gptq-4"].get(k, 0) for k in kernels) == 210
+    assert "Linear8bitLt" not in types["fp16"] and "Linear4bit" not in types["fp16"]
+
+
+def test_quantized_weights_weigh_less_than_fp16(rows):
+    w = {v: r.weights_bytes for v, r in rows.items()}
+    assert w["int8"] < w["fp16"] and w["nf4"] < w["int8"] and w["gptq-4"] < w["int8"], w
+
+
+def test_unquantized_parts_are_in_the_baseline_dtype(rows):
+    for variant in ("int8", "nf4", "gptq-4"):
+        dtypes = rows[variant].result["details"]["parameter_dtypes"]
+        assert "float32" not in dtypes, (variant, dtypes)
+        assert rows[variant].dtype == "bfloat16"
+    assert rows["fp16"].result["details"]["parameter_dtypes"] == {"bfloat16": pytest.approx(134_515_008, rel=0.01)}
+
+
+def test_variant_details_are_recorded(rows):
+    assert rows["int8"].result["details"]["threshold"] == 6.0
+    nf4 = rows["nf4"].result["details"]
+    assert nf4["double_quant"] is True and nf4["compute_dtype"] == "bfloat16"
+    gptq = rows["gptq-4"].result["details"]
+    assert (gptq["bits"], gptq["group_size"], gptq["desc_act"]) == (4, 64, False)
+    assert rows["gptq-4"].prepare_seconds > 0  # quantized in this run
+
+
+def test_accuracy_perplexity_speed_and_memory_are_stored(rows):
+    for variant, r in rows.items():
+        mc, ppl = r.metrics["evalq_demo_mc"], r.metrics["evalq_demo_ppl"]
+        assert 0.25 < mc["acc"] <= 1 and mc["acc_stderr"] > 0, variant
+        assert r.result["n_samples"]["evalq_demo_mc"]["effective"] == 120
+        assert 5 < ppl["word_perplexity"] < 500, variant
+        assert r.ttft_ms > 0 and r.decode_tokens_per_s > 0
+        assert set(r.result["speed"]["by_batch"]) == {"1", "2"} and r.result["speed"]["threads"] == 1
+        assert r.peak_memory_bytes > r.weights_bytes
+        assert r.result["env"]["libraries"]["lm_eval"]
+    # quantization costs something: no quantized variant is exactly the baseline
+    base = rows["fp16"].metrics["evalq_demo_ppl"]["word_perplexity"]
+    assert all(rows[v].metrics["evalq_demo_ppl"]["word_perplexity"] != base for v in ("int8", "nf4", "gptq-4"))
+
+
+def test_per_sample_records_are_stored(run_dir, rows):
+    store = Store(str(run_dir / "e.db"))
+    samples = store.samples(rows["nf4"].key, "evalq_demo_mc")
+    assert len(samples) == 120 and {"doc_id", "doc_hash", "resps"} <= set(samples[0])
+
+
+def test_rerunning_a_finished_matrix_loads_no_model(run_dir, rows):
+    attempts = {v: r.attempts for v, r in rows.items()}
+    res = runner.invoke(app, ["run", "--matrix", str(write_matrix(run_dir)), "--db", str(run_dir / "e.db")])
+    assert res.exit_code == 0, res.output
+    assert "4 cells: 4 already stored, ran none" in res.output
+    assert {r.variant: r.attempts for r in Store(str(run_dir / "e.db")).cells()} == attempts
+
+
+def test_group_size_that_does_not_divide_fails_before_loading(run_dir, rows):
+    res = runner.invoke(app, ["run", "--matrix", str(write_matrix(run_dir, group_size=128)), "--db", str(run_dir / "g.db")])
+    assert res.exit_code == 0, res.output
+    row = next(r for r in Store(str(run_dir / "g.db")).cells() if r.variant == "gptq-4")
+    assert row.status == "unsupported" and "576" in row.error and "64" in row.error
+
+
+@pytest.fixture(scope="session")
+def fp16_in_process(rows):
+    from evalq.backends.fp16 import FP16Backend, FP16Config
+    from evalq.matrix import ModelSpec
+    from evalq.models import materialize
+
+    files = materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct"))
+    return FP16Backend().load(files, FP16Config(), "cpu", "")
+
+
+def test_stored_accuracy_equals_lm_eval_direct_on_the_same_object(rows, fp16_in_process):
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from evalq.measure.accuracy import evaluate, split_metrics
+    from evalq.suites import TASKS_DIR, load_suite
+
+    model, tok = fp16_in_process.model, fp16_in_process.tokenizer
+    direct = simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=8), tasks=["evalq_demo_mc"],
+                             num_fewshot=0, task_manager=TaskManager(include_path=str(TASKS_DIR)), log_samples=False,
+                             random_seed=1234, numpy_random_seed=1234, torch_random_seed=1234, fewshot_random_seed=1234,
+                             bootstrap_iters=1000)
+    direct_acc = split_metrics(direct["results"]["evalq_demo_mc"])
+    ours = evaluate(model, tok, [load_suite("demo")], batch_size=8, limit_cap=None, seed=1234)["metrics"]["evalq_demo_mc"]
+    stored = rows["fp16"].metrics["evalq_demo_mc"]
+    for metric in ("acc", "acc_stderr", "acc_norm"):
+        assert ours[metric] == direct_acc[metric] == stored[metric], metric
+
+
+def test_gptq_checkpoint_is_reused_from_the_cache(rows):
+    from evalq.backends.gptq import GPTQBackend, GPTQConfig, quantized_key
+    from evalq.cache import cache_dir
+    from evalq.matrix import ModelSpec
+    from evalq.models import materialize
+
+    files = materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct"))
+    cfg = GPTQConfig.model_validate(rows["gptq-4"].cell["options"])
+    assert (cache_dir("gptq") / quantized_key(files, cfg)).is_dir()
+    loaded = GPTQBackend().load(files, cfg, "cpu", "")
+    assert loaded.prepare_seconds == 0.0
+
+
+def test_demo_perplexity_text_has_at_least_3000_tokens(fp16_in_process):
+    from evalq.suites import TASKS_DIR
+
+    docs = [json.loads(x) for x in (TASKS_DIR / "evalq_demo_ppl" / "demo_ppl.jsonl").read_text().splitlines()]
+    tok = fp16_in_process.tokenizer
+    assert sum(len(tok(d["text"]).input_ids) for d in docs) >= 3000
