@@ -45,7 +45,10 @@ class BuildError(RuntimeError):
     pass
 
 
-def _child(fn: Callable[..., Any], tmp: Path, args: tuple) -> None:
+def _child(fn: Callable[..., Any], tmp: Path, parent_pid: int, args: tuple) -> None:
+    from evalq.worker import die_with_parent
+
+    die_with_parent(parent_pid)
     try:
         fn(tmp, *args)
     except BaseException as exc:  # report to the parent, whatever it was
@@ -72,7 +75,7 @@ def build_once(target: Path, fn: Callable[..., Any], *args: Any, isolated: bool 
         tmp.mkdir(parents=True)
         try:
             if isolated:
-                proc = multiprocessing.get_context("spawn").Process(target=_child, args=(fn, tmp, args))
+                proc = multiprocessing.get_context("spawn").Process(target=_child, args=(fn, tmp, os.getpid(), args))
                 proc.start()
                 proc.join()
                 error_file = tmp / ".evalq-build-error"

@@ -49,7 +49,9 @@ class Cell(BaseModel):
 
     @property
     def key(self) -> str:
-        content = self.model_dump_json(exclude={"matrix": True, "timeout_s": True, "suites": {"__all__": {"description"}}})
+        # exclude_none: a new optional field, left unset, does not change existing keys
+        content = self.model_dump_json(exclude={"matrix": True, "timeout_s": True, "suites": {"__all__": {"description"}}},
+                                       exclude_none=True)
         return hashlib.sha256(content.encode()).hexdigest()[:32]
 
     @property

@@ -41,44 +41,25 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _offline_problems(suites: list) -> list[str]:
-    if os.environ.get("HF_DATASETS_OFFLINE") != "1":
-        return []
-    return [f"suite {s.name!r} needs hub access, but HF_DATASETS_OFFLINE=1" for s in suites if s.requires_hub]
-
-
 @app.command()
 def validate(
     matrix_file: Path = typer.Argument(..., help="matrix YAML"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
-    """Check a matrix without running it: schema, variants and their options, suites, models."""
-    from evalq.backends.base import get_backend
-    from evalq.matrix import load_matrix, merged_options
-    from evalq.models import read_config
+    """Check a matrix without running it: schema, variants and their options, suites and tasks, models."""
+    from evalq import preflight
+    from evalq.matrix import MatrixError, load_matrix
 
     with user_errors(debug):
         matrix, suites = load_matrix(matrix_file)
+        checked = preflight.check(matrix, suites, resolve_models=False)
+        for note in checked.notes:
+            out.print(f"  note: {escape(note)}")
+        if checked.problems:
+            raise MatrixError(str(matrix_file), checked.problems)
         n_cells = len(matrix.models) * len(matrix.variants)
         out.print(f"[green]ok[/green] {escape(str(matrix_file))}: {escape(matrix.name)} — {len(matrix.models)} models × "
                   f"{len(matrix.variants)} variants = {n_cells} cells; suites: {escape(', '.join(s.name for s in suites))}")
-        problems = []
-        for model in matrix.models:
-            config = read_config(model)
-            if config is None:
-                out.print(f"  {escape(model.display_name)}: config.json not available here yet (checked at run time, before loading weights)")
-                continue
-            for variant in matrix.variants:
-                backend = get_backend(variant)
-                msg = backend.check_model(backend.Config.model_validate(merged_options(matrix, model, variant)), config)
-                if msg:
-                    problems.append(f"{model.display_name} · {variant}: {msg}")
-        for note in _offline_problems(suites):
-            out.print(f"  note: {escape(note)} (runs on a machine with hub access)")
-        if problems:
-            for p in problems:
-                err.print(f"[red]error:[/red] {escape(str(matrix_file))}: {escape(p)}")
-            raise typer.Exit(2)
 
 
 @app.command()
@@ -91,21 +72,20 @@ def run(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run every cell of the matrix not already stored ok; record each end in the database."""
+    from evalq import preflight
     from evalq.cell import expand
-    from evalq.matrix import load_matrix
+    from evalq.matrix import MatrixError, load_matrix
     from evalq.models import resolve_revision
     from evalq.orchestrator import run_cells
     from evalq.store import Store
 
     with user_errors(debug):
         matrix, suites = load_matrix(matrix_file)
-        offline = _offline_problems(suites)
-        if offline:
-            from evalq.matrix import MatrixError
-
-            raise MatrixError(str(matrix_file), offline)
-        store = Store(db)
+        checked = preflight.check(matrix, suites)
+        if checked.problems:
+            raise MatrixError(str(matrix_file), checked.problems)
         cells = expand(matrix, suites, resolve_revision)
+        store = Store(db)  # opened only once the input is known good: nothing partial is written
     summary = run_cells(cells, store, force=force, rerun_failed=rerun_failed, echo=verbose, console=err)
     ran = ", ".join(f"{n} {s}" for s, n in sorted(summary.ran.items())) or "none"
     err.print(f"{summary.total} cells: {summary.skipped} already stored, ran {ran}. Results: evalq results --db {escape(db)}")

@@ -6,6 +6,7 @@ key, the closest valid key.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ class Strict(BaseModel):
 
 
 VariantOptions = dict[str, dict[str, Any] | None]
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+REVISION = re.compile(r"[A-Za-z0-9][\w.\-/]{0,199}")
 
 
 class ModelSpec(Strict):
@@ -36,6 +39,19 @@ class ModelSpec(Strict):
     params: float | None = Field(None, gt=0, description="parameter count, for display")
     trust_remote_code: bool = False
     variants: VariantOptions | None = Field(None, description="per-model variant options, merged over the matrix's")
+
+    @model_validator(mode="after")
+    def _safe_names(self) -> ModelSpec:
+        # A hub id or revision becomes part of a cache path: it must never escape it.
+        for key in ("name", "hub", "revision", "path", "gguf", "package", "family"):
+            value = getattr(self, key)
+            if value is not None and "\0" in value:
+                raise ValueError(f"{key} contains a NUL byte")
+        if self.hub is not None and (not HUB_ID.fullmatch(self.hub) or ".." in self.hub):
+            raise ValueError(f"hub {self.hub!r} is not a hub id of the form org/name")
+        if self.revision is not None and (not REVISION.fullmatch(self.revision) or ".." in self.revision):
+            raise ValueError(f"revision {self.revision!r} is not a branch, tag or commit")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

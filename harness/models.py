@@ -18,6 +18,7 @@ from typing import Callable
 
 from evalq.backends.base import ModelFiles
 from evalq.cache import build_once, cache_dir, file_lock
+from evalq.gguf_header import GGUFError, GGUFHeader, read_header
 from evalq.matrix import ModelSpec
 
 GGUF_MAGIC = b"GGUF"
@@ -94,19 +95,41 @@ def file_sha256(path: Path) -> str:
 
 
 def check_gguf(path: Path) -> None:
+    """Exists, is GGUF, and holds every tensor its header lists (not truncated)."""
     if not path.is_file():
         raise ModelError(f"GGUF file {path} does not exist")
     with path.open("rb") as f:
         head = f.read(4)
     if head != GGUF_MAGIC:
         raise ModelError(f"{path} is not a GGUF file (starts with {head!r}, expected b'GGUF')")
+    header = _gguf_header(path)
+    size = path.stat().st_size
+    for tensor in header.tensors:
+        end = header.data_start + tensor.offset + tensor.n_bytes
+        if end > size:
+            raise ModelError(f"GGUF file {path} is truncated: tensor {tensor.name} ends at byte {end:,}, the file has {size:,}")
 
 
-def check_local_folder(path: Path) -> None:
-    if not path.is_dir():
-        raise ModelError(f"model folder {path} does not exist")
-    if not (path / "config.json").is_file():
-        raise ModelError(f"model folder {path} has no config.json")
+def _gguf_header(path: Path) -> GGUFHeader:
+    try:
+        return read_header(path)
+    except GGUFError as exc:
+        raise ModelError(f"GGUF file {path}: {exc}") from None
+
+
+def gguf_config(path: Path) -> dict:
+    """The parts of config.json that checks need, from a GGUF header (no weights read)."""
+    meta = _gguf_header(path).metadata
+    arch = meta.get("general.architecture")
+    found = {
+        "model_type": arch,
+        "hidden_size": meta.get(f"{arch}.embedding_length"),
+        "intermediate_size": meta.get(f"{arch}.feed_forward_length"),
+        "num_attention_heads": meta.get(f"{arch}.attention.head_count"),
+        "head_dim": meta.get(f"{arch}.attention.key_length"),
+        "num_hidden_layers": meta.get(f"{arch}.block_count"),
+    }
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _folder_fingerprint(path: Path) -> str:
@@ -165,10 +188,9 @@ def read_config(spec: ModelSpec) -> dict | None:
     if spec.path:
         return json.loads((Path(spec.path) / "config.json").read_text())
     if spec.package or spec.gguf:
-        converted = _converted_dir(_gguf_file(spec))
-        if (converted / "config.json").exists():
-            return json.loads((converted / "config.json").read_text())
-        return None
+        path = _gguf_file(spec)
+        check_gguf(path)
+        return gguf_config(path)
     try:
         from huggingface_hub import hf_hub_download
 

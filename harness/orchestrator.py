@@ -83,7 +83,7 @@ def run_worker(cell: Cell, on_phase: Callable[[str], None] = lambda p: None, ech
     with tempfile.TemporaryDirectory(prefix="evalq-cell-") as tmp:
         out_dir = Path(tmp)
         (out_dir / "cell.json").write_text(cell.model_dump_json())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "EVALQ_PARENT_PID": str(os.getpid())}
         proc = subprocess.Popen(
             [sys.executable, "-m", worker_module, str(out_dir / "cell.json"), str(out_dir)],
             stdout=subprocess.PIPE,
@@ -131,7 +131,8 @@ def run_worker(cell: Cell, on_phase: Callable[[str], None] = lambda p: None, ech
 @dataclass
 class RunSummary:
     total: int = 0
-    skipped: int = 0
+    skipped: int = 0  # already stored
+    elsewhere: int = 0  # taken by another orchestrator on the same database
     ran: dict[str, int] = field(default_factory=dict)
 
 
@@ -151,12 +152,9 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
 
     console = console or Console(stderr=True)
     summary = RunSummary(total=len(cells))
-    todo = []
-    for cell in cells:
-        if should_run(store.status(cell.key), force, rerun_failed):
-            todo.append(cell)
-        else:
-            summary.skipped += 1
+    wanted = lambda status: should_run(status, force, rerun_failed)  # noqa: E731
+    todo = [c for c in cells if wanted(store.status(c.key))]
+    summary.skipped = len(cells) - len(todo)
     if summary.skipped:
         console.log(f"{summary.skipped} of {len(cells)} cells already stored (skipped; --force or --rerun-failed to run again)")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -164,8 +162,12 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
         bar = progress.add_task("cells", total=len(todo))
         for i, cell in enumerate(todo, 1):
             label = escape(f"[{i}/{len(todo)}] {cell.name}")
+            # another `evalq run` on this database may have taken or finished it meanwhile
+            if not store.claim(cell, wanted):
+                summary.elsewhere += 1
+                progress.advance(bar)
+                continue
             progress.update(bar, description=f"{label} · starting")
-            store.mark_running(cell)
             end = run_worker(
                 cell,
                 on_phase=lambda p, label=label: progress.update(bar, description=f"{label} · {escape(p)}"),

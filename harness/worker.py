@@ -22,15 +22,35 @@ def phase(name: str) -> None:
     print(f"\n{PHASE_PREFIX}{name}", flush=True)
 
 
+# torch's CPU allocator raises a plain RuntimeError when malloc fails
+_OOM_MESSAGES = ("can't allocate memory", "CUDA out of memory", "out of memory")
+
+
 def _oom_status(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
-    try:
+    if "torch" in sys.modules:
         import torch
 
-        return isinstance(exc, torch.cuda.OutOfMemoryError)
-    except ImportError:
-        return False
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies: a killed
+    orchestrator must not leave workers holding a GPU. No-op elsewhere."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl
+        os._exit(1)
 
 
 def _memory_in_use(device: str) -> dict[str, int]:
@@ -139,6 +159,7 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent(int(os.environ.get("EVALQ_PARENT_PID", "0")) or None)
     cell_path, out_dir = Path(argv[0]), Path(argv[1])
     result = run_cell(cell_path.read_text(), out_dir)
     tmp = out_dir / "result.json.tmp"

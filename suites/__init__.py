@@ -30,8 +30,16 @@ class Suite(BaseModel):
     description: str = ""
     requires_hub: bool = Field(False, description="its tasks download data from the hub")
     tasks: list[TaskSpec] = Field(min_length=1)
-    # sha256 of the files of the tasks shipped here: edited task data changes cell keys
+    tasks_dir: str | None = Field(None, description="folder of the suite's own lm-eval tasks, relative to the suite file")
+    # sha256 of the files of the local tasks: edited task data changes cell keys
     local_data_sha256: str | None = None
+
+    def task_dirs(self) -> list[Path]:
+        """Where lm-eval looks for this suite's local tasks (TaskManager's include_path)."""
+        return [TASKS_DIR] + ([Path(self.tasks_dir)] if self.tasks_dir else [])
+
+    def local_task_folder(self, task: str) -> Path | None:
+        return next((d / task for d in self.task_dirs() if (d / task).is_dir()), None)
 
 
 class SuiteNotFound(ValueError):
@@ -56,13 +64,23 @@ def load_suite(name: str, base: Path | None = None) -> Suite:
             hint = f"did you mean {close[0]!r}?" if close else f"known suites: {', '.join(known)}"
             raise SuiteNotFound(f"unknown suite {name!r} ({hint})")
     try:
-        suite = Suite.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("tasks_dir"), str):
+            data["tasks_dir"] = str((path.parent / data["tasks_dir"]).resolve())
+        suite = Suite.model_validate(data)
     except (ValidationError, yaml.YAMLError) as exc:
         raise SuiteNotFound(f"suite file {path} is invalid: {exc}") from None
-    missing = [t.task for t in suite.tasks if t.task.startswith("evalq_") and not (TASKS_DIR / t.task).is_dir()]
+    if suite.tasks_dir and not Path(suite.tasks_dir).is_dir():
+        raise SuiteNotFound(f"suite {suite.name!r}: tasks_dir {suite.tasks_dir} does not exist")
+    missing = [t.task for t in suite.tasks if t.task.startswith("evalq_") and not suite.local_task_folder(t.task)]
     if missing:
         raise SuiteNotFound(f"suite {suite.name!r} names tasks with no folder in {TASKS_DIR}: {', '.join(missing)}")
-    local = [TASKS_DIR / t.task for t in suite.tasks if (TASKS_DIR / t.task).is_dir()]
+    local = [f for f in (suite.local_task_folder(t.task) for t in suite.tasks) if f]
+    for folder in local:
+        if not (folder / f"{folder.name}.yaml").is_file():
+            raise SuiteNotFound(f"task {folder.name!r}: {folder / (folder.name + '.yaml')} is missing")
+        if not any(folder.glob("*.jsonl")):
+            raise SuiteNotFound(f"task {folder.name!r}: no data file (*.jsonl) in {folder}")
     if local:
         digest = hashlib.sha256()
         for folder in local:

@@ -50,3 +50,39 @@ def write(tmp_path):
         return path
 
     return _write
+
+
+def word_tokenizer(vocab_size: int):
+    """A word-level tokenizer built in memory: no hub, no files."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from evalq.measure.speed import PROMPT_TEXT
+
+    words = ["<unk>", "<s>", "</s>"] + sorted({w for w in PROMPT_TEXT.replace(".", " .").replace(",", " ,").split()})
+    words += [f"w{i}" for i in range(vocab_size - len(words))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory):
+    """make(**config) -> folder of a randomly initialised Llama saved as plain HF
+    weights: for tests of paths that do not depend on pretrained weights."""
+
+    def make(**overrides) -> Path:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        settings = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                        tie_word_embeddings=False)
+        settings.update(overrides)
+        torch.manual_seed(0)
+        folder = tmp_path_factory.mktemp("tiny-llama")
+        LlamaForCausalLM(LlamaConfig(**settings)).to(torch.bfloat16).save_pretrained(folder)
+        word_tokenizer(settings["vocab_size"]).save_pretrained(folder)
+        return folder
+
+    return make

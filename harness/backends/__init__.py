@@ -1,4 +1,4 @@
 """Quantization backends, one module per variant, behind `base.Backend`."""
-from evalq.backends.base import Backend, BackendConfig, Loaded, ModelFiles, backend_names, get_backend, register
+from evalq.backends.base import Backend, BackendConfig, Loaded, ModelFiles, backend_names, get_backend
 
-__all__ = ["Backend", "BackendConfig", "Loaded", "ModelFiles", "backend_names", "get_backend", "register"]
+__all__ = ["Backend", "BackendConfig", "Loaded", "ModelFiles", "backend_names", "get_backend"]

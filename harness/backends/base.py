@@ -6,6 +6,7 @@ level: `evalq validate` and the unit tests read backend configs without them.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -67,13 +68,31 @@ REGISTRY: dict[str, str] = {
 }
 
 
+def _plugins() -> dict[str, str]:
+    """Backends from installed packages (entry point group `evalq.backends`) and
+    from $EVALQ_BACKENDS ("name=module:Class,name2=module:Class2")."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group="evalq.backends")}
+    for item in filter(None, (x.strip() for x in os.environ.get("EVALQ_BACKENDS", "").split(","))):
+        name, _, target = item.partition("=")
+        if not target or ":" not in target:
+            raise ValueError(f"EVALQ_BACKENDS: {item!r} is not name=module:Class")
+        found[name.strip()] = target.strip()
+    return found
+
+
+def _registry() -> dict[str, str]:
+    return {**REGISTRY, **_plugins()}
+
+
 def backend_names() -> list[str]:
-    return list(REGISTRY)
+    return list(_registry())
 
 
 def get_backend(name: str) -> Backend:
     try:
-        target = REGISTRY[name]
+        target = _registry()[name]
     except KeyError:
         raise KeyError(name) from None
     module_name, class_name = target.split(":")
@@ -81,6 +100,3 @@ def get_backend(name: str) -> Backend:
     return cls()
 
 
-def register(name: str, target: str) -> None:
-    """Add a backend by "module:Class" (used by plug-ins and by fault tests)."""
-    REGISTRY[name] = target

@@ -36,6 +36,8 @@ class Calibration(BackendConfig):
     def _one_source(self) -> Calibration:
         if (self.path is None) == (self.dataset is None):
             raise ValueError("give exactly one of path or dataset")
+        if self.path is not None and not Path(self.path).is_file():
+            raise ValueError(f"calibration file {self.path} does not exist")
         return self
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from evalq.suites import TASKS_DIR, Suite
+from evalq.suites import Suite
 
 
 def lm_eval_groups(suites: list[Suite], limit_cap: int | None) -> list[tuple[int, int | None, list[str]]]:
@@ -43,7 +43,7 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    task_manager = TaskManager(include_path=str(TASKS_DIR))
+    task_manager = TaskManager(include_path=sorted({str(d) for s in suites for d in s.task_dirs()}))
     metrics: dict[str, dict[str, Any]] = {}
     n_samples: dict[str, Any] = {}
     versions: dict[str, Any] = {}

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import create_engine, delete, event, select
 from sqlalchemy.engine import Engine
@@ -45,6 +47,28 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def this_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Is the orchestrator `host:pid` still running? Another host's is assumed
+    alive: its cells are left alone until it records them or --force."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -78,22 +102,41 @@ class Store:
         with Session(self.engine) as s:
             return s.scalar(select(CellRow.status).where(CellRow.key == key))
 
-    def mark_running(self, cell: Any) -> None:
+    def claim(self, cell: Any, wanted: Callable[[str | None], bool], owner: str | None = None) -> bool:
+        """Mark the cell running for `owner` if `wanted(status)` and no live
+        orchestrator holds it; atomic (BEGIN IMMEDIATE), so two runs on one
+        database never take the same cell."""
+        owner = owner or this_owner()
         with Session(self.engine) as s, s.begin():
             row = s.get(CellRow, cell.key)
-            if row is None:
-                row = CellRow(key=cell.key, attempts=0)
-                s.add(row)
-            row.matrix = cell.matrix
-            row.model = cell.model.display_name
-            row.variant = cell.variant
-            row.revision = cell.revision
-            row.cell = cell.model_dump(mode="json")
-            row.status = "running"
-            row.error = None
-            row.attempts = (row.attempts or 0) + 1
-            row.started_at = _now()
-            row.finished_at = None
+            status = row.status if row else None
+            if status == "running" and row.owner and row.owner != owner and owner_alive(row.owner):
+                return False
+            if not wanted(status):
+                return False
+            self._set_running(s, row, cell, owner)
+            return True
+
+    def mark_running(self, cell: Any, owner: str | None = None) -> None:
+        with Session(self.engine) as s, s.begin():
+            self._set_running(s, s.get(CellRow, cell.key), cell, owner or this_owner())
+
+    @staticmethod
+    def _set_running(s: Session, row: CellRow | None, cell: Any, owner: str) -> None:
+        if row is None:
+            row = CellRow(key=cell.key, attempts=0)
+            s.add(row)
+        row.matrix = cell.matrix
+        row.model = cell.model.display_name
+        row.variant = cell.variant
+        row.revision = cell.revision
+        row.cell = cell.model_dump(mode="json")
+        row.status = "running"
+        row.error = None
+        row.attempts = (row.attempts or 0) + 1
+        row.started_at = _now()
+        row.finished_at = None
+        row.owner = owner
 
     def record(self, cell: Any, outcome: dict[str, Any], samples: dict[str, list] | None, log_tail: str, wall_seconds: float) -> None:
         """Store how a cell ended, its measurements and its per-sample records, in one transaction."""
@@ -124,11 +167,16 @@ class Store:
                 s.add(SampleRow(cell_key=cell.key, task=task, n=len(records), data=blob))
 
     def cells(self, matrix: str | None = None) -> list[CellRow]:
+        """Stored cells by model, then variants in registry order (fp16, int8, nf4, gptq-4)."""
+        from evalq.backends.base import backend_names
+
+        order = {name: i for i, name in enumerate(backend_names())}
         with Session(self.engine, expire_on_commit=False) as s:
-            query = select(CellRow).order_by(CellRow.model, CellRow.variant)
+            query = select(CellRow)
             if matrix:
                 query = query.where(CellRow.matrix == matrix)
-            return list(s.scalars(query))
+            rows = list(s.scalars(query))
+        return sorted(rows, key=lambda r: (r.model, order.get(r.variant, len(order)), r.variant))
 
     def samples(self, key: str, task: str) -> list[dict[str, Any]]:
         with Session(self.engine) as s:

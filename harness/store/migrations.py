@@ -46,7 +46,13 @@ def m001_cells_and_samples(conn: Connection) -> None:
         )"""))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples]
+def m002_cell_owner(conn: Connection) -> None:
+    # host:pid of the orchestrator running the cell: a second `evalq run` on the
+    # same database leaves a cell alone while its owner is alive.
+    conn.execute(text("ALTER TABLE cells ADD COLUMN owner VARCHAR(200)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples, m002_cell_owner]
 
 
 def schema_version(conn: Connection) -> tuple[int, set[str]]:

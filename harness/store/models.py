@@ -39,6 +39,7 @@ class CellRow(Base):
     metrics: Mapped[dict | None] = mapped_column(JSON)  # task → metric → value
     result: Mapped[dict | None] = mapped_column(JSON)  # everything the worker reported
     log_tail: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(200))  # host:pid of the orchestrator running it
 
 
 class SampleRow(Base):

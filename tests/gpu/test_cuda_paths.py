@@ -16,32 +16,10 @@ pytestmark = pytest.mark.gpu
 MB = 1024 * 1024
 
 
-def _word_tokenizer(vocab_size: int):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from evalq.measure.speed import PROMPT_TEXT
-
-    words = ["<unk>", "<s>", "</s>"] + sorted({w for w in PROMPT_TEXT.replace(".", " .").replace(",", " ,").split()})
-    words += [f"w{i}" for i in range(vocab_size - len(words))]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>")
-
-
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=4096, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
-                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=False)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder)
-    _word_tokenizer(cfg.vocab_size).save_pretrained(folder)
-    return folder
+def model_dir(tiny_model_factory) -> Path:
+    return tiny_model_factory(vocab_size=4096, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
+                              num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048)
 
 
 @pytest.fixture(scope="module")

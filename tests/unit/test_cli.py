@@ -24,7 +24,7 @@ def test_validate_ok():
 
 
 def test_validate_typo_exits_2_without_traceback(write):
-    path = write("m.yaml", (ROOT / "examples" / "demo.yaml").read_text().replace("suites:", "suite:"))
+    path = write("m.yaml", demo_text().replace("suites:", "suite:"))
     res = runner.invoke(app, ["validate", str(path)])
     assert res.exit_code == 2
     assert "did you mean 'suites'" in res.output and "Traceback" not in res.output
@@ -41,8 +41,14 @@ def test_run_with_database_in_missing_folder_exits_2(tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
+def demo_text() -> str:
+    """examples/demo.yaml, with its relative calibration path made absolute so it can be written elsewhere."""
+    text = (ROOT / "examples" / "demo.yaml").read_text()
+    return text.replace("../../shared/", str(ROOT.parent / "shared") + "/")
+
+
 def test_hub_suite_offline_is_refused_before_running(write, tmp_path):
-    text = (ROOT / "examples" / "demo.yaml").read_text().replace("suites: [demo]", "suites: [quick]")
+    text = demo_text().replace("suites: [demo]", "suites: [quick]")
     res = runner.invoke(app, ["run", "--matrix", str(write("m.yaml", text)), "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 2 and "needs hub access" in res.output
     assert Store(str(tmp_path / "e.db")).cells() == []  # nothing partial written

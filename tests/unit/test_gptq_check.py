@@ -7,8 +7,8 @@ SMOLLM2 = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads":
 GEMMA3_270M = {"text_config": {"hidden_size": 640, "intermediate_size": 2048, "num_attention_heads": 4, "head_dim": 256}}
 
 
-def cfg(group_size):
-    return GPTQConfig(group_size=group_size, calibration={"path": "x.txt"})
+def cfg(group_size, tmp_path_factory=None):
+    return GPTQConfig(group_size=group_size, checkpoint=None, calibration={"path": __file__})
 
 
 def test_in_features_from_config():

@@ -25,6 +25,7 @@ suites: [demo]
 
 
 def problems(write, text: str) -> str:
+    write("cal.txt", "calibration text")
     path = write("m.yaml", text)
     with pytest.raises(MatrixError) as info:
         load_matrix(path)
@@ -48,6 +49,7 @@ def test_llama2_names_the_open_llm_v1_tasks():
 
 
 def test_good_matrix_resolves_paths_relative_to_the_file(write):
+    write("sub/cal.txt", "calibration text")
     path = write("sub/m.yaml", GOOD)
     matrix, _ = load_matrix(path)
     assert matrix.variants["gptq-4"]["calibration"]["path"] == str(path.parent / "cal.txt")

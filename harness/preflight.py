@@ -1,0 +1,70 @@
+"""Everything that can be checked before a cell runs, checked before anything is written.
+
+Used by `evalq validate` and by `evalq run` (which opens the database only
+after these pass): models resolve, each variant suits each model's config
+(GPTQ group size), suites' tasks exist, hub-only suites are not run offline.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+
+from evalq.backends.base import get_backend
+from evalq.matrix import Matrix, merged_options
+from evalq.models import ModelError, read_config, resolve_revision
+from evalq.suites import Suite
+
+
+@dataclass
+class Preflight:
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> Preflight:
+    out = Preflight()
+    offline = os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    unreachable = [s for s in suites if s.requires_hub and offline]
+    for s in unreachable:
+        out.problems.append(f"suites: {s.name!r} needs hub access, but HF_DATASETS_OFFLINE=1")
+    out.problems += unknown_tasks([s for s in suites if s not in unreachable])
+    for i, model in enumerate(matrix.models):
+        where = f"models.{i} ({model.display_name})"
+        try:
+            if resolve_models:
+                resolve_revision(model)
+            config = read_config(model)
+        except ModelError as exc:
+            out.problems.append(f"{where}: {exc}")
+            continue
+        if config is None:
+            out.notes.append(f"{where}: config.json not available here; variants are checked at run time, before weights load")
+            continue
+        for variant in matrix.variants:
+            backend = get_backend(variant)
+            message = backend.check_model(backend.Config.model_validate(merged_options(matrix, model, variant)), config)
+            if message:
+                out.problems.append(f"{where}, variants.{variant}: {message}")
+    return out
+
+
+def unknown_tasks(suites: list[Suite]) -> list[str]:
+    """Tasks lm-eval does not know, with the closest names. Local tasks (shipped
+    in suites/tasks) are checked by the suite loader; lm-eval's own index is
+    read only when a suite names other tasks."""
+    names = {t.task for s in suites for t in s.tasks if not s.local_task_folder(t.task)}
+    if not names:
+        return []
+    from lm_eval.tasks import TaskManager
+
+    include = sorted({str(d) for s in suites for d in s.task_dirs()})
+    known = set(TaskManager(include_path=include).all_tasks)
+    problems = []
+    for s in suites:
+        for t in s.tasks:
+            if t.task in names and t.task not in known:
+                close = difflib.get_close_matches(t.task, known, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"suite {s.name!r}: unknown lm-eval task {t.task!r}{hint}")
+    return problems
