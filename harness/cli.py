@@ -1,7 +1,6 @@
 """The `evalq` command: a thin layer over matrix → cells → orchestrator → store."""
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
 from enum import Enum

@@ -208,11 +208,11 @@ def _resolve_paths(data: dict, base: Path) -> None:
     for m in data.get("models") or []:
         if isinstance(m, dict):
             for key in ("path", "gguf"):
-                if isinstance(m.get(key), str):
+                if isinstance(m.get(key), str) and "\0" not in m[key]:  # a NUL is reported by validation
                     m[key] = str((base / m[key]).expanduser().resolve())
     for opts in _all_variant_options(data):
         cal = opts.get("calibration") if isinstance(opts, dict) else None
-        if isinstance(cal, dict) and isinstance(cal.get("path"), str):
+        if isinstance(cal, dict) and isinstance(cal.get("path"), str) and "\0" not in cal["path"]:
             cal["path"] = str((base / cal["path"]).expanduser().resolve())
 
 

@@ -132,6 +132,13 @@ def gguf_config(path: Path) -> dict:
     return {k: v for k, v in found.items() if v is not None}
 
 
+def check_local_folder(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelError(f"model folder {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model folder {path} has no config.json")
+
+
 def _folder_fingerprint(path: Path) -> str:
     """Content of config.json plus name and size of every file: cheap, and
     changes when the weights are replaced."""

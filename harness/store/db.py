@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy import create_engine, delete, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -76,8 +76,9 @@ def _now() -> datetime:
 class Store:
     def __init__(self, db: str):
         url = database_url(db)
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            folder = Path(url.removeprefix("sqlite:///")).expanduser().resolve().parent
+        local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+        if local and local != ":memory:" and not local.startswith("file:"):  # file: is SQLite's URI form
+            folder = Path(local).expanduser().resolve().parent
             if not folder.is_dir():
                 raise StoreError(f"database folder {folder} does not exist")
         self.url = url
@@ -93,6 +94,8 @@ class Store:
                         f"{db} was written by a newer evalq (unknown migrations: {', '.join(sorted(unknown))}); upgrade evalq"
                     )
                 migrate(conn)
+                # a database that opens but cannot be written would fail at the first cell: fail now
+                conn.execute(text("DELETE FROM evalq_migrations WHERE name = '(write probe)'"))
         except SchemaTooNew:
             raise
         except Exception as exc:  # noqa: BLE001 - OperationalError and friends, said plainly

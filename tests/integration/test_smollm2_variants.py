@@ -93,7 +93,9 @@ def test_variant_details_are_recorded(rows):
     assert nf4["double_quant"] is True and nf4["compute_dtype"] == "bfloat16"
     gptq = rows["gptq-4"].result["details"]
     assert (gptq["bits"], gptq["group_size"], gptq["desc_act"]) == (4, 64, False)
-    assert rows["gptq-4"].prepare_seconds > 0  # quantized in this run
+    assert (gptq["calibration"]["n_samples"], gptq["calibration"]["seq_len"]) == (16, 128)
+    # quantized by evalq (in this run, or an earlier one with the same key)
+    assert (Path(gptq["checkpoint"]) / "evalq-calibration.json").is_file()
 
 
 def test_accuracy_perplexity_speed_and_memory_are_stored(rows):
@@ -125,11 +127,22 @@ def test_rerunning_a_finished_matrix_loads_no_model(run_dir, rows):
     assert {r.variant: r.attempts for r in Store(str(run_dir / "e.db")).cells()} == attempts
 
 
-def test_group_size_that_does_not_divide_fails_before_loading(run_dir, rows):
+def test_group_size_that_does_not_divide_is_refused_before_anything_runs(run_dir):
+    # read from the GGUF header: no weights loaded, no database written
     res = runner.invoke(app, ["run", "--matrix", str(write_matrix(run_dir, group_size=128)), "--db", str(run_dir / "g.db")])
-    assert res.exit_code == 0, res.output
-    row = next(r for r in Store(str(run_dir / "g.db")).cells() if r.variant == "gptq-4")
-    assert row.status == "unsupported" and "576" in row.error and "64" in row.error
+    assert res.exit_code == 2, res.output
+    assert "group_size 128 does not divide hidden_size" in res.output and "[16, 32, 64]" in res.output
+    assert not (run_dir / "g.db").exists()
+
+
+def test_group_size_check_agrees_on_the_converted_config(rows):
+    """The worker re-checks on the converted folder's config.json (the only
+    config a hub model offline may have); it must agree with the GGUF header."""
+    from evalq.backends.gptq import GPTQBackend, GPTQConfig
+
+    cfg = GPTQConfig.model_validate({**rows["gptq-4"].cell["options"], "group_size": 128})
+    config = json.loads((Path(rows["gptq-4"].result["model_path"]) / "config.json").read_text())
+    assert "576" in GPTQBackend().check_model(cfg, config)
 
 
 @pytest.fixture(scope="session")
@@ -181,3 +194,18 @@ def test_demo_perplexity_text_has_at_least_3000_tokens(fp16_in_process):
     docs = [json.loads(x) for x in (TASKS_DIR / "evalq_demo_ppl" / "demo_ppl.jsonl").read_text().splitlines()]
     tok = fp16_in_process.tokenizer
     assert sum(len(tok(d["text"]).input_ids) for d in docs) >= 3000
+
+
+def test_the_same_cell_run_again_gives_identical_accuracy(run_dir, rows):
+    """Seeds fixed, accuracy batch size fixed: a second run of the fp16 cell, in
+    another database, stores exactly the same metrics under the same key."""
+    text = write_matrix(run_dir).read_text()
+    only_fp16 = text[: text.index("  int8: {}")] + text[text.index("suites:"):]
+    path = run_dir / "repro.yaml"
+    path.write_text(only_fp16)
+    res = runner.invoke(app, ["run", "--matrix", str(path), "--db", str(run_dir / "repro.db")])
+    assert res.exit_code == 0, res.output
+    (again,) = Store(str(run_dir / "repro.db")).cells()
+    assert again.key == rows["fp16"].key
+    assert again.metrics == rows["fp16"].metrics
+    assert again.result["details"]["dtype"] == rows["fp16"].result["details"]["dtype"]

@@ -1,0 +1,231 @@
+"""The bad-input catalogue: each case ends `evalq run` with exit code 2, one
+clear message naming the file and the field, no traceback, and nothing written
+to the database."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from typer.testing import CliRunner
+
+from evalq.cli import app
+from evalq.models import EMBEDDED
+from evalq.store import Store
+
+runner = CliRunner()
+
+BASE = """\
+name: bad
+models:
+  - name: tiny
+    path: {model}
+variants:
+  fp16: {{}}
+  int8:
+    threshold: 6.0
+  gptq-4:
+    group_size: 64
+    calibration:
+      path: {cal}
+suites: [demo]
+perf:
+  prompt_tokens: 16
+  new_tokens: 4
+  batch_sizes: [1]
+eval:
+  batch_size: 4
+timeout_s: 60
+"""
+
+# SmolLM2's shapes: 576 is not a multiple of 128
+CONFIG = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "head_dim": 64}
+
+
+@dataclass
+class Case:
+    id: str
+    edit: Callable[[str, dict], str]  # (base text, paths) -> matrix text
+    expect: str
+    setup: Callable[[dict], None] | None = None
+
+
+def sub(old: str, new: str) -> Callable[[str, dict], str]:
+    def edit(text: str, paths: dict) -> str:
+        before = old.format(**paths)
+        assert before in text, before
+        return text.replace(before, new.format(**paths), 1)
+
+    return edit
+
+
+def drop_block(start: str, end: str) -> Callable[[str, dict], str]:
+    return lambda text, paths: text[: text.index(start)] + text[text.index(end):]
+
+
+def suite_file(body: str) -> Callable[[dict], None]:
+    def setup(paths: dict) -> None:
+        Path(paths["dir"], "suite.yaml").write_text(body)
+
+    return setup
+
+
+def bad_task_dir(paths: dict) -> None:
+    folder = Path(paths["dir"], "mytasks", "evalq_my_task")
+    folder.mkdir(parents=True)
+    (folder / "evalq_my_task.yaml").write_text("task: evalq_my_task\n")  # its JSONL is missing
+    suite_file("name: mine\ntasks_dir: mytasks\ntasks:\n  - task: evalq_my_task\n")(paths)
+
+
+def truncated_gguf(paths: dict) -> None:
+    source = EMBEDDED["smollm2-135m-instruct"].locate()
+    with open(source, "rb") as src, open(paths["gguf"], "wb") as dst:
+        dst.write(src.read(20 * 1024 * 1024))
+
+
+CASES = [
+    Case("malformed-yaml", sub("  fp16: {{}}", "  fp16: {{"), "malformed YAML"),
+    Case("top-level-typo", sub("suites:", "suits:"), "did you mean 'suites'"),
+    Case("model-key-typo", sub("    path:", "    pth:"), "models.0.pth: unknown key (did you mean 'path'?)"),
+    Case("variant-option-typo", sub("    threshold:", "    treshold:"), "variants.int8.treshold: unknown key (did you mean 'threshold'?)"),
+    Case("nested-option-typo", sub("      path: {cal}", "      paht: {cal}"), "variants.gptq-4.calibration.paht"),
+    Case("perf-typo", sub("  prompt_tokens:", "  prompt_token:"), "did you mean 'prompt_tokens'"),
+    Case("eval-typo", sub("  batch_size: 4", "  batchsize: 4"), "eval.batchsize: unknown key"),
+    Case("wrong-type-list", sub("batch_sizes: [1]", "batch_sizes: one"), "perf.batch_sizes"),
+    Case("wrong-type-int", sub("timeout_s: 60", "timeout_s: soon"), "timeout_s"),
+    Case("empty-models", drop_block("  - name: tiny", "variants:"), "models"),
+    Case("missing-models", drop_block("models:", "variants:"), "models: Field required"),
+    Case("missing-variants", drop_block("variants:", "suites:"), "variants: Field required"),
+    Case("empty-variants", lambda t, p: drop_block("variants:", "suites:")(t, p).replace("suites:", "variants: {}\nsuites:"), "variants"),
+    Case("missing-suites", sub("suites: [demo]\n", ""), "suites: Field required"),
+    Case("duplicate-model", sub("variants:", "  - name: tiny\n    path: {model}\nvariants:"), "listed twice"),
+    Case("two-sources", sub("    path: {model}", "    path: {model}\n    hub: org/name"), "exactly one of hub, path, gguf, package"),
+    Case("no-source", sub("    path: {model}\n", ""), "exactly one of hub, path, gguf, package"),
+    Case("unknown-variant", sub("  fp16: {{}}", "  fp17: {{}}"), "unknown variant (did you mean 'fp16'?)"),
+    Case("option-of-another-variant", sub("    threshold: 6.0", "    double_quant: true"), "variants.int8.double_quant: unknown key"),
+    Case("gptq-bits", sub("    group_size: 64", "    bits: 3\n    group_size: 64"), "variants.gptq-4.bits"),
+    Case("gptq-group-size-invalid", sub("group_size: 64", "group_size: 100"), "group_size must be one of"),
+    Case("gptq-group-size-for-model", sub("group_size: 64", "group_size: 128"), "does not divide hidden_size (q/k/v/gate/up_proj) = 576"),
+    Case("gptq-no-calibration", sub("    calibration:\n      path: {cal}\n", ""), "give calibration"),
+    Case("calibration-two-sources", sub("      path: {cal}", "      path: {cal}\n      dataset: wikitext2"), "exactly one of path or dataset"),
+    Case("calibration-file-missing", sub("      path: {cal}", "      path: {dir}/nope.txt"), "calibration file"),
+    Case("model-folder-missing", sub("    path: {model}", "    path: {dir}/no-such-model"), "does not exist"),
+    Case("model-folder-without-config", sub("    path: {model}", "    path: {empty}"), "has no config.json"),
+    Case("gguf-not-gguf", sub("    path: {model}", "    gguf: {cal}"), "is not a GGUF file"),
+    Case("gguf-truncated", sub("    path: {model}", "    gguf: {gguf}"), "is truncated", truncated_gguf),
+    Case("gguf-missing", sub("    path: {model}", "    gguf: {dir}/none.gguf"), "does not exist"),
+    Case("unknown-package", sub("    path: {model}", "    package: llama-9000"), "unknown packaged model"),
+    Case("unknown-suite", sub("[demo]", "[dmeo]"), "unknown suite 'dmeo' (did you mean 'demo'?)"),
+    Case("unknown-lm-eval-task", sub("[demo]", "[suite.yaml]"), "unknown lm-eval task 'arc_esy' (did you mean 'arc_easy'?)",
+         suite_file("name: mine\ntasks:\n  - task: arc_esy\n")),
+    Case("suite-task-folder-missing", sub("[demo]", "[suite.yaml]"), "no folder", suite_file("name: mine\ntasks:\n  - task: evalq_nope\n")),
+    Case("task-data-file-missing", sub("[demo]", "[suite.yaml]"), "no data file (*.jsonl)", bad_task_dir),
+    Case("suite-file-missing", sub("[demo]", "[nope.yaml]"), "does not exist"),
+    Case("negative-batch-size", sub("batch_sizes: [1]", "batch_sizes: [1, -4]"), "batch sizes must be positive"),
+    Case("zero-prompt-tokens", sub("prompt_tokens: 16", "prompt_tokens: 0"), "perf.prompt_tokens"),
+    Case("one-new-token", sub("new_tokens: 4", "new_tokens: 1"), "perf.new_tokens"),
+    Case("negative-repeats", sub("  batch_sizes: [1]", "  batch_sizes: [1]\n  repeats: -1"), "perf.repeats"),
+    Case("zero-timeout", sub("timeout_s: 60", "timeout_s: 0"), "timeout_s"),
+    Case("zero-eval-batch", sub("  batch_size: 4", "  batch_size: 0"), "eval.batch_size"),
+    Case("negative-threshold", sub("threshold: 6.0", "threshold: -1"), "variants.int8.threshold"),
+    Case("unknown-device", sub("timeout_s: 60", "timeout_s: 60\ndevice: tpu"), "device"),
+    Case("hub-id-escapes", sub("    path: {model}", "    hub: ../../etc/passwd"), "is not a hub id"),
+    Case("hub-id-absolute", sub("    path: {model}", "    hub: /etc/passwd"), "is not a hub id"),
+    Case("revision-escapes", sub("    path: {model}", "    hub: org/name\n    revision: ../../x"), "is not a branch, tag or commit"),
+    Case("nul-byte", sub("    path: {model}", '    path: "a\\0b"'), "NUL byte"),
+    Case("hub-suite-offline", sub("[demo]", "[open-llm-v1]"), "needs hub access"),
+]
+
+
+@pytest.fixture
+def paths(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(CONFIG))
+    (tmp_path / "empty").mkdir()
+    cal = tmp_path / "cal.txt"
+    cal.write_text("some calibration text " * 100)
+    return {"model": model, "cal": cal, "dir": tmp_path, "empty": tmp_path / "empty", "gguf": tmp_path / "cut.gguf"}
+
+
+def run_bad(args: list[str]) -> str:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    assert len(res.output.strip().splitlines()) >= 1
+    return res.output
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_matrix(case, paths, tmp_path):
+    if case.setup:
+        case.setup(paths)
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(case.edit(BASE.format(**paths), paths))
+    db = tmp_path / "e.db"
+    out = run_bad(["run", "--matrix", str(matrix), "--db", str(db)])
+    assert str(matrix) in out  # names the file
+    assert case.expect in out
+    assert not db.exists()  # nothing written
+
+
+def test_base_matrix_is_good(paths, tmp_path):
+    """The catalogue's base passes validation: each case fails for its own reason."""
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(BASE.format(**paths))
+    res = runner.invoke(app, ["validate", str(matrix)])
+    assert res.exit_code == 0, res.output
+
+
+def test_matrix_file_missing(tmp_path):
+    out = run_bad(["run", "--matrix", str(tmp_path / "nope.yaml"), "--db", str(tmp_path / "e.db")])
+    assert "nope.yaml" in out and "file not found" in out
+
+
+def test_matrix_file_is_a_folder(tmp_path):
+    assert "cannot read" in run_bad(["run", "--matrix", str(tmp_path), "--db", str(tmp_path / "e.db")])
+
+
+def test_matrix_file_not_utf8(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_bytes(b"name: \xff\xfe\n")
+    assert "cannot read" in run_bad(["validate", str(path)])
+
+
+@pytest.fixture
+def good_matrix(paths, tmp_path):
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(BASE.format(**paths))
+    return matrix
+
+
+def test_database_folder_missing(good_matrix, tmp_path):
+    out = run_bad(["run", "--matrix", str(good_matrix), "--db", str(tmp_path / "no" / "e.db")])
+    assert str(tmp_path / "no") in out and "does not exist" in out
+
+
+def test_database_read_only(good_matrix, tmp_path):
+    db = tmp_path / "e.db"
+    Store(str(db))
+    out = run_bad(["run", "--matrix", str(good_matrix), "--db", f"sqlite:///file:{db}?mode=ro&uri=true"])
+    assert "readonly" in out
+    assert Store(str(db)).cells() == []
+
+
+def test_database_from_a_newer_evalq(good_matrix, tmp_path):
+    db = tmp_path / "e.db"
+    Store(str(db))
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO evalq_migrations VALUES ('m999_future', '2030-01-01')")
+    out = run_bad(["run", "--matrix", str(good_matrix), "--db", str(db)])
+    assert "newer evalq" in out and "m999_future" in out
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 0
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    res = runner.invoke(app, ["run", "--matrix", str(tmp_path / "nope.yaml"), "--db", str(tmp_path / "e.db"), "--debug"])
+    assert res.exit_code != 0 and res.exception is not None and not isinstance(res.exception, SystemExit)
