@@ -13,7 +13,7 @@ DB ?= evalq-demo.db
 CACHE ?= $(CURDIR)/.evalq-cache
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME=$(CACHE)/hf EVALQ_CACHE=$(CACHE)/evalq
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench bench-leaderboard clean
 
 install: $(VENV)/.installed
 
@@ -29,12 +29,21 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(OFFLINE) $(BIN)/evalq run --matrix examples/demo.yaml --db $(DB)
 	$(OFFLINE) $(BIN)/evalq results --db $(DB)
+	$(OFFLINE) $(BIN)/evalq leaderboard build --db $(DB) --out site
 
-test: install
+# The browser tests drive Debian's chromium through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] || { echo "install Debian's chromium (apt-get install chromium) for the browser tests"; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest -q -rs
 
 bench: install
 	$(OFFLINE) $(BIN)/python scripts/bench_overhead.py
+
+bench-leaderboard: install browser
+	$(BIN)/python scripts/bench_leaderboard.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) $(DB) $(DB)-wal $(DB)-shm

@@ -114,5 +114,40 @@ def results(
         Console(width=max(160, out.width)).print(to_table(rows))
 
 
+leaderboard_app = typer.Typer(help="The static leaderboard site.", no_args_is_help=True)
+app.add_typer(leaderboard_app, name="leaderboard")
+
+
+def _budgets(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--budgets takes GB numbers separated by commas, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise typer.BadParameter(f"--budgets must be positive GB numbers, got {text!r}")
+    return sorted(values)
+
+
+@leaderboard_app.command("build")
+def leaderboard_build(
+    db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
+    out_dir: Path = typer.Option(Path("site"), "--out", help="folder to write the site into"),
+    budgets: str | None = typer.Option(None, "--budgets", help="memory budgets in GB, e.g. 8,16,24,48,80 (default: from the data)"),
+    gpu_price: float | None = typer.Option(None, "--gpu-price", min=0, help="GPU price per hour, for cost per million tokens"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Render the database as a static site (no server, works from file://); print the path of index.html."""
+    from evalq.leaderboard.render import build_from_db
+    from evalq.store.db import StoreError
+
+    with user_errors(debug):
+        if "://" not in db and not Path(db).exists():
+            raise StoreError(f"database {db} does not exist")
+        index = build_from_db(db, out_dir, _budgets(budgets), gpu_price)
+    print(index.resolve())
+
+
 if __name__ == "__main__":
     app()

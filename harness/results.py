@@ -51,29 +51,28 @@ def as_record(row: CellRow) -> dict[str, Any]:
     }
 
 
-def to_json(rows: list[CellRow]) -> str:
-    return json.dumps([as_record(r) for r in rows], indent=2, default=str)
+def to_json(rows: list[CellRow], records: list[dict[str, Any]] | None = None, indent: int | None = 2) -> str:
+    return json.dumps(records if records is not None else [as_record(r) for r in rows], indent=indent, default=str)
 
 
 def _tasks(rows: list[CellRow]) -> list[str]:
     return sorted({t for r in rows for t in (r.metrics or {})})
 
 
-def _flat(row: CellRow, tasks: list[str]) -> dict[str, Any]:
-    rec = as_record(row)
+def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
     flat = {k: rec[k] for k in ("model", "variant", "status", "dtype", "weights_bytes", "peak_memory_bytes",
                                 "load_seconds", "ttft_ms", "decode_tokens_per_s", "error")}
     for task in tasks:
-        h = headline((row.metrics or {}).get(task, {}))
+        h = headline(rec["metrics"].get(task, {}))
         flat[f"{task}:{h[0]}" if h else task] = h[1] if h else None
         if h and h[2] is not None:
             flat[f"{task}:{h[0]}_stderr"] = h[2]
     return flat
 
 
-def to_csv(rows: list[CellRow]) -> str:
+def to_csv(rows: list[CellRow], records: list[dict[str, Any]] | None = None) -> str:
     tasks = _tasks(rows)
-    flats = [_flat(r, tasks) for r in rows]
+    flats = [_flat(rec, tasks) for rec in (records if records is not None else [as_record(r) for r in rows])]
     fields = list(dict.fromkeys(k for f in flats for k in f))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)

@@ -1,0 +1,114 @@
+"""Accuracy-vs-cost scatter charts as inline SVG: no script, no CDN, readable
+in a screenshot (axis titles with units, legend, Pareto frontier, one line per
+model joining its variants, a tooltip per point)."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from markupsafe import Markup, escape
+
+from evalq.leaderboard.model import Row, getattr_x, pareto
+
+W, H = 820, 480
+LEFT, RIGHT, TOP, BOTTOM = 70, 190, 30, 60
+STYLE = {  # variant: (colour, shape)
+    "fp16": ("#1f77b4", "circle"),
+    "int8": ("#ff7f0e", "square"),
+    "nf4": ("#2ca02c", "triangle"),
+    "gptq-4": ("#9467bd", "diamond"),
+}
+OTHER = ("#7f7f7f", "circle")
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw), default=raw)
+    start = math.ceil(lo / step) * step
+    return [round(start + i * step, 10) for i in range(int((hi - start) / step) + 1)]
+
+
+def _marker(shape: str, x: float, y: float, colour: str) -> str:
+    if shape == "square":
+        return f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}"/>'
+    if shape == "triangle":
+        return f'<polygon points="{x:.1f},{y - 6:.1f} {x - 6:.1f},{y + 5:.1f} {x + 6:.1f},{y + 5:.1f}" fill="{colour}"/>'
+    if shape == "diamond":
+        return f'<polygon points="{x:.1f},{y - 7:.1f} {x + 6:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 6:.1f},{y:.1f}" fill="{colour}"/>'
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{colour}"/>'
+
+
+def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
+    pts = [(r, getattr_x(r, x)) for r in rows if r.ok and r.accuracy is not None and getattr_x(r, x)]
+    if not pts:
+        return Markup(f'<p class="empty">No measured configuration for “{escape(title)}”.</p>')
+    xs = [v for _, v in pts]
+    ys = [100 * r.accuracy for r, _ in pts]
+    log = max(xs) / min(xs) > 8
+    tx = (lambda v: math.log10(v)) if log else (lambda v: v)
+    x_lo, x_hi = tx(min(xs)), tx(max(xs))
+    pad = (x_hi - x_lo) * 0.08 or 0.5
+    x_lo, x_hi = x_lo - pad, x_hi + pad
+    y_lo, y_hi = min(ys), max(ys)
+    ypad = (y_hi - y_lo) * 0.12 or 2
+    y_lo, y_hi = max(0.0, y_lo - ypad), min(100.0, y_hi + ypad)
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def px(v: float) -> float:
+        return LEFT + (tx(v) - x_lo) / (x_hi - x_lo) * pw
+
+    def py(v: float) -> float:
+        return TOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+           f'aria-label="{escape(title)}" class="chart" font-family="DejaVu Sans, sans-serif" font-size="12">',
+           f'<text x="{LEFT}" y="18" font-size="14" font-weight="bold">{escape(title)}</text>',
+           f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+    if log:
+        ticks = [v for e in range(math.floor(x_lo), math.ceil(x_hi) + 1) for v in (10 ** e, 2 * 10 ** e, 5 * 10 ** e)
+                 if x_lo <= math.log10(v) <= x_hi]
+    else:
+        ticks = [v for v in _nice_ticks(x_lo, x_hi) if v > 0]
+    for v in ticks:
+        out.append(f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" y1="{TOP}" y2="{TOP + ph}" stroke="#eee"/>'
+                   f'<text x="{px(v):.1f}" y="{TOP + ph + 16}" text-anchor="middle">{v:g}</text>')
+    for v in _nice_ticks(y_lo, y_hi):
+        out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#eee"/>'
+                   f'<text x="{LEFT - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
+    out.append(f'<text x="{LEFT + pw / 2}" y="{H - 18}" text-anchor="middle" font-size="13">{escape(x_title)}'
+               f'{" (log scale)" if log else ""}</text>')
+    out.append(f'<text transform="translate(18,{TOP + ph / 2}) rotate(-90)" text-anchor="middle" font-size="13">'
+               f'Average accuracy (%)</text>')
+    by_model: dict[str, list[tuple[Row, float]]] = defaultdict(list)
+    for r, v in pts:
+        by_model[r.model].append((r, v))
+    for members in by_model.values():
+        if len(members) > 1:
+            line = " ".join(f"{px(v):.1f},{py(100 * r.accuracy):.1f}" for r, v in sorted(members, key=lambda m: m[1]))
+            out.append(f'<polyline points="{line}" fill="none" stroke="#bbb" stroke-width="1.2"/>')
+    front = pareto(rows, x)
+    if len(front) > 1:
+        steps = []
+        for i, r in enumerate(front):
+            v = getattr_x(r, x)
+            if i:
+                steps.append(f"{px(v):.1f},{py(100 * front[i - 1].accuracy):.1f}")
+            steps.append(f"{px(v):.1f},{py(100 * r.accuracy):.1f}")
+        out.append(f'<polyline points="{" ".join(steps)}" fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="5,3"/>')
+    for r, v in sorted(pts, key=lambda p: (p[0].model, p[0].variant)):
+        colour, shape = STYLE.get(r.variant, OTHER)
+        tip = f"{r.model} · {r.variant}: {100 * r.accuracy:.1f}% at {v:.3g} {'GB' if x == 'memory' else 'ms/token'}"
+        out.append(f'<g class="point"><title>{escape(tip)}</title>{_marker(shape, px(v), py(100 * r.accuracy), colour)}</g>')
+    lx, ly = LEFT + pw + 16, TOP + 10
+    for i, (variant, (colour, shape)) in enumerate(STYLE.items()):
+        out.append(_marker(shape, lx + 6, ly + 20 * i, colour) + f'<text x="{lx + 18}" y="{ly + 20 * i + 4}">{variant}</text>')
+    n = len(STYLE)
+    out.append(f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * n}" y2="{ly + 20 * n}" stroke="#d62728" stroke-dasharray="5,3" stroke-width="1.5"/>'
+               f'<text x="{lx + 18}" y="{ly + 20 * n + 4}">Pareto frontier</text>'
+               f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * (n + 1)}" y2="{ly + 20 * (n + 1)}" stroke="#bbb"/>'
+               f'<text x="{lx + 18}" y="{ly + 20 * (n + 1) + 4}">one model\'s variants</text>')
+    out.append("</svg>")
+    return Markup("".join(out))

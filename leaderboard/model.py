@@ -1,0 +1,263 @@
+"""What the leaderboard shows, computed from stored cells: rows, comparison
+groups, deltas against fp16, the equal-cost verdicts and the Pareto frontier.
+
+No I/O and no HTML here: render.py turns these into pages.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from evalq.results import HEADLINE_METRICS, as_record
+
+PERPLEXITY_METRIC = "word_perplexity"
+VARIANT_ORDER = ("fp16", "int8", "nf4", "gptq-4")
+
+
+@dataclass
+class TaskScore:
+    metric: str
+    value: float
+    stderr: float | None
+
+
+@dataclass
+class Row:
+    key: str
+    model: str
+    family: str
+    params: float | None
+    variant: str
+    status: str
+    error: str | None
+    bits: int | None
+    details: str
+    weights_bytes: int | None
+    peak_bytes: int | None  # whole cell
+    serve_peak_bytes: int | None  # while generating: what "fits" means on the equal-cost page
+    accuracy: float | None  # mean of the multiple-choice headline metrics
+    accuracy_stderr: float | None
+    tasks: dict[str, TaskScore]
+    perplexity: float | None
+    ttft_ms: float | None
+    decode_tokens_per_s: float | None
+    group: str  # rows are ranked only against rows of the same group
+    trust_remote_code: bool
+    baseline_note: str | None
+    env: dict[str, Any] = field(default_factory=dict)
+    delta_accuracy: float | None = None  # against the same model's fp16 row, points
+    perplexity_ratio: float | None = None
+    task_deltas: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def fit_bytes(self) -> int | None:
+        return self.serve_peak_bytes or self.peak_bytes
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.variant}"
+
+    @property
+    def quantized(self) -> bool:
+        return self.variant != "fp16"
+
+
+_signatures: dict[tuple, str] = {}
+
+
+def suite_signature(cell: dict[str, Any]) -> str:
+    """Suites with their tasks, shots and limits: rows are comparable only within one."""
+    key = (tuple((s["name"], tuple((t["task"], t["num_fewshot"], t.get("limit")) for t in s["tasks"]))
+                 for s in cell.get("suites", [])), (cell.get("eval") or {}).get("limit"))
+    if key not in _signatures:  # thousands of rows share a handful of signatures
+        _signatures[key] = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
+    return _signatures[key]
+
+
+def describe_group(cell: dict[str, Any]) -> str:
+    parts = []
+    for s in cell.get("suites", []):
+        tasks = ", ".join(f"{t['task']} ({t['num_fewshot']}-shot{', limit ' + str(t['limit']) if t.get('limit') else ''})"
+                          for t in s["tasks"])
+        parts.append(f"{s['name']}: {tasks}")
+    limit = (cell.get("eval") or {}).get("limit")
+    return "; ".join(parts) + (f"; at most {limit} samples per task" if limit else "")
+
+
+DETAIL_FIELDS = {  # variant: (label, key) shown in the details column, when recorded
+    "int8": (("threshold", "threshold"),),
+    "nf4": (("double quant", "double_quant"), ("compute", "compute_dtype")),
+    "gptq-4": (("group", "group_size"), ("desc_act", "desc_act"), ("kernel", "kernel")),
+}
+
+
+def _details(variant: str, d: dict[str, Any]) -> str:
+    parts = []
+    for label, key in DETAIL_FIELDS.get(variant, ()):
+        value = d.get(key)
+        if value is not None and value != []:
+            parts.append(f"{label} {', '.join(value) if isinstance(value, list) else value}")
+    return ", ".join(parts) or str(d.get("dtype") or "")
+
+
+def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
+    rec = rec if rec is not None else as_record(db_row)
+    cell = db_row.cell or {}
+    spec = cell.get("model", {})
+    details = rec.get("details") or {}
+    tasks: dict[str, TaskScore] = {}
+    perplexity = None
+    for task, metrics in sorted((rec.get("metrics") or {}).items()):
+        if isinstance(metrics.get(PERPLEXITY_METRIC), (int, float)):
+            perplexity = metrics[PERPLEXITY_METRIC] if perplexity is None else perplexity
+            continue
+        for name in HEADLINE_METRICS:
+            if isinstance(metrics.get(name), (int, float)):
+                se = metrics.get(f"{name}_stderr")
+                tasks[task] = TaskScore(name, float(metrics[name]), float(se) if isinstance(se, (int, float)) else None)
+                break
+    accuracy = accuracy_se = None
+    if tasks:
+        accuracy = sum(t.value for t in tasks.values()) / len(tasks)
+        ses = [t.stderr for t in tasks.values()]
+        accuracy_se = math.sqrt(sum(s * s for s in ses)) / len(ses) if all(s is not None for s in ses) else None
+    memory = rec.get("memory") or {}
+    serve = ((memory.get("by_phase") or {}).get("speed") or {}).get("peak_memory_bytes")
+    baseline_note = None
+    if spec.get("gguf") or spec.get("package"):
+        baseline_note = "baseline dequantized from a GGUF file"
+    return Row(
+        key=rec["key"], model=rec["model"], family=spec.get("family") or rec["model"].split("-")[0],
+        params=spec.get("params"), variant=rec["variant"], status=rec["status"], error=rec.get("error"),
+        bits=details.get("bits"), details=_details(rec["variant"], details), weights_bytes=rec.get("weights_bytes"),
+        peak_bytes=rec.get("peak_memory_bytes"), serve_peak_bytes=serve, accuracy=accuracy, accuracy_stderr=accuracy_se,
+        tasks=tasks, perplexity=perplexity, ttft_ms=rec.get("ttft_ms"), decode_tokens_per_s=rec.get("decode_tokens_per_s"),
+        group=suite_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
+        env=(db_row.result or {}).get("env") or {},
+    )
+
+
+def add_deltas(rows: list[Row]) -> None:
+    """Each row against the fp16 row of the same model in the same group."""
+    base = {(r.model, r.group): r for r in rows if r.variant == "fp16" and r.ok}
+    for r in rows:
+        b = base.get((r.model, r.group))
+        if b is None or not r.ok or r is b:
+            continue
+        if r.accuracy is not None and b.accuracy is not None:
+            r.delta_accuracy = 100 * (r.accuracy - b.accuracy)
+        if r.perplexity and b.perplexity:
+            r.perplexity_ratio = r.perplexity / b.perplexity
+        r.task_deltas = {t: 100 * (s.value - b.tasks[t].value) for t, s in r.tasks.items() if t in b.tasks}
+
+
+def sort_rows(rows: list[Row]) -> list[Row]:
+    order = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    return sorted(rows, key=lambda r: (r.group, r.model, order.get(r.variant, len(order)), r.variant))
+
+
+@dataclass
+class Verdict:
+    winner: Row | None  # None: no significant difference
+    a: Row  # the larger model, quantized
+    b: Row  # the smaller model at full precision
+    difference: float  # points, a - b
+    combined_stderr: float
+
+    @property
+    def significant(self) -> bool:
+        return self.winner is not None
+
+
+def verdict(a: Row, b: Row) -> Verdict | None:
+    if a.accuracy is None or b.accuracy is None or a.accuracy_stderr is None or b.accuracy_stderr is None:
+        return None
+    diff = 100 * (a.accuracy - b.accuracy)
+    se = 100 * math.hypot(a.accuracy_stderr, b.accuracy_stderr)
+    winner = (a if diff > 0 else b) if abs(diff) > se else None
+    return Verdict(winner, a, b, diff, se)
+
+
+@dataclass
+class Budget:
+    gb: float
+    fitting: list[Row]
+    best: Row | None
+    verdicts: list[Verdict]
+
+
+MAX_VERDICTS = 5  # per budget: the best quantized row of this many models, each against its full-precision rival
+
+
+def equal_cost(rows: list[Row], budgets_gb: list[float]) -> list[Budget]:
+    """For each budget: the ok rows whose measured peak fits, the best by
+    accuracy, and verdicts "larger model quantized vs smaller model at full
+    precision": for the best quantized row of each of the top models, against
+    the most accurate fp16 row of a smaller model that fits too. Linear in rows."""
+    out = []
+    for gb in budgets_gb:
+        fitting = sorted((r for r in rows if r.ok and r.fit_bytes and r.fit_bytes <= gb * 1e9 and r.accuracy is not None),
+                         key=lambda r: (-r.accuracy, r.fit_bytes, r.label))
+        fp16 = [r for r in fitting if r.variant == "fp16"]  # already best first
+        verdicts, seen_models = [], set()
+        for a in (r for r in fitting if r.quantized):
+            if a.model in seen_models:
+                continue
+            seen_models.add(a.model)
+            b = next((r for r in fp16 if r.model != a.model and (r.params or 0) < (a.params or 0)), None)
+            v = verdict(a, b) if b else None
+            if v:
+                verdicts.append(v)
+            if len(seen_models) == MAX_VERDICTS:
+                break
+        out.append(Budget(gb, fitting, fitting[0] if fitting else None, verdicts))
+    return out
+
+
+def default_budgets(rows: list[Row]) -> list[float]:
+    """Budgets at which the set of fitting rows changes, on a 1-2-4-8… GB ladder."""
+    peaks = sorted(r.fit_bytes / 1e9 for r in rows if r.ok and r.fit_bytes)
+    if not peaks:
+        return [8, 16, 24, 48, 80]
+    ladder = [0.5 * 2 ** i for i in range(12)] + [24, 48, 80]
+    budgets, last = [], None
+    for gb in sorted(set(ladder)):
+        fit = sum(p <= gb for p in peaks)
+        if fit and fit != last:
+            budgets.append(gb)
+            last = fit
+        if fit == len(peaks):
+            break
+    return budgets
+
+
+def pareto(rows: list[Row], x: str) -> list[Row]:
+    """Rows no other row beats on both accuracy (higher) and `x` (lower)."""
+    pts = sorted((r for r in rows if r.ok and r.accuracy is not None and getattr_x(r, x)), key=lambda r: (getattr_x(r, x), -r.accuracy))
+    front, best = [], -1.0
+    for r in pts:
+        if r.accuracy > best:
+            front.append(r)
+            best = r.accuracy
+    return front
+
+
+def getattr_x(r: Row, x: str) -> float | None:
+    if x == "memory":
+        return r.fit_bytes / 1e9 if r.fit_bytes else None
+    if x == "latency":
+        return 1000 / r.decode_tokens_per_s if r.decode_tokens_per_s else None
+    raise ValueError(x)
+
+
+def cost_per_million_tokens(r: Row, gpu_price_per_hour: float | None) -> float | None:
+    if not gpu_price_per_hour or not r.decode_tokens_per_s:
+        return None
+    return gpu_price_per_hour / (r.decode_tokens_per_s * 3600) * 1e6

@@ -1,0 +1,161 @@
+"""Render the static leaderboard: a pure function of the stored rows.
+
+Same rows (and the same build stamp) → byte-identical files. Everything
+user-controlled goes through Jinja2's autoescape; the site needs no server and
+no network (styles and the one script are bundled).
+"""
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from evalq.leaderboard import charts
+from evalq.leaderboard.model import (Row, add_deltas, cost_per_million_tokens, default_budgets, describe_group,
+                                     equal_cost, sort_rows, to_row)
+from evalq.results import as_record, to_csv, to_json
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    built_at: str  # the only time in the site
+    database: str
+    budgets_gb: tuple[float, ...] | None = None
+    gpu_price_per_hour: float | None = None
+
+
+@functools.lru_cache(maxsize=None)
+def slug(text: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+    return f"{base[:60]}-{abs(hash_text(text)) % 10**8:08d}"
+
+
+def hash_text(text: str) -> int:
+    import hashlib
+
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
+
+
+def _gb(n: int | None) -> str:
+    return f"{n / 1e9:.2f}" if n else "–"
+
+
+def table_columns(tasks: list[str], priced: bool) -> list[tuple[str, str]]:
+    cols = [("model", "text"), ("variant", "text"), ("params (B)", "num"), ("bits", "num"), ("details", "text"),
+            ("weights GB", "num"), ("peak (gen.) GB", "num"), ("peak (cell) GB", "num"), ("avg acc %", "num")]
+    cols += [(t, "num") for t in tasks]
+    cols += [("ppl", "num"), ("Δ acc vs fp16", "num"), ("ppl ratio", "num"), ("TTFT ms", "num"), ("decode tok/s", "num")]
+    cols += [("$ / M tokens", "num")] if priced else []
+    return cols + [("status", "text")]
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dict[str, Any]:
+    """One table row, every cell formatted here: [sort value, text, detail]. The
+    page's script only places them (as text) and sorts on the values."""
+    def pct(score: float | None, se: float | None) -> list:
+        return [score, _fmt(None if score is None else 100 * score, ".1f"), f"± {100 * se:.1f}" if se else ""]
+
+    cells: list[list] = [
+        [r.model, r.model, ""], [r.variant, r.variant, ""],
+        [r.params, _fmt(r.params / 1e9 if r.params else None, ".3g"), ""], [r.bits, str(r.bits or "–"), ""],
+        [r.details, r.details, ""], [r.weights_bytes, _gb(r.weights_bytes), ""], [r.serve_peak_bytes, _gb(r.serve_peak_bytes), ""],
+        [r.peak_bytes, _gb(r.peak_bytes), ""], pct(r.accuracy, r.accuracy_stderr),
+    ]
+    for t in tasks:
+        s = r.tasks.get(t)
+        cells.append(pct(s.value, s.stderr) if s else [None, "–", ""])
+    cells += [[r.perplexity, _fmt(r.perplexity, ".2f"), ""],
+              [r.delta_accuracy, "–" if r.delta_accuracy is None else f"{r.delta_accuracy:+.1f}", ""],
+              [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""], [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""],
+              [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]]
+    if priced:
+        cells.append([cost, _fmt(cost, ".2f"), ""])
+    cells.append([r.status, r.status, (r.error or "")[:300]])
+    badges = (["remote code"] if r.trust_remote_code else []) + (["GGUF baseline"] if r.baseline_note else [])
+    return {"href": f"models/{slug(r.model)}.html", "badges": badges, "family": r.family, "variant": r.variant,
+            "fit": r.fit_bytes / 1e9 if r.fit_bytes else None, "failed": not r.ok, "cells": cells}
+
+
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("evalq.leaderboard", "templates"), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["gb"] = _gb
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}"
+    env.filters["num"] = lambda v, fmt=".1f": "–" if v is None else format(v, fmt)
+    env.filters["signed"] = lambda v: "–" if v is None else f"{v:+.1f}"
+    env.filters["slug"] = slug
+    return env
+
+
+def build(db_rows: list[Any], out: Path, info: BuildInfo) -> Path:
+    """Write the site into `out`; return the path of index.html."""
+    records = [as_record(r) for r in db_rows]  # once: the table rows and both downloads use them
+    rows, groups = [], {}
+    for db_row, rec in zip(db_rows, records):
+        row = to_row(db_row, rec)
+        rows.append(row)
+        groups.setdefault(row.group, describe_group(db_row.cell or {}))
+    rows = sort_rows(rows)
+    add_deltas(rows)
+    budgets = list(info.budgets_gb) if info.budgets_gb else default_budgets(rows)
+    by_group = {g: [r for r in rows if r.group == g] for g in sorted(groups)}
+    tasks = sorted({t for r in rows for t in r.tasks})
+    families = sorted({r.family for r in rows})
+    variants = sorted({r.variant for r in rows}, key=lambda v: (["fp16", "int8", "nf4", "gptq-4"] + [v]).index(v))
+    models = sorted({r.model for r in rows})
+    context = dict(info=info, rows=rows, groups=groups, by_group=by_group, tasks=tasks, families=families,
+                   variants=variants, models=models, budgets=budgets,
+                   cost=lambda r: cost_per_million_tokens(r, info.gpu_price_per_hour))
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "models").mkdir(exist_ok=True)
+    env = _env()
+
+    def write(name: str, template: str, **extra: Any) -> None:
+        depth = name.count("/")
+        html = env.get_template(template).render(**context, **extra, root="../" * depth, page=name)
+        (out / name).write_text(html, encoding="utf-8")
+
+    priced = bool(info.gpu_price_per_hour)
+    write("index.html", "index.html", columns=table_columns(tasks, priced),
+          tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced) for r in rs]
+                  for g, rs in by_group.items()})
+    write("equal-cost.html", "equal_cost.html",
+          views={g: equal_cost(rs, budgets) for g, rs in by_group.items()})
+    write("frontier.html", "frontier.html", charts_by_group={
+        g: (charts.scatter(rs, "memory", "Accuracy vs peak memory", "Peak memory while generating (GB)"),
+            charts.scatter(rs, "latency", "Accuracy vs decode latency", "Decode latency at batch 1 (ms/token)"))
+        for g, rs in by_group.items()})
+    by_model: dict[str, list[Row]] = {}
+    for r in rows:
+        by_model.setdefault(r.model, []).append(r)
+    for model in models:
+        write(f"models/{slug(model)}.html", "model.html", model=model, model_rows=by_model[model])
+    (out / "results.csv").write_text(to_csv(db_rows, records), encoding="utf-8")
+    (out / "results.json").write_text(to_json(db_rows, records, indent=None) + "\n", encoding="utf-8")
+    shutil.copytree(STATIC, out / "static", dirs_exist_ok=True)
+    return out / "index.html"
+
+
+def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu_price_per_hour: float | None = None,
+                  built_at: str | None = None) -> Path:
+    from evalq.store import Store
+
+    stamp = built_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info = BuildInfo(stamp, db, tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour)
+    return build(Store(db).cells(), out, info)
+
+
+__all__ = ["BuildInfo", "Row", "build", "build_from_db"]

@@ -1,0 +1,71 @@
+"""The leaderboard's fixture database, written through Store.record."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from evalq.cell import expand
+from evalq.matrix import load_matrix
+from evalq.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = Path(os.environ.get("EVALQ_SCREENSHOTS", ROOT / ".evalq-cache" / "screenshots"))
+CHROMIUM = os.environ.get("EVALQ_CHROMIUM", "/usr/bin/chromium")
+XSS_NAME = "<img src=x onerror=alert(1)>"
+XSS_ERROR = '"><script>window.__xss=1</script>'
+
+MATRIX = f"""\
+name: fixture
+models:
+  - name: Small-7B
+    hub: org/small-7b
+    family: fam
+    params: 7.0e9
+  - name: Big-13B
+    hub: org/big-13b
+    family: fam
+    params: 1.3e10
+  - name: '{XSS_NAME}'
+    hub: org/xss
+    family: other
+    params: 1.0e9
+variants:
+  fp16: {{}}
+  int8: {{}}
+  nf4: {{}}
+  gptq-4: {{checkpoint: org/x-GPTQ}}
+suites: [demo]
+"""
+
+# (model, variant) -> (accuracy, serving peak GB, decode tok/s); stderr 0.009 everywhere
+MEASURED = {
+    ("Small-7B", "fp16"): (0.543, 13.8, 30.0), ("Small-7B", "int8"): (0.541, 8.2, 12.0),
+    ("Small-7B", "nf4"): (0.530, 5.1, 25.0), ("Small-7B", "gptq-4"): (0.528, 4.6, 40.0),
+    ("Big-13B", "fp16"): (0.601, 26.1, 18.0), ("Big-13B", "int8"): (0.598, 14.6, 8.0),
+    ("Big-13B", "nf4"): (0.571, 10.5, 16.0), ("Big-13B", "gptq-4"): (0.566, 8.0, 26.0),
+    (XSS_NAME, "fp16"): (0.40, 2.0, 90.0),
+}
+
+
+def outcome(acc: float, gb: float, tps: float) -> dict:
+    return {
+        "status": "ok", "dtype": "float16", "weights_bytes": int(gb * 0.7e9), "peak_memory_bytes": int(gb * 1.3e9),
+        "load_seconds": 10.0, "speed": {"ttft_ms": 1000 / tps * 3, "decode_tokens_per_s": tps},
+        "memory": {"peak_memory_bytes": int(gb * 1.3e9), "by_phase": {"speed": {"peak_memory_bytes": int(gb * 1e9)}}},
+        "metrics": {"evalq_demo_mc": {"acc": acc, "acc_stderr": 0.009}, "evalq_demo_ppl": {"word_perplexity": 10 / acc}},
+        "details": {"bits": 16, "dtype": "float16"}, "env": {"gpu": "H100", "libraries": {"torch": "2.13.0"}},
+    }
+
+
+def make_fixture_db(folder: Path) -> str:
+    (folder / "m.yaml").write_text(MATRIX)
+    matrix, suites = load_matrix(folder / "m.yaml")
+    db = str(folder / "e.db")
+    store = Store(db)
+    for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cuda"):
+        key = (cell.model.display_name, cell.variant)
+        if key in MEASURED:
+            store.record(cell, outcome(*MEASURED[key]), None, "", 100.0)
+        elif cell.model.display_name == XSS_NAME and cell.variant == "int8":
+            store.record(cell, {"status": "oom", "error": XSS_ERROR}, None, "", 5.0)
+    return db
