@@ -53,3 +53,23 @@ def test_verdict_needs_the_difference_to_exceed_the_combined_stderr(fixture_db):
 def test_default_budgets_follow_the_data(fixture_db):
     rows = [to_row(r) for r in Store(fixture_db).cells()]
     assert default_budgets(rows) == [2, 8, 16, 32]
+
+
+def test_rows_that_ran_remote_code_are_marked(tmp_path):
+    from evalq.cell import expand
+    from evalq.matrix import load_matrix
+
+    (tmp_path / "m.yaml").write_text("name: r\nmodels:\n  - hub: org/own-code\n    trust_remote_code: true\n"
+                                     "  - hub: org/plain\nvariants:\n  fp16: {}\nsuites: [demo]\n")
+    matrix, suites = load_matrix(tmp_path / "m.yaml")
+    db = str(tmp_path / "e.db")
+    store = Store(db)
+    for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cpu"):
+        store.record(cell, {"status": "ok", "metrics": {"evalq_demo_mc": {"acc": 0.5, "acc_stderr": 0.05}}}, None, "", 1.0)
+    rows = {r.model: to_row(r) for r in Store(db).cells()}
+    assert rows["org/own-code"].trust_remote_code and not rows["org/plain"].trust_remote_code
+    site = build_from_db(db, tmp_path / "s", built_at="x").parent
+    index = (site / "index.html").read_text()
+    assert index.count('"remote code"') == 1  # in the table data, for that row only
+    model_page = next(p for p in (site / "models").iterdir() if p.name.startswith("org-own-code"))
+    assert "trust_remote_code" in model_page.read_text()
