@@ -117,29 +117,21 @@ class Store:
                 return False
             if not wanted(status):
                 return False
-            self._set_running(s, row, cell, owner)
+            if row is None:
+                row = CellRow(key=cell.key, attempts=0)
+                s.add(row)
+            row.matrix = cell.matrix
+            row.model = cell.model.display_name
+            row.variant = cell.variant
+            row.revision = cell.revision
+            row.cell = cell.model_dump(mode="json")
+            row.status = "running"
+            row.error = None
+            row.attempts = (row.attempts or 0) + 1
+            row.started_at = _now()
+            row.finished_at = None
+            row.owner = owner
             return True
-
-    def mark_running(self, cell: Any, owner: str | None = None) -> None:
-        with Session(self.engine) as s, s.begin():
-            self._set_running(s, s.get(CellRow, cell.key), cell, owner or this_owner())
-
-    @staticmethod
-    def _set_running(s: Session, row: CellRow | None, cell: Any, owner: str) -> None:
-        if row is None:
-            row = CellRow(key=cell.key, attempts=0)
-            s.add(row)
-        row.matrix = cell.matrix
-        row.model = cell.model.display_name
-        row.variant = cell.variant
-        row.revision = cell.revision
-        row.cell = cell.model_dump(mode="json")
-        row.status = "running"
-        row.error = None
-        row.attempts = (row.attempts or 0) + 1
-        row.started_at = _now()
-        row.finished_at = None
-        row.owner = owner
 
     def record(self, cell: Any, outcome: dict[str, Any], samples: dict[str, list] | None, log_tail: str, wall_seconds: float) -> None:
         """Store how a cell ended, its measurements and its per-sample records, in one transaction."""

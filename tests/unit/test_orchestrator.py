@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -92,7 +95,10 @@ def test_matrix_goes_on_and_every_end_is_recorded(tmp_path):
 def test_a_cell_left_running_is_run_again(tmp_path):
     store = Store(str(tmp_path / "e.db"))
     cell = fault_cell("ok")
-    store.mark_running(cell)  # as if the orchestrator had died mid-cell
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    # as if an orchestrator, now gone, had died mid-cell
+    assert store.claim(cell, lambda status: True, owner=f"{socket.gethostname()}:{dead}")
+    assert store.status(cell.key) == "running"
     summary = run_cells([cell], store, worker_module="fault_worker")
     assert summary.ran == {"ok": 1}
     assert store.cells()[0].attempts == 2

@@ -45,10 +45,10 @@ def test_migrated_schema_matches_the_orm_models():
 
 def test_record_is_an_upsert_and_replaces_samples(tmp_path, cell):
     store = Store(str(tmp_path / "e.db"))
-    store.mark_running(cell)
+    assert store.claim(cell, lambda status: True)
     assert store.status(cell.key) == "running"
     store.record(cell, OK, {"t": [{"doc_id": 1}, {"doc_id": 2}]}, "log", 3.0)
-    store.mark_running(cell)
+    assert store.claim(cell, lambda status: True)
     store.record(cell, OK, {"t": [{"doc_id": 9}]}, "log", 3.0)
     rows = store.cells()
     assert len(rows) == 1 and rows[0].status == "ok" and rows[0].attempts == 2
