@@ -87,7 +87,9 @@ def run(
         store = Store(db)  # opened only once the input is known good: nothing partial is written
     summary = run_cells(cells, store, force=force, rerun_failed=rerun_failed, echo=verbose, console=err)
     ran = ", ".join(f"{n} {s}" for s, n in sorted(summary.ran.items())) or "none"
-    err.print(f"{summary.total} cells: {summary.skipped} already stored, ran {ran}. Results: evalq results --db {escape(db)}")
+    elsewhere = f", {summary.elsewhere} taken by another evalq run" if summary.elsewhere else ""
+    err.print(f"{summary.total} cells: {summary.skipped} already stored{elsewhere}, ran {ran}. "
+              f"Results: evalq results --db {escape(db)}")
 
 
 @app.command()

@@ -129,6 +129,7 @@ def test_two_runs_on_one_database_share_the_work(tmp_path, tiny):
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert not any("database is locked" in o for o in outputs), outputs
+    assert any("taken by another evalq run" in o for o in outputs), outputs  # the split is reported
     rows = Store(str(db)).cells()
     assert len(rows) == 4 and all(r.status == "ok" and r.attempts == 1 for r in rows), [(r.model, r.variant, r.attempts) for r in rows]
     with sqlite3.connect(db) as conn:
