@@ -110,11 +110,20 @@ def check_gguf(path: Path) -> None:
             raise ModelError(f"GGUF file {path} is truncated: tensor {tensor.name} ends at byte {end:,}, the file has {size:,}")
 
 
+_header_memo: dict[tuple, GGUFHeader] = {}
+
+
 def _gguf_header(path: Path) -> GGUFHeader:
-    try:
-        return read_header(path)
-    except GGUFError as exc:
-        raise ModelError(f"GGUF file {path}: {exc}") from None
+    """The header, read once per file version: preflight, expand and the
+    truncation check all ask for it."""
+    st = path.stat()
+    memo_key = (str(path), st.st_size, st.st_mtime_ns)
+    if memo_key not in _header_memo:
+        try:
+            _header_memo[memo_key] = read_header(path)
+        except GGUFError as exc:
+            raise ModelError(f"GGUF file {path}: {exc}") from None
+    return _header_memo[memo_key]
 
 
 def gguf_config(path: Path) -> dict:
