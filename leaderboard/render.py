@@ -7,6 +7,7 @@ no network (styles and the one script are bundled).
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import shutil
 from dataclasses import dataclass
@@ -35,17 +36,25 @@ class BuildInfo:
 @functools.lru_cache(maxsize=None)
 def slug(text: str) -> str:
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
-    return f"{base[:60]}-{abs(hash_text(text)) % 10**8:08d}"
+    return f"{base[:60]}-{int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) % 10**8:08d}"
 
 
-def hash_text(text: str) -> int:
-    import hashlib
-
-    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
-
-
+# The formatting of every number on the site: the templates' filters and the
+# table's JSON rows both use these.
 def _gb(n: int | None) -> str:
     return f"{n / 1e9:.2f}" if n else "–"
+
+
+def _fmt(v: float | None, spec: str = ".1f") -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def _pct(v: float | None) -> str:
+    return _fmt(None if v is None else 100 * v)
+
+
+def _signed(v: float | None) -> str:
+    return _fmt(v, "+.1f")
 
 
 def table_columns(tasks: list[str], priced: bool) -> list[tuple[str, str]]:
@@ -57,15 +66,11 @@ def table_columns(tasks: list[str], priced: bool) -> list[tuple[str, str]]:
     return cols + [("status", "text")]
 
 
-def _fmt(v: float | None, spec: str) -> str:
-    return "–" if v is None else format(v, spec)
-
-
 def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dict[str, Any]:
     """One table row, every cell formatted here: [sort value, text, detail]. The
     page's script only places them (as text) and sorts on the values."""
     def pct(score: float | None, se: float | None) -> list:
-        return [score, _fmt(None if score is None else 100 * score, ".1f"), f"± {100 * se:.1f}" if se else ""]
+        return [score, _pct(score), f"± {_pct(se)}" if se else ""]
 
     cells: list[list] = [
         [r.model, r.model, ""], [r.variant, r.variant, ""],
@@ -77,7 +82,7 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
         s = r.tasks.get(t)
         cells.append(pct(s.value, s.stderr) if s else [None, "–", ""])
     cells += [[r.perplexity, _fmt(r.perplexity, ".2f"), ""],
-              [r.delta_accuracy, "–" if r.delta_accuracy is None else f"{r.delta_accuracy:+.1f}", ""],
+              [r.delta_accuracy, _signed(r.delta_accuracy), ""],
               [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""], [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""],
               [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]]
     if priced:
@@ -92,9 +97,9 @@ def _env() -> Environment:
     env = Environment(loader=PackageLoader("evalq.leaderboard", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["gb"] = _gb
-    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}"
-    env.filters["num"] = lambda v, fmt=".1f": "–" if v is None else format(v, fmt)
-    env.filters["signed"] = lambda v: "–" if v is None else f"{v:+.1f}"
+    env.filters["pct"] = _pct
+    env.filters["num"] = _fmt
+    env.filters["signed"] = _signed
     env.filters["slug"] = slug
     return env
 
