@@ -7,13 +7,15 @@ cell stored `ok` under its key never needs to run again.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
 from evalq.backends.base import get_backend
-from evalq.matrix import EvalSettings, Matrix, ModelSpec, PerfSettings, merged_options
+from evalq.models import file_sha256
+from evalq.matrix import EvalSettings, Matrix, ModelSpec, PerfSettings, QualitySettings, merged_options
 from evalq.suites import Suite
 
 # Versions that change accuracy or speed of every cell; each backend adds its own.
@@ -43,6 +45,11 @@ class Cell(BaseModel):
     device: str
     seed: int
     libraries: dict[str, str]
+    # Paired quality: the text slice, its content's hash, and the fp16 options
+    # the model's baseline distributions are computed with.
+    quality: QualitySettings | None = None
+    quality_text_sha256: str | None = None
+    baseline_options: dict[str, Any] | None = None
     # Not part of the key: they change how a cell is run, not its numbers.
     matrix: str = ""
     timeout_s: int | None = None
@@ -59,6 +66,9 @@ class Cell(BaseModel):
         return f"{self.model.display_name} · {self.variant}"
 
 
+BASELINE_VARIANT = "fp16"
+
+
 def resolve_device(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -73,8 +83,13 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
     """Every (model, variant) of the matrix, in matrix order."""
     device = device or resolve_device(matrix.device)
     cells = []
+    text_sha = file_sha256(Path(matrix.quality.path)) if matrix.quality and matrix.quality.path else None
     for model in matrix.models:
         revision = resolve_revision(model)
+        baseline = None
+        if matrix.quality:
+            baseline = get_backend(BASELINE_VARIANT).Config.model_validate(
+                merged_options(matrix, model, BASELINE_VARIANT) if BASELINE_VARIANT in matrix.variants else {}).model_dump(mode="json")
         for variant in matrix.variants:
             backend = get_backend(variant)
             options = backend.Config.model_validate(merged_options(matrix, model, variant)).model_dump(mode="json")
@@ -90,6 +105,9 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
                     device=device,
                     seed=matrix.seed,
                     libraries=library_versions(tuple(dict.fromkeys(COMMON_LIBRARIES + backend.libraries))),
+                    quality=matrix.quality,
+                    quality_text_sha256=text_sha,
+                    baseline_options=baseline,
                     matrix=matrix.name,
                     timeout_s=matrix.timeout_s,
                 )

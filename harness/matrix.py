@@ -97,6 +97,35 @@ class EvalSettings(Strict):
     limit: int | None = Field(None, gt=0, description="cap on samples per task, over the suites' own limits")
 
 
+class QualitySettings(Strict):
+    """The text slice on which every variant's next-token distributions are
+    compared with its model's fp16 baseline (perplexity, KL divergence,
+    same-top-1, Δp)."""
+
+    path: str | None = Field(None, description="a local UTF-8 text file, e.g. WikiText-2's test split")
+    dataset: str | None = Field(None, description="a hub dataset id, e.g. wikitext (needs the hub or its cache)")
+    config: str | None = Field(None, description="the dataset's config, e.g. wikitext-2-raw-v1")
+    split: str = "test"
+    column: str = "text"
+    tokens: int = Field(4096, gt=1, description="the slice: this many tokens from the start of the text")
+    convention: Literal["llama.cpp", "gptq"] = Field(
+        "llama.cpp", description="llama.cpp: windows of 512, second half of each scored; gptq: windows of the model's length, all scored")
+    context: int | None = Field(None, gt=1, description="window length; default 512 (llama.cpp) or the model's length (gptq)")
+    stride: int | None = Field(None, gt=0, description="distance between window starts; default: the window length")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> QualitySettings:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of path or dataset")
+        if self.path is not None and not Path(self.path).is_file():
+            raise ValueError(f"quality text {self.path} does not exist")
+        if self.config is not None and self.dataset is None:
+            raise ValueError("config applies only to a dataset")
+        if self.stride is not None and self.context is not None and self.stride > self.context:
+            raise ValueError(f"stride {self.stride} is larger than the window ({self.context}): tokens would be skipped")
+        return self
+
+
 class Matrix(Strict):
     name: str = Field(min_length=1)
     description: str | None = None
@@ -105,6 +134,7 @@ class Matrix(Strict):
     suites: list[str] = Field(min_length=1)
     perf: PerfSettings = Field(default_factory=PerfSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    quality: QualitySettings | None = Field(None, description="paired token-level quality against fp16; absent: not measured")
     timeout_s: int | None = Field(None, gt=0, description="wall-clock limit of one cell")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 1234
@@ -210,6 +240,9 @@ def _resolve_paths(data: dict, base: Path) -> None:
             for key in ("path", "gguf"):
                 if isinstance(m.get(key), str) and "\0" not in m[key]:  # a NUL is reported by validation
                     m[key] = str((base / m[key]).expanduser().resolve())
+    quality = data.get("quality")
+    if isinstance(quality, dict) and isinstance(quality.get("path"), str) and "\0" not in quality["path"]:
+        quality["path"] = str((base / quality["path"]).expanduser().resolve())
     for opts in _all_variant_options(data):
         cal = opts.get("calibration") if isinstance(opts, dict) else None
         if isinstance(cal, dict) and isinstance(cal.get("path"), str) and "\0" not in cal["path"]:

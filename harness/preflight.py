@@ -29,6 +29,11 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
     for s in unreachable:
         out.problems.append(f"suites: {s.name!r} needs hub access, but HF_DATASETS_OFFLINE=1")
     out.problems += unknown_tasks([s for s in suites if s not in unreachable])
+    if matrix.quality and matrix.quality.dataset and offline:
+        out.problems.append(f"quality: dataset {matrix.quality.dataset!r} needs hub access, but HF_DATASETS_OFFLINE=1 "
+                            f"(give a local text as quality.path)")
+    if matrix.quality and "fp16" not in matrix.variants:
+        out.notes.append("quality: fp16 is not among the variants; each model's baseline is computed once with fp16's defaults")
     for i, model in enumerate(matrix.models):
         where = f"models.{i} ({model.display_name})"
         try:
@@ -41,12 +46,29 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
         if config is None:
             out.notes.append(f"{where}: config.json not available here; variants are checked at run time, before weights load")
             continue
+        problem = quality_window_problem(matrix, config)
+        if problem:
+            out.problems.append(f"{where}, quality: {problem}")
         for variant in matrix.variants:
             backend = get_backend(variant)
             message = backend.check_model(backend.Config.model_validate(merged_options(matrix, model, variant)), config)
             if message:
                 out.problems.append(f"{where}, variants.{variant}: {message}")
     return out
+
+
+def quality_window_problem(matrix: Matrix, config: dict) -> str | None:
+    """The quality windows against the model's length, from config.json alone."""
+    if not matrix.quality:
+        return None
+    from evalq.measure.quality import QualityError, model_length, plan_windows
+
+    q = matrix.quality
+    try:
+        plan_windows(q.tokens, q.convention, q.context, q.stride, model_length(config), bos=None)
+    except QualityError as exc:
+        return str(exc)
+    return None
 
 
 def unknown_tasks(suites: list[Suite]) -> list[str]:

@@ -96,7 +96,7 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
     from evalq.backends.base import get_backend
     from evalq.env import environment
     from evalq.measure.accuracy import evaluate
-    from evalq.measure.memory import PeakMemory, module_types, parameter_dtypes, weights_footprint
+    from evalq.measure.memory import PeakMemory, module_types, parameter_dtypes, quantized_modules, weights_footprint
     from evalq.measure.speed import measure_speed, torch_threads
     from evalq.models import materialize
 
@@ -116,6 +116,11 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
     if problem:
         raise Unsupported(f"{cell.variant} on {cell.model.display_name}: {problem}")
 
+    baseline = None
+    if cell.quality and cell.variant != BASELINE_VARIANT:
+        phase("baseline")
+        baseline = ensure_baseline_elsewhere(cell, files)
+
     peak = PeakMemory(cell.device)
     phase("load")
     with peak.phase("load"):
@@ -124,6 +129,17 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
         load_seconds = time.perf_counter() - started - loaded.prepare_seconds
     model = loaded.model
     weights = weights_footprint(model)
+    warnings: list[str] = []
+    quality_slice = None
+    if cell.quality:
+        from evalq.measure.quality import prepare_slice
+
+        with torch_threads(cell.eval.threads):
+            quality_slice = prepare_slice(loaded.tokenizer, cell, model_config)
+            if baseline is None:  # the baseline cell writes it from the model it has loaded
+                phase("baseline")
+                baseline = ensure_baseline_here(cell, files, model, quality_slice)
+        warnings += calibration_warnings(backend, cfg, loaded.tokenizer, quality_slice)
 
     phase("accuracy")
     started = time.perf_counter()
@@ -133,6 +149,14 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
     with gzip.open(out_dir / "samples.json.gz", "wt", encoding="utf-8") as fh:
         json.dump(acc.pop("samples"), fh, default=str)
 
+    quality = None
+    if quality_slice is not None:
+        from evalq.measure.quality import compare
+
+        phase("quality")
+        with peak.phase("quality"), torch_threads(cell.eval.threads):
+            quality = compare(model, quality_slice, baseline)
+
     phase("speed")
     with peak.phase("speed"):
         speed = measure_speed(model, loaded.tokenizer, cell.perf, cell.device)
@@ -141,7 +165,10 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
     return {
         "status": "ok",
         "dtype": loaded.dtype,
-        "details": {**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model)},
+        "details": {**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model),
+                    "quantized_modules": quantized_modules(model)},
+        "quality": quality,
+        "warnings": warnings,
         "weights_bytes": weights,
         "peak_memory_bytes": memory["peak_memory_bytes"],
         "memory": memory,
@@ -156,6 +183,67 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
         "model_path": files.path,
         "env": environment(cell.device),
     }
+
+
+BASELINE_VARIANT = "fp16"
+
+
+def _baseline_target(cell: Any, files: Any) -> Path:
+    from evalq.cache import cache_dir
+    from evalq.measure.quality import baseline_key
+
+    return cache_dir("baselines") / baseline_key(cell, files)
+
+
+def ensure_baseline_here(cell: Any, files: Any, model: Any, quality_slice: Any) -> Any:
+    from evalq.cache import build_once
+    from evalq.measure.quality import Baseline, write_baseline
+
+    target = _baseline_target(cell, files)
+    build_once(target, write_baseline, model, quality_slice, cell.model.display_name)
+    return Baseline.open(target)
+
+
+def ensure_baseline_elsewhere(cell: Any, files: Any) -> Any:
+    """The fp16 baseline of this cell's model, computed in a child process when
+    not on disk yet (its memory is then not this cell's)."""
+    from evalq.cache import build_once
+    from evalq.measure.quality import Baseline
+
+    target = _baseline_target(cell, files)
+    build_once(target, _baseline_in_child, cell.model_dump_json(), isolated=True)
+    return Baseline.open(target)
+
+
+def _baseline_in_child(out: Path, cell_json: str) -> None:
+    from evalq.backends.base import get_backend
+    from evalq.cell import Cell
+    from evalq.measure.quality import prepare_slice, write_baseline
+    from evalq.measure.speed import torch_threads
+    from evalq.models import materialize
+
+    cell = Cell.model_validate_json(cell_json)
+    backend = get_backend(BASELINE_VARIANT)
+    files = materialize(cell.model)
+    model_config = json.loads((Path(files.path) / "config.json").read_text())
+    loaded = backend.load(files, backend.Config.model_validate(cell.baseline_options or {}), cell.device, str(out))
+    with torch_threads(cell.eval.threads):
+        write_baseline(out, loaded.model, prepare_slice(loaded.tokenizer, cell, model_config), cell.model.display_name)
+
+
+def calibration_warnings(backend: Any, cfg: Any, tokenizer: Any, quality_slice: Any) -> list[str]:
+    """A variant calibrated on the text it is evaluated on looks better than it is."""
+    from evalq.measure.quality import ngram_overlap
+
+    windows = getattr(backend, "calibration_windows", None)
+    cal = windows(cfg, tokenizer) if windows else None
+    if not cal:
+        return []
+    share = ngram_overlap(cal, quality_slice.ids)
+    if share == 0:
+        return []
+    return [f"calibration overlaps the quality text: {share:.0%} of the {len(cal)} calibration windows share "
+            f"a 32-token run with it (draw calibration from elsewhere, e.g. calibration.skip_tokens)"]
 
 
 def main(argv: list[str]) -> int:

@@ -31,6 +31,7 @@ class Calibration(BackendConfig):
     n_samples: int = Field(64, gt=0)
     seq_len: int = Field(512, gt=0)
     seed: int = 0
+    skip_tokens: int = Field(0, ge=0, description="draw windows only after this many tokens, e.g. past the quality slice")
 
     @model_validator(mode="after")
     def _one_source(self) -> Calibration:
@@ -129,6 +130,13 @@ class GPTQBackend:
         return Loaded(model, tokenizer, dtype, details, prepare_seconds)
 
 
+    def calibration_windows(self, cfg: GPTQConfig, tokenizer: Any) -> list[list[int]] | None:
+        """The token windows this variant was calibrated on (None for a given checkpoint)."""
+        if cfg.checkpoint or cfg.calibration is None:
+            return None
+        return [s["input_ids"] for s in calibration_samples(tokenizer, cfg.calibration)]
+
+
 def _gptqmodel_env() -> None:
     # On a 2-core machine gptqmodel's default pool asks for more workers than
     # its parent pool has ("Virtual pool 'model_loader:cpu' requests 2 workers").
@@ -164,9 +172,10 @@ def calibration_samples(tokenizer: Any, cal: Calibration) -> list[dict[str, list
         else:
             rows = load_dataset("allenai/c4", data_files="en/c4-train.00000-of-01024.json.gz", split="train")["text"][:20000]
         text = "\n\n".join(rows)
-    ids = tokenizer(text, add_special_tokens=False).input_ids
+    ids = tokenizer(text, add_special_tokens=False).input_ids[cal.skip_tokens :]
     if len(ids) < cal.seq_len + 1:
-        raise ValueError(f"calibration text has {len(ids)} tokens, fewer than seq_len = {cal.seq_len}")
+        raise ValueError(f"calibration text has {len(ids)} tokens after skip_tokens = {cal.skip_tokens}, "
+                         f"fewer than seq_len = {cal.seq_len}")
     rng = random.Random(cal.seed)
     samples = []
     for _ in range(cal.n_samples):

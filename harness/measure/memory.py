@@ -51,6 +51,13 @@ def module_types(model: Any) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def quantized_modules(model: Any) -> int:
+    """Modules whose class comes from a quantization library rather than torch or
+    transformers (bitsandbytes' Linear8bitLt/Linear4bit, gptqmodel's QuantLinear...)."""
+    plain = ("torch.", "transformers.")
+    return sum(1 for m in model.modules() if "Linear" in type(m).__name__ and not type(m).__module__.startswith(plain))
+
+
 def parameter_dtypes(model: Any) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for p in model.parameters():

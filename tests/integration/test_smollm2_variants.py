@@ -32,7 +32,9 @@ variants:
       path: {wikitext}
       n_samples: 16
       seq_len: 128
+      skip_tokens: 4096
 suites: [demo]
+quality: {{path: {wikitext}, tokens: 2048}}
 perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1, 2], warmup: 1, repeats: 2, threads: 1}}
 eval: {{batch_size: 8}}
 timeout_s: 1500
@@ -209,3 +211,115 @@ def test_the_same_cell_run_again_gives_identical_accuracy(run_dir, rows):
     assert again.key == rows["fp16"].key
     assert again.metrics == rows["fp16"].metrics
     assert again.result["details"]["dtype"] == rows["fp16"].result["details"]["dtype"]
+    # compared with itself, through the baseline the first run left on disk, in another process
+    q = again.result["quality"]
+    assert q["kld_mean"] == 0 and q["kld"]["max"] == 0 and q["same_top1"] == 1 and q["dp_rms"] == 0
+    assert q["baseline"] == rows["fp16"].result["quality"]["baseline"]
+
+
+# --- paired quality against fp16 ------------------------------------------------
+
+def test_every_variant_is_compared_with_the_fp16_baseline_on_wikitext(rows):
+    q = {v: r.result["quality"] for v, r in rows.items()}
+    for v, figures in q.items():
+        assert figures["n_tokens"] == 4 * 255 and figures["convention"] == "llama.cpp" and figures["context"] == 512
+        assert figures["ppl_base"] == q["fp16"]["ppl"], v  # one baseline for all
+        assert 5 < figures["ppl"] < 100, v
+    assert q["fp16"]["kld_mean"] == 0 and q["fp16"]["same_top1"] == 1
+    for v in ("int8", "nf4", "gptq-4"):
+        assert q[v]["kld_mean"] > 0 and q[v]["kld_stderr"] > 0 and 0.5 < q[v]["same_top1"] < 1, v
+        assert q[v]["kld"]["p50"] <= q[v]["kld"]["p99"] <= q[v]["kld"]["max"]
+        assert rows[v].result["warnings"] == [], v  # calibration skips the quality slice
+    # 8-bit moves the distributions far less than either 4-bit scheme
+    assert q["int8"]["kld_mean"] * 3 < min(q["nf4"]["kld_mean"], q["gptq-4"]["kld_mean"])
+
+
+def test_baseline_is_stored_once_in_the_model_dtype_within_its_size_bound(rows):
+    from evalq.cache import cache_dir
+
+    (folder,) = {r.result["quality"]["baseline"] for r in rows.values()}
+    path = cache_dir("baselines") / folder
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["dtype"] == "bfloat16" and meta["vocab"] == 49152 and meta["n_scored"] == 1020
+    size = sum(f.stat().st_size for f in path.iterdir())
+    assert 1020 * 49152 * 2 < size <= 1020 * (49152 * 2 + 4) + 4096  # the README's bound
+
+
+def test_kld_equals_a_direct_float64_computation_on_the_same_logits(rows, fp16_in_process):
+    """evalq's KLD (stored baseline vs live logits) against numpy/scipy in
+    float64 on the very logits both sides produced."""
+    import numpy as np
+    import torch
+    from scipy.special import log_softmax
+
+    from evalq.backends.int8 import Int8Backend, Int8Config
+    from evalq.cache import cache_dir
+    from evalq.cell import Cell
+    from evalq.measure.quality import Baseline, compare, prepare_slice, window_logits
+
+    cell = Cell.model_validate(rows["int8"].cell)
+    files_path = rows["int8"].result["model_path"]
+    model_config = json.loads((Path(files_path) / "config.json").read_text())
+    baseline = Baseline.open(cache_dir("baselines") / rows["int8"].result["quality"]["baseline"])
+    from evalq.matrix import ModelSpec
+    from evalq.models import materialize
+
+    int8 = Int8Backend().load(materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct")),
+                              Int8Config(), "cpu", "")
+    sl = prepare_slice(int8.tokenizer, cell, model_config)
+    ours = compare(int8.model, sl, baseline)
+
+    # the baseline as raw bfloat16 bits, decoded by hand: bf16 is the top half of a float32
+    p_logits = (np.asarray(baseline.logits, dtype=np.uint32) << 16).view(np.float32).astype(np.float64)
+    q_logits = np.concatenate([window_logits(int8.model, w, sl.windows.first_scored).float().numpy()
+                               for w, _ in sl.batches()]).astype(np.float64)
+    p, q = log_softmax(p_logits, axis=-1), log_softmax(q_logits, axis=-1)
+    direct = np.sum(np.exp(p) * (p - q), axis=-1)
+    assert abs(ours["kld_mean"] - direct.mean()) < 1e-6
+    assert abs(ours["kld"]["max"] - direct.max()) < 1e-6
+    assert ours["same_top1"] == np.mean(p.argmax(-1) == q.argmax(-1))
+
+    # the stored baseline is the fp16 model's own logits, nothing lost
+    first = next(sl.batches())[0]
+    live = window_logits(fp16_in_process.model, first, sl.windows.first_scored)
+    stored = baseline.rows(0, sl.windows.scored_per_window)
+    assert live.dtype == torch.bfloat16 and torch.equal(live, stored)
+
+
+def test_answer_flips_against_fp16_and_a_cell_against_itself(run_dir, rows):
+    from evalq.paired import flips, mc_answers, pair_rows
+    from evalq.store import Store
+
+    store = Store(str(run_dir / "e.db"))
+    paired = pair_rows(store.cells(), store.samples)
+    fp16_answers = mc_answers(store.samples(rows["fp16"].key, "evalq_demo_mc"))
+    itself = flips(fp16_answers, fp16_answers)
+    assert itself.n == 120 and itself.flips == 0 and itself.choice_kld == 0 and itself.mcnemar_p == 1
+    for v in ("int8", "nf4", "gptq-4"):
+        t = paired[rows[v].key].tasks["evalq_demo_mc"]
+        assert t["n"] == 120 and t["unpaired"] == 0 and "evalq_demo_ppl" not in paired[rows[v].key].tasks
+        # flips explain the accuracy change exactly: Δcorrect = w→c − c→w
+        delta = round(120 * (rows[v].metrics["evalq_demo_mc"]["acc"] - rows["fp16"].metrics["evalq_demo_mc"]["acc"]))
+        assert t["wrong_to_correct"] - t["correct_to_wrong"] == delta, v
+        assert 0 <= t["mcnemar_p"] <= 1 and t["choice_kld"] > 0
+        assert paired[rows[v].key].flags == [], (v, paired[rows[v].key].flags)
+
+
+def test_calibration_on_the_quality_text_is_warned_about(rows, tmp_path):
+    from evalq.backends.gptq import GPTQBackend, GPTQConfig
+    from evalq.cell import Cell
+    from evalq.measure.quality import prepare_slice
+    from evalq.worker import calibration_warnings
+    from transformers import AutoTokenizer
+
+    cell = Cell.model_validate(rows["gptq-4"].cell)
+    tok = AutoTokenizer.from_pretrained(rows["gptq-4"].result["model_path"])
+    model_config = json.loads((Path(rows["gptq-4"].result["model_path"]) / "config.json").read_text())
+    sl = prepare_slice(tok, cell, model_config)
+    options = rows["gptq-4"].cell["options"]
+    excerpt = tmp_path / "wiki-start.txt"  # calibration drawn from the first ~5,000 tokens of the same text
+    excerpt.write_text(WIKITEXT.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    on_slice = GPTQConfig.model_validate({**options, "calibration": {**options["calibration"], "path": str(excerpt), "skip_tokens": 0}})
+    (warning,) = calibration_warnings(GPTQBackend(), on_slice, tok, sl)
+    assert "calibration overlaps the quality text" in warning
+    assert calibration_warnings(GPTQBackend(), GPTQConfig.model_validate(options), tok, sl) == []

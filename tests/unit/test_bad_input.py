@@ -137,6 +137,19 @@ CASES = [
     Case("revision-escapes", sub("    path: {model}", "    hub: org/name\n    revision: ../../x"), "is not a branch, tag or commit"),
     Case("nul-byte", sub("    path: {model}", '    path: "a\\0b"'), "NUL byte"),
     Case("hub-suite-offline", sub("[demo]", "[open-llm-v1]"), "needs hub access"),
+    Case("quality-text-missing", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: nowhere.txt}}"), "quality: quality text"),
+    Case("quality-two-sources", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, dataset: wikitext}}"),
+         "give exactly one of path or dataset"),
+    Case("quality-key-typo", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, tokenz: 10}}"),
+         "quality.tokenz: unknown key (did you mean 'tokens'?)"),
+    Case("quality-convention", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, convention: hf}}"),
+         "quality.convention"),
+    Case("quality-stride-skips", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, context: 256, stride: 300}}"),
+         "stride 300 is larger than the window"),
+    Case("quality-window-too-long", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, convention: gptq}}"),
+         "quality: the model's config has no max_position_embeddings: set quality.context"),
+    Case("quality-dataset-offline", sub("timeout_s: 60", "timeout_s: 60\nquality: {{dataset: wikitext, config: wikitext-2-raw-v1}}"),
+         "quality: dataset 'wikitext' needs hub access"),
 ]
 
 

@@ -1,0 +1,311 @@
+"""Token-level quality of a variant against its model's fp16 baseline.
+
+On a fixed slice of text, each variant's next-token distributions are compared
+with the baseline's: perplexity of both, KL divergence, same top-1 token, and
+Δp (change of the probability given to the correct token).
+
+The baseline is computed once per model and kept on disk as the logits the
+baseline produced, in their own 16-bit dtype, for the scored positions only:
+nothing is lost (KLD from the stored logits equals KLD from the live ones) and
+the size is bounded by scored tokens × vocabulary × 2 bytes (4 for a float32
+baseline), plus 4 bytes per token for the targets.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+LLAMA_CPP_CONTEXT = 512
+ROW_CHUNK = 64  # rows of vocabulary-wide float64 arrays at a time (262k vocab: 134 MB each)
+KLD_PERCENTILES = (50, 90, 95, 99, 99.9)
+DP_PERCENTILES = (0.1, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9)
+
+
+class QualityError(ValueError):
+    """The text slice, the windows or the baseline do not fit this cell."""
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Where the slice is cut into forward passes and which predictions count.
+
+    Window i covers tokens [starts[i], starts[i] + context); its logits at
+    positions first_scored .. context-2 predict tokens first_scored+1 ..
+    context-1 of the window, and those are scored."""
+
+    convention: str
+    context: int
+    stride: int
+    first_scored: int
+    starts: tuple[int, ...]
+    bos: int | None  # replaces each window's first token, as llama.cpp does
+
+    @property
+    def scored_per_window(self) -> int:
+        return self.context - 1 - self.first_scored
+
+    @property
+    def n_scored(self) -> int:
+        return self.scored_per_window * len(self.starts)
+
+
+def plan_windows(n_tokens: int, convention: str, context: int | None, stride: int | None,
+                 model_length: int | None, bos: int | None) -> Windows:
+    if context is None:
+        if convention == "llama.cpp":
+            context = LLAMA_CPP_CONTEXT
+        elif model_length:
+            context = model_length
+        else:
+            raise QualityError("the model's config has no max_position_embeddings: set quality.context")
+    if model_length and context > model_length:
+        raise QualityError(f"quality window {context} is longer than the model's {model_length} positions")
+    stride = stride or context
+    if stride > context:
+        raise QualityError(f"stride {stride} is larger than the window ({context}): tokens would be skipped")
+    if n_tokens < context:
+        raise QualityError(f"the quality slice has {n_tokens} tokens, fewer than one window of {context}: "
+                           f"raise quality.tokens or lower quality.context")
+    # llama.cpp scores only the second half: every scored token sees at least context/2 tokens
+    first = context // 2 if convention == "llama.cpp" else 0
+    first = max(first, context - 1 - stride)  # overlapping windows score only what is new
+    starts = tuple(range(0, n_tokens - context + 1, stride))
+    return Windows(convention, context, stride, first, starts, bos)
+
+
+def read_text(settings: Any) -> str:
+    if settings.path:
+        return Path(settings.path).read_text(encoding="utf-8")
+    from datasets import load_dataset
+
+    rows = load_dataset(settings.dataset, settings.config, split=settings.split)[settings.column]
+    return "\n\n".join(rows)  # as the GPTQ paper's evaluation joins WikiText-2
+
+
+def slice_tokens(tokenizer: Any, text: str, n: int) -> list[int]:
+    """The first n tokens of the text (tokenizing a generous prefix first: the whole
+    WikiText-2 test split is 1.2 MB)."""
+    prefix = text[: n * 16]
+    ids = tokenizer(prefix, add_special_tokens=False).input_ids
+    if len(ids) < n + 64 and len(prefix) < len(text):
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) < n:
+        raise QualityError(f"the quality text has {len(ids)} tokens, fewer than quality.tokens = {n}")
+    return ids[:n]
+
+
+def bos_token(tokenizer: Any) -> int | None:
+    """The BOS id when the tokenizer puts one in front of a text (Gemma, Llama), else None."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    ids = tokenizer("a", add_special_tokens=True).input_ids
+    return bos if ids and ids[0] == bos else None
+
+
+def model_length(model_config: dict[str, Any]) -> int | None:
+    cfg = model_config.get("text_config", model_config)
+    value = cfg.get("max_position_embeddings")
+    return value if isinstance(value, int) else None
+
+
+def tokens_sha(ids: list[int]) -> str:
+    return hashlib.sha256(np.asarray(ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Slice:
+    ids: list[int]
+    windows: Windows
+
+    def batches(self) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(input ids, scored target ids) of each window."""
+        w = self.windows
+        for start in w.starts:
+            window = list(self.ids[start : start + w.context])
+            if w.bos is not None:
+                window[0] = w.bos
+            yield window, np.asarray(window[w.first_scored + 1 :], dtype=np.int64)
+
+
+def prepare_slice(tokenizer: Any, cell: Any, model_config: dict[str, Any]) -> Slice:
+    q = cell.quality
+    ids = slice_tokens(tokenizer, read_text(q), q.tokens)
+    windows = plan_windows(len(ids), q.convention, q.context, q.stride, model_length(model_config), bos_token(tokenizer))
+    return Slice(ids, windows)
+
+
+def window_logits(model: Any, window: list[int], first_scored: int) -> Any:
+    """Logits of the scored positions of one window, in the model's own dtype."""
+    import torch
+
+    device = next(model.parameters()).device
+    keep = len(window) - first_scored  # logits_to_keep counts from the end; the last row predicts nothing scored
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([window], device=device), logits_to_keep=keep, use_cache=False)
+    return out.logits[0, :-1].detach()
+
+
+# --- the baseline on disk --------------------------------------------------
+
+STORED_DTYPES = {"bfloat16": "<u2", "float16": "<f2", "float32": "<f4"}  # numpy has no bfloat16: keep its bits
+
+
+def baseline_key(cell: Any, files: Any) -> str:
+    payload = {
+        "model": files.revision,
+        "quality": cell.quality.model_dump(mode="json"),
+        "text": cell.quality_text_sha256,
+        "baseline": cell.baseline_options,
+        "device": cell.device,
+        "torch": version("torch"),
+        "transformers": version("transformers"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def write_baseline(out: Path, model: Any, sl: Slice, model_name: str) -> None:
+    """Write the scored logits of every window to out/logits.npy (memory-mapped, one window at a time)."""
+    import torch
+
+    w = sl.windows
+    first = None
+    targets = np.empty(w.n_scored, dtype=np.int32)
+    rows = w.scored_per_window
+    for i, (window, target) in enumerate(sl.batches()):
+        logits = window_logits(model, window, w.first_scored)
+        dtype = str(logits.dtype).removeprefix("torch.")
+        if first is None:
+            if dtype not in STORED_DTYPES:
+                logits, dtype = logits.float(), "float32"
+            first = (dtype, logits.shape[-1])
+            store = np.lib.format.open_memmap(out / "logits.npy", mode="w+", dtype=STORED_DTYPES[dtype],
+                                              shape=(w.n_scored, first[1]))
+        elif dtype != first[0]:
+            logits = logits.to(getattr(torch, first[0]))
+        raw = logits.cpu().contiguous()
+        store[i * rows : (i + 1) * rows] = (raw.view(torch.int16) if first[0] == "bfloat16" else raw).numpy().view(STORED_DTYPES[first[0]])
+        targets[i * rows : (i + 1) * rows] = target
+    store.flush()
+    del store
+    np.save(out / "targets.npy", targets)
+    meta = {"model": model_name, "dtype": first[0], "vocab": first[1], "n_scored": w.n_scored,
+            "windows": asdict(w), "tokens_sha256": tokens_sha(sl.ids)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+@dataclass
+class Baseline:
+    path: Path
+    meta: dict[str, Any]
+    logits: np.ndarray  # memory-mapped raw 16-bit (or float32) values
+    targets: np.ndarray
+
+    @classmethod
+    def open(cls, path: Path) -> Baseline:
+        meta = json.loads((path / "meta.json").read_text())
+        return cls(path, meta, np.load(path / "logits.npy", mmap_mode="r"), np.load(path / "targets.npy"))
+
+    def rows(self, lo: int, hi: int) -> Any:
+        import torch
+
+        raw = torch.from_numpy(np.array(self.logits[lo:hi]))  # a writable copy of the memory-mapped rows
+        if self.meta["dtype"] == "bfloat16":
+            return raw.view(torch.bfloat16)
+        return raw
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir())
+
+
+# --- comparison --------------------------------------------------------------
+
+def token_stats(base_logits: Any, logits: Any, targets: Any) -> dict[str, np.ndarray]:
+    """Per-token KLD(base‖variant), same top-1, and the log-probabilities of the
+    correct token under both, in float64 (rows processed in chunks)."""
+    import torch
+
+    out: dict[str, list] = {"kld": [], "same_top1": [], "base_logp": [], "logp": []}
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    for lo in range(0, base_logits.shape[0], ROW_CHUNK):
+        p = torch.log_softmax(base_logits[lo : lo + ROW_CHUNK].double(), dim=-1)
+        q = torch.log_softmax(logits[lo : lo + ROW_CHUNK].double(), dim=-1)
+        t = targets[lo : lo + ROW_CHUNK, None]
+        out["kld"].append((p.exp() * (p - q)).sum(-1).clamp_min(0).numpy())  # ≥ 0; rounding can give -1e-17
+        out["same_top1"].append((p.argmax(-1) == q.argmax(-1)).numpy())
+        out["base_logp"].append(p.gather(-1, t)[:, 0].numpy())
+        out["logp"].append(q.gather(-1, t)[:, 0].numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def compare(model: Any, sl: Slice, baseline: Baseline) -> dict[str, Any]:
+    """Run the variant over the slice and summarize it against the stored baseline."""
+    if baseline.meta["tokens_sha256"] != tokens_sha(sl.ids):
+        raise QualityError("this variant's tokenizer cuts the quality text differently from the baseline's: "
+                           "the distributions cannot be compared token for token")
+    w = sl.windows
+    if baseline.meta["windows"]["starts"] != list(w.starts) or baseline.meta["windows"]["first_scored"] != w.first_scored:
+        raise QualityError("the baseline was computed with other windows")
+    rows = w.scored_per_window
+    parts = []
+    for i, (window, target) in enumerate(sl.batches()):
+        logits = window_logits(model, window, w.first_scored).cpu()
+        if logits.shape[-1] != baseline.meta["vocab"]:
+            raise QualityError(f"vocabulary of {logits.shape[-1]} logits, the baseline has {baseline.meta['vocab']}")
+        if not np.array_equal(baseline.targets[i * rows : (i + 1) * rows], target):
+            raise QualityError("the baseline's targets differ from this slice's")
+        parts.append(token_stats(baseline.rows(i * rows, (i + 1) * rows), logits, target))
+    stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    summary = summarize(**stats)
+    summary.update(convention=w.convention, context=w.context, stride=w.stride, windows=len(w.starts),
+                   baseline_bytes=baseline.nbytes, baseline_dtype=baseline.meta["dtype"], baseline=baseline.path.name)
+    return summary
+
+
+def _percentiles(x: np.ndarray, qs: tuple[float, ...]) -> dict[str, float]:
+    values = np.percentile(x, qs)
+    return {f"p{q:g}": float(v) for q, v in zip(qs, values)}
+
+
+def summarize(kld: np.ndarray, same_top1: np.ndarray, base_logp: np.ndarray, logp: np.ndarray) -> dict[str, Any]:
+    """The figures llama.cpp's --kl-divergence prints, from per-token values."""
+    n = len(kld)
+    dp = np.exp(logp) - np.exp(base_logp)
+    diff = base_logp - logp  # per-token log(PPL ratio) contributions
+    same = float(np.mean(same_top1))
+    dp_std = float(np.std(dp))
+    return {
+        "n_tokens": n,
+        "ppl_base": math.exp(-float(np.mean(base_logp))),
+        "ppl": math.exp(-float(np.mean(logp))),
+        "ppl_ratio": math.exp(float(np.mean(diff))),
+        "ln_ppl_ratio": float(np.mean(diff)),
+        "ln_ppl_ratio_stderr": float(np.std(diff, ddof=1) / math.sqrt(n)) if n > 1 else None,
+        "kld_mean": float(np.mean(kld)),
+        "kld_stderr": float(np.std(kld, ddof=1) / math.sqrt(n)) if n > 1 else None,
+        "kld": {**_percentiles(kld, KLD_PERCENTILES), "max": float(np.max(kld))},
+        "same_top1": same,
+        "same_top1_stderr": math.sqrt(same * (1 - same) / n),
+        "dp_mean": float(np.mean(dp)),
+        "dp_rms": float(np.sqrt(np.mean(dp**2))),
+        # negative skew: a long tail of tokens whose correct answer lost probability
+        "dp_skew": float(np.mean((dp - dp.mean()) ** 3) / dp_std**3) if dp_std > 0 else 0.0,
+        "dp": {"min": float(np.min(dp)), **_percentiles(dp, DP_PERCENTILES), "max": float(np.max(dp))},
+    }
+
+
+def ngram_overlap(windows: list[list[int]], ids: list[int], n: int = 32) -> float:
+    """Fraction of the calibration windows sharing at least one n-token run with the evaluation slice."""
+    if len(ids) < n:
+        return 0.0
+    seen = {tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)}
+    hits = sum(any(tuple(w[i : i + n]) in seen for i in range(len(w) - n + 1)) for w in windows)
+    return hits / len(windows) if windows else 0.0

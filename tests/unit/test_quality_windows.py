@@ -1,0 +1,67 @@
+"""The text slice's windows under both conventions, and the summary figures."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from evalq.measure.quality import QualityError, ngram_overlap, plan_windows, summarize
+
+
+def test_llama_cpp_convention_scores_the_second_half_of_windows_of_512():
+    w = plan_windows(4096, "llama.cpp", None, None, 8192, bos=None)
+    assert (w.context, w.stride, w.first_scored, len(w.starts)) == (512, 512, 256, 8)
+    assert w.scored_per_window == 255 and w.n_scored == 2040  # as llama-perplexity: n_ctx - 1 - n_ctx/2
+
+
+def test_gptq_convention_scores_every_token_of_windows_of_the_model_length():
+    w = plan_windows(4096, "gptq", None, None, 2048, bos=None)
+    assert (w.context, w.first_scored, w.starts) == (2048, 0, (0, 2048))
+    assert w.n_scored == 2 * 2047  # the first token of a window predicts, it is not predicted
+
+
+def test_overlapping_windows_score_only_the_new_tokens():
+    w = plan_windows(1024, "gptq", 512, 128, 2048, bos=None)
+    assert w.starts == (0, 128, 256, 384, 512) and w.scored_per_window == 128
+
+
+@pytest.mark.parametrize("args,message", [
+    ((100, "llama.cpp", None, None, 8192), "fewer than one window of 512"),
+    ((4096, "gptq", None, None, None), "no max_position_embeddings"),
+    ((4096, "gptq", 4096, None, 2048), "longer than the model's 2048 positions"),
+    ((4096, "gptq", 512, 600, 2048), "stride 600 is larger"),
+])
+def test_windows_that_cannot_work_are_refused(args, message):
+    with pytest.raises(QualityError, match=message):
+        plan_windows(*args, bos=None)
+
+
+def test_summary_of_identical_distributions():
+    n = 1000
+    logp = np.log(np.random.default_rng(0).uniform(0.01, 1, n))
+    s = summarize(np.zeros(n), np.ones(n, dtype=bool), logp, logp)
+    assert s["kld_mean"] == 0 and s["same_top1"] == 1 and s["ppl_ratio"] == 1 and s["dp_rms"] == 0
+    assert s["ppl"] == pytest.approx(math.exp(-logp.mean()))
+
+
+def test_summary_figures_and_the_sign_of_dp_skew():
+    rng = np.random.default_rng(1)
+    base = np.log(rng.uniform(0.2, 0.9, 5000))
+    # most tokens move a little either way, a tail loses a lot: real degradation
+    loss = np.where(rng.uniform(size=5000) < 0.05, 0.15, 0.0)
+    quant = np.log(np.exp(base) - loss + rng.normal(0, 0.005, 5000).clip(-0.05, 0.05))
+    kld = rng.exponential(0.01, 5000)
+    same = rng.uniform(size=5000) < 0.9
+    s = summarize(kld, same, base, quant)
+    assert s["dp_skew"] < -2 and s["dp"]["p1"] < -0.1 and s["dp"]["p99"] < 0.05
+    assert s["kld"]["p50"] == pytest.approx(np.median(kld)) and s["kld"]["max"] == kld.max()
+    assert s["same_top1_stderr"] == pytest.approx(math.sqrt(s["same_top1"] * (1 - s["same_top1"]) / 5000))
+    assert s["ppl_ratio"] > 1 and s["ln_ppl_ratio"] == pytest.approx(math.log(s["ppl_ratio"]))
+
+
+def test_ngram_overlap_finds_windows_cut_from_the_evaluation_text():
+    text = list(range(10_000))
+    windows = [text[100:400], list(range(20_000, 20_300)), text[9_990:] + list(range(30_000, 30_290))]
+    assert ngram_overlap(windows, text[:5000]) == pytest.approx(1 / 3)
+    assert ngram_overlap(windows, text) == pytest.approx(1 / 3)  # 10 tokens in common is not a 32-token run
