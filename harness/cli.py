@@ -100,20 +100,21 @@ def results(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Print the stored cells."""
-    from evalq.results import to_csv, to_json, to_table
+    from evalq.results import records_of, to_csv, to_json, to_table
     from evalq.store import Store
     from evalq.store.db import StoreError
 
     with user_errors(debug):
         if "://" not in db and not Path(db).exists():
             raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
-        rows = Store(db).cells(matrix)
+        store = Store(db)
+        records = records_of(store.cells(matrix), store.samples)
     if fmt is Format.json:
-        sys.stdout.write(to_json(rows) + "\n")
+        sys.stdout.write(to_json(records) + "\n")
     elif fmt is Format.csv:
-        sys.stdout.write(to_csv(rows))
+        sys.stdout.write(to_csv(records))
     else:
-        Console(width=max(160, out.width)).print(to_table(rows))
+        Console(width=max(200, out.width)).print(to_table(records))
 
 
 leaderboard_app = typer.Typer(help="The static leaderboard site.", no_args_is_help=True)

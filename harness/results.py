@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
+from typing import Any, Callable
 
+from evalq.paired import Paired, pair_rows
 from evalq.store.models import CellRow
 
 # The metric shown for a task when only one fits: accuracy for multiple choice,
@@ -21,7 +22,7 @@ def headline(task_metrics: dict[str, Any]) -> tuple[str, float, float | None] | 
     return None
 
 
-def as_record(row: CellRow) -> dict[str, Any]:
+def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
     result = row.result or {}
     speed = result.get("speed") or {}
     return {
@@ -45,18 +46,43 @@ def as_record(row: CellRow) -> dict[str, Any]:
         "n_samples": result.get("n_samples"),
         "details": result.get("details"),
         "memory": result.get("memory"),
+        "quality": result.get("quality"),  # token-level, against the fp16 baseline
+        "paired": paired.as_dict() if paired else None,  # answer flips, footprint ratio, sanity flags
         "attempts": row.attempts,
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
         "wall_seconds": row.wall_seconds,
     }
 
 
-def to_json(rows: list[CellRow], records: list[dict[str, Any]] | None = None, indent: int | None = 2) -> str:
-    return json.dumps(records if records is not None else [as_record(r) for r in rows], indent=indent, default=str)
+def records_of(rows: list[CellRow], samples: Callable[[str, str], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """Each row as a record, with its comparison against its model's fp16 row
+    (flips need the per-sample records: `samples(key, task)`, e.g. Store.samples)."""
+    paired = pair_rows(rows, samples or (lambda key, task: []))
+    return [as_record(r, paired.get(r.key)) for r in rows]
 
 
-def _tasks(rows: list[CellRow]) -> list[str]:
-    return sorted({t for r in rows for t in (r.metrics or {})})
+def to_json(records: list[dict[str, Any]], indent: int | None = 2) -> str:
+    return json.dumps(records, indent=indent, default=str)
+
+
+def _tasks(records: list[dict[str, Any]]) -> list[str]:
+    return sorted({t for r in records for t in (r["metrics"] or {})})
+
+
+def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
+    """The headline paired-quality figures of one record (None where not measured)."""
+    q = rec.get("quality") or {}
+    p = rec.get("paired") or {}
+    total = p.get("total") or {}
+    return {
+        "text_ppl": q.get("ppl"), "text_ppl_ratio": q.get("ppl_ratio"), "kld_mean": q.get("kld_mean"),
+        "kld_p99": (q.get("kld") or {}).get("p99"), "same_top1": q.get("same_top1"), "dp_rms": q.get("dp_rms"),
+        "dp_skew": q.get("dp_skew"), "correct_to_wrong": total.get("correct_to_wrong"),
+        "wrong_to_correct": total.get("wrong_to_correct"), "flip_rate": total.get("flip_rate"),
+        "mcnemar_p": total.get("mcnemar_p"), "choice_kld": total.get("choice_kld"),
+        "weights_ratio": p.get("weights_ratio"), "quantized_modules": (rec.get("details") or {}).get("quantized_modules"),
+        "flags": "; ".join(p.get("flags") or []) or None,
+    }
 
 
 def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
@@ -67,12 +93,13 @@ def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
         flat[f"{task}:{h[0]}" if h else task] = h[1] if h else None
         if h and h[2] is not None:
             flat[f"{task}:{h[0]}_stderr"] = h[2]
+    flat.update(paired_figures(rec))
     return flat
 
 
-def to_csv(rows: list[CellRow], records: list[dict[str, Any]] | None = None) -> str:
-    tasks = _tasks(rows)
-    flats = [_flat(rec, tasks) for rec in (records if records is not None else [as_record(r) for r in rows])]
+def to_csv(records: list[dict[str, Any]]) -> str:
+    tasks = _tasks(records)
+    flats = [_flat(rec, tasks) for rec in records]
     fields = list(dict.fromkeys(k for f in flats for k in f))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)
@@ -85,30 +112,44 @@ def _mb(n: int | None) -> str:
     return f"{n / 1e6:,.0f}" if n else "–"
 
 
-def to_table(rows: list[CellRow]) -> Any:
+def _num(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def to_table(records: list[dict[str, Any]]) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    tasks = _tasks(rows)
+    tasks = _tasks(records)
     table = Table(title="evalq results", show_lines=False)
     for col in ("model", "variant", "status", "dtype", "weights MB", "peak MB"):
         table.add_column(col, justify="right" if "MB" in col else "left")
     for task in tasks:
         table.add_column(task, justify="right")
+    for col in ("text ppl ×", "KLD", "top-1 %", "flips c→w/w→c", "McNemar p"):
+        table.add_column(col, justify="right")
     table.add_column("TTFT ms", justify="right")
     table.add_column("tok/s (b=1)", justify="right")
-    for r in rows:
-        cells = [escape(r.model), escape(r.variant), escape(r.status if r.status == "ok" else f"{r.status}: {(r.error or '')[:60]}"),
-                 r.dtype or "–", _mb(r.weights_bytes), _mb(r.peak_memory_bytes)]
+    table.add_column("flags")
+    for r in records:
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {(r['error'] or '')[:60]}"
+        cells = [escape(r["model"]), escape(r["variant"]), escape(status),
+                 r["dtype"] or "–", _mb(r["weights_bytes"]), _mb(r["peak_memory_bytes"])]
         for task in tasks:
-            h = headline((r.metrics or {}).get(task, {}))
+            h = headline((r["metrics"] or {}).get(task, {}))
             if h is None:
                 cells.append("–")
             elif h[0] == "word_perplexity":
                 cells.append(f"ppl {h[1]:.2f}")
             else:
                 cells.append(f"{h[1]:.3f} ± {h[2]:.3f}" if h[2] is not None else f"{h[1]:.3f}")
-        cells.append(f"{r.ttft_ms:.0f}" if r.ttft_ms else "–")
-        cells.append(f"{r.decode_tokens_per_s:.1f}" if r.decode_tokens_per_s else "–")
+        f = paired_figures(r)
+        cells += [_num(f["text_ppl_ratio"], ".3f"), _num(f["kld_mean"], ".4f"),
+                  _num(None if f["same_top1"] is None else 100 * f["same_top1"], ".1f"),
+                  "–" if f["correct_to_wrong"] is None else f"{f['correct_to_wrong']}/{f['wrong_to_correct']}",
+                  _num(f["mcnemar_p"], ".3g")]
+        cells.append(f"{r['ttft_ms']:.0f}" if r["ttft_ms"] else "–")
+        cells.append(f"{r['decode_tokens_per_s']:.1f}" if r["decode_tokens_per_s"] else "–")
+        cells.append(escape(f["flags"] or ""))
         table.add_row(*cells)
     return table

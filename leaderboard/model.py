@@ -5,13 +5,12 @@ No I/O and no HTML here: render.py turns these into pages.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalq.results import HEADLINE_METRICS, as_record
+from evalq.paired import suite_signature
+from evalq.results import HEADLINE_METRICS, as_record, paired_figures
 
 PERPLEXITY_METRIC = "word_perplexity"
 VARIANT_ORDER = ("fp16", "int8", "nf4", "gptq-4")
@@ -51,6 +50,10 @@ class Row:
     delta_accuracy: float | None = None  # against the same model's fp16 row, points
     perplexity_ratio: float | None = None
     task_deltas: dict[str, float] = field(default_factory=dict)
+    # paired quality against the same model's fp16 row (see evalq.paired, measure/quality.py)
+    quality: dict[str, Any] = field(default_factory=dict)  # token-level: KLD, same top-1, Δp...
+    paired: dict[str, Any] = field(default_factory=dict)  # headline figures: flips, McNemar p, choice KLD
+    flags: list[str] = field(default_factory=list)  # evidence of a quantization that did not happen or broke
 
     @property
     def ok(self) -> bool:
@@ -67,18 +70,6 @@ class Row:
     @property
     def quantized(self) -> bool:
         return self.variant != "fp16"
-
-
-_signatures: dict[tuple, str] = {}
-
-
-def suite_signature(cell: dict[str, Any]) -> str:
-    """Suites with their tasks, shots and limits: rows are comparable only within one."""
-    key = (tuple((s["name"], tuple((t["task"], t["num_fewshot"], t.get("limit")) for t in s["tasks"]))
-                 for s in cell.get("suites", [])), (cell.get("eval") or {}).get("limit"))
-    if key not in _signatures:  # thousands of rows share a handful of signatures
-        _signatures[key] = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
-    return _signatures[key]
 
 
 def describe_group(cell: dict[str, Any]) -> str:
@@ -140,7 +131,8 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
         peak_bytes=rec.get("peak_memory_bytes"), serve_peak_bytes=serve, accuracy=accuracy, accuracy_stderr=accuracy_se,
         tasks=tasks, perplexity=perplexity, ttft_ms=rec.get("ttft_ms"), decode_tokens_per_s=rec.get("decode_tokens_per_s"),
         group=suite_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
-        env=(db_row.result or {}).get("env") or {},
+        env=(db_row.result or {}).get("env") or {}, quality=rec.get("quality") or {}, paired=paired_figures(rec),
+        flags=(rec.get("paired") or {}).get("flags") or [],
     )
 
 

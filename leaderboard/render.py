@@ -13,14 +13,14 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evalq.leaderboard import charts
 from evalq.leaderboard.model import (Row, add_deltas, cost_per_million_tokens, default_budgets, describe_group,
                                      equal_cost, sort_rows, to_row)
-from evalq.results import as_record, to_csv, to_json
+from evalq.results import records_of, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
 
@@ -61,7 +61,8 @@ def table_columns(tasks: list[str], priced: bool) -> list[tuple[str, str]]:
     cols = [("model", "text"), ("variant", "text"), ("params (B)", "num"), ("bits", "num"), ("details", "text"),
             ("weights GB", "num"), ("peak (gen.) GB", "num"), ("peak (cell) GB", "num"), ("avg acc %", "num")]
     cols += [(t, "num") for t in tasks]
-    cols += [("ppl", "num"), ("Δ acc vs fp16", "num"), ("ppl ratio", "num"), ("TTFT ms", "num"), ("decode tok/s", "num")]
+    cols += [("ppl", "num"), ("Δ acc vs fp16", "num"), ("flips c→w / w→c", "num"), ("McNemar p", "num"),
+             ("KLD", "num"), ("same top-1 %", "num"), ("ppl ratio", "num"), ("TTFT ms", "num"), ("decode tok/s", "num")]
     cols += [("$ / M tokens", "num")] if priced else []
     return cols + [("status", "text")]
 
@@ -83,14 +84,27 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
         cells.append(pct(s.value, s.stderr) if s else [None, "–", ""])
     cells += [[r.perplexity, _fmt(r.perplexity, ".2f"), ""],
               [r.delta_accuracy, _signed(r.delta_accuracy), ""],
+              _flips(r), [r.paired.get("mcnemar_p"), _fmt(r.paired.get("mcnemar_p"), ".3g"), ""],
+              [r.paired.get("kld_mean"), _fmt(r.paired.get("kld_mean"), ".4f"),
+               f"p99 {_fmt(r.paired.get('kld_p99'), '.3f')}" if r.paired.get("kld_p99") is not None else ""],
+              [r.paired.get("same_top1"), _pct(r.paired.get("same_top1")), ""],
               [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""], [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""],
               [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]]
     if priced:
         cells.append([cost, _fmt(cost, ".2f"), ""])
-    cells.append([r.status, r.status, (r.error or "")[:300]])
+    cells.append([r.status, r.status, (r.error or "; ".join(r.flags))[:300]])
     badges = (["remote code"] if r.trust_remote_code else []) + (["GGUF baseline"] if r.baseline_note else [])
+    badges += ["suspect"] if r.flags else []
     return {"href": f"models/{slug(r.model)}.html", "badges": badges, "family": r.family, "variant": r.variant,
             "fit": r.fit_bytes / 1e9 if r.fit_bytes else None, "failed": not r.ok, "cells": cells}
+
+
+def _flips(r: Row) -> list:
+    cw, wc = r.paired.get("correct_to_wrong"), r.paired.get("wrong_to_correct")
+    if cw is None:
+        return [None, "–", ""]
+    rate = r.paired.get("flip_rate")
+    return [cw + wc, f"{cw} / {wc}", f"{_pct(rate)} % of answers changed" if rate is not None else ""]
 
 
 def _env() -> Environment:
@@ -104,9 +118,10 @@ def _env() -> Environment:
     return env
 
 
-def build(db_rows: list[Any], out: Path, info: BuildInfo) -> Path:
-    """Write the site into `out`; return the path of index.html."""
-    records = [as_record(r) for r in db_rows]  # once: the table rows and both downloads use them
+def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str, str], list] | None = None) -> Path:
+    """Write the site into `out`; return the path of index.html. `samples(key,
+    task)` gives a cell's per-sample records, for answer flips against fp16."""
+    records = records_of(db_rows, samples)  # once: the table rows and both downloads use them
     rows, groups = [], {}
     for db_row, rec in zip(db_rows, records):
         row = to_row(db_row, rec)
@@ -148,8 +163,8 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo) -> Path:
         by_model.setdefault(r.model, []).append(r)
     for model in models:
         write(f"models/{slug(model)}.html", "model.html", model=model, model_rows=by_model[model])
-    (out / "results.csv").write_text(to_csv(db_rows, records), encoding="utf-8")
-    (out / "results.json").write_text(to_json(db_rows, records, indent=None) + "\n", encoding="utf-8")
+    (out / "results.csv").write_text(to_csv(records), encoding="utf-8")
+    (out / "results.json").write_text(to_json(records, indent=None) + "\n", encoding="utf-8")
     shutil.copytree(STATIC, out / "static", dirs_exist_ok=True)
     return out / "index.html"
 
@@ -160,7 +175,8 @@ def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu
 
     stamp = built_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = BuildInfo(stamp, db, tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour)
-    return build(Store(db).cells(), out, info)
+    store = Store(db)
+    return build(store.cells(), out, info, store.samples)
 
 
 __all__ = ["BuildInfo", "Row", "build", "build_from_db"]

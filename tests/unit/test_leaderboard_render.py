@@ -73,3 +73,39 @@ def test_rows_that_ran_remote_code_are_marked(tmp_path):
     assert index.count('"remote code"') == 1  # in the table data, for that row only
     model_page = next(p for p in (site / "models").iterdir() if p.name.startswith("org-own-code"))
     assert "trust_remote_code" in model_page.read_text()
+
+
+def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
+    from evalq.cell import expand
+    from evalq.matrix import load_matrix
+
+    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
+    cells = {c.variant: c for c in expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[:4]}
+    db = str(tmp_path / "e.db")
+    store = Store(db)
+
+    def answers(correct):
+        return [{"doc_id": i, "doc_hash": f"h{i}", "acc": float(ok), "filtered_resps": [[-1.0, False], [-2.0 if ok else 0.0, False]]}
+                for i, ok in enumerate(correct)]
+
+    quality = {"kld_mean": 0.0123, "kld_stderr": 0.001, "kld": {"p50": 0.01, "p99": 0.09, "max": 0.3}, "same_top1": 0.925,
+               "same_top1_stderr": 0.006, "ppl": 22.0, "ppl_ratio": 1.02, "dp_rms": 0.03, "dp_skew": -1.7,
+               "dp": {"p1": -0.1, "p99": 0.07}, "n_tokens": 2040, "convention": "llama.cpp", "context": 512}
+    outcomes = {
+        "fp16": ({"weights_bytes": 1000, "details": {"bits": 16, "quantized_modules": 0}}, [True] * 8 + [False] * 2),
+        "int8": ({"weights_bytes": 600, "details": {"bits": 8, "quantized_modules": 210}, "quality": quality},
+                 [True] * 7 + [False] * 2 + [True]),
+        # "quantized", yet as heavy as fp16 and identical to it: what lm-eval users once saw with GPTQ
+        "nf4": ({"weights_bytes": 1000, "details": {"bits": 4, "quantized_modules": 0}, "quality": {**quality, "kld_mean": 0.0}},
+                [True] * 8 + [False] * 2),
+    }
+    for variant, (extra, correct) in outcomes.items():
+        store.record(cells[variant], {"status": "ok", "metrics": {"evalq_demo_mc": {"acc": sum(correct) / 10, "acc_stderr": 0.1}},
+                                      **extra}, {"evalq_demo_mc": answers(correct)}, "", 1.0)
+    site = build_from_db(db, tmp_path / "s", built_at="x").parent
+    index = (site / "index.html").read_text()
+    assert index.count('"suspect"') == 1  # the nf4 row's badge, in the table data
+    assert '"1 / 1"' in index and '"0.0123"' in index and '"92.5"' in index  # int8: flips, KLD, same top-1
+    page = next(p for p in (site / "models").iterdir() if p.name.startswith("SmolLM2")).read_text()
+    assert "KL divergence to fp16 is exactly 0" in page and "no quantized module" in page
+    assert "1 right→wrong, 1 wrong→right" in page and "210 quantized modules" in page

@@ -1,0 +1,190 @@
+"""Each quantized cell against the fp16 cell of the same model: answer flips on
+multiple-choice tasks (from lm-eval's per-sample records), the footprint
+ratio, and the sanity flags of a quantization that did not happen or broke.
+
+Pure functions of stored rows: `evalq results` and the leaderboard both call
+`pair_rows`. (Token-level KLD is measured by the worker, see measure/quality.py.)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+BASELINE_VARIANT = "fp16"
+# A quantization that moves perplexity more than this is broken rather than lossy
+# (a wrong kernel, a CPU path computing garbage), keyed by bits per weight.
+PLAUSIBLE_PPL_RATIO = {8: 1.2, 4: 2.0}
+DEFAULT_PLAUSIBLE_PPL_RATIO = 3.0
+
+_signatures: dict[tuple, str] = {}
+
+
+def suite_signature(cell: dict[str, Any]) -> str:
+    """Suites with their tasks, shots and limits: rows are comparable only within one."""
+    key = (tuple((s["name"], tuple((t["task"], t["num_fewshot"], t.get("limit")) for t in s["tasks"]))
+                 for s in cell.get("suites", [])), (cell.get("eval") or {}).get("limit"))
+    if key not in _signatures:  # thousands of rows share a handful of signatures
+        _signatures[key] = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
+    return _signatures[key]
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant pairs (a binomial
+    test of b against Bin(b + c, 1/2)); exact integer arithmetic."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def _softmax(lls: list[float]) -> list[float]:
+    top = max(lls)
+    e = [math.exp(x - top) for x in lls]
+    s = sum(e)
+    return [x / s for x in e]
+
+
+def choice_kld(base_lls: list[float], lls: list[float]) -> float:
+    """KL(base‖variant) of the distributions over the answer choices that the
+    logged log-likelihoods imply."""
+    p, q = _softmax(base_lls), _softmax(lls)
+    return max(0.0, sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q) if pi > 0))
+
+
+def mc_answers(samples: Iterable[dict[str, Any]]) -> dict[tuple[str, str], tuple[bool, list[float]]]:
+    """(doc id, doc hash) → (answered correctly, log-likelihood of each choice),
+    for multiple-choice records only (those with `acc` and one score per choice)."""
+    out = {}
+    for s in samples:
+        resps = s.get("filtered_resps")
+        if not isinstance(s.get("acc"), (int, float)) or not isinstance(resps, list) or not resps:
+            continue
+        if not all(isinstance(r, list) and r and isinstance(r[0], (int, float)) for r in resps):
+            continue
+        out[(str(s.get("doc_id")), str(s.get("doc_hash")))] = (s["acc"] >= 0.5, [float(r[0]) for r in resps])
+    return out
+
+
+@dataclass
+class Flips:
+    n: int = 0  # documents answered by both
+    correct_to_wrong: int = 0
+    wrong_to_correct: int = 0
+    unpaired: int = 0  # documents only one side answered (a changed task or limit)
+    kld_sum: float = 0.0
+
+    @property
+    def flips(self) -> int:
+        return self.correct_to_wrong + self.wrong_to_correct
+
+    @property
+    def flip_rate(self) -> float | None:
+        return self.flips / self.n if self.n else None
+
+    @property
+    def mcnemar_p(self) -> float:
+        return mcnemar_exact(self.correct_to_wrong, self.wrong_to_correct)
+
+    @property
+    def choice_kld(self) -> float | None:
+        return self.kld_sum / self.n if self.n else None
+
+    def add(self, other: Flips) -> None:
+        self.n += other.n
+        self.correct_to_wrong += other.correct_to_wrong
+        self.wrong_to_correct += other.wrong_to_correct
+        self.unpaired += other.unpaired
+        self.kld_sum += other.kld_sum
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "correct_to_wrong": self.correct_to_wrong, "wrong_to_correct": self.wrong_to_correct,
+                "flips": self.flips, "flip_rate": self.flip_rate, "mcnemar_p": self.mcnemar_p,
+                "choice_kld": self.choice_kld, "unpaired": self.unpaired}
+
+
+def flips(base: dict[tuple[str, str], tuple[bool, list[float]]], other: dict[tuple[str, str], tuple[bool, list[float]]]) -> Flips:
+    f = Flips(unpaired=len(base.keys() ^ other.keys()))
+    for key in base.keys() & other.keys():
+        (b_ok, b_lls), (o_ok, o_lls) = base[key], other[key]
+        f.n += 1
+        f.correct_to_wrong += b_ok and not o_ok
+        f.wrong_to_correct += o_ok and not b_ok
+        if len(b_lls) == len(o_lls):
+            f.kld_sum += choice_kld(b_lls, o_lls)
+    return f
+
+
+@dataclass
+class Paired:
+    """One cell against its model's fp16 cell."""
+
+    baseline_key: str | None
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    total: dict[str, Any] | None = None
+    weights_ratio: float | None = None
+    flags: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"baseline_key": self.baseline_key, "tasks": self.tasks, "total": self.total,
+                "weights_ratio": self.weights_ratio, "flags": self.flags}
+
+
+def sanity_flags(row: Any, base: Any | None) -> list[str]:
+    """Evidence that a 'quantized' cell is not really quantized, or is broken."""
+    if row.variant == BASELINE_VARIANT or row.status != "ok":
+        return []
+    result = row.result or {}
+    details = result.get("details") or {}
+    quality = result.get("quality") or {}
+    flags = list(result.get("warnings") or [])
+    if details.get("quantized_modules") == 0:
+        flags.append("no quantized module in the loaded model")
+    if base is not None and base.weights_bytes and row.weights_bytes and row.weights_bytes >= base.weights_bytes:
+        flags.append(f"weights footprint {row.weights_bytes / base.weights_bytes:.2f}× fp16's: not quantized?")
+    if quality and quality.get("kld_mean") == 0:
+        flags.append("KL divergence to fp16 is exactly 0: the same numbers as fp16")
+    ratio = quality.get("ppl_ratio")
+    limit = PLAUSIBLE_PPL_RATIO.get(details.get("bits"), DEFAULT_PLAUSIBLE_PPL_RATIO)
+    if ratio and ratio > limit:
+        flags.append(f"perplexity {ratio:.2f}× fp16's, beyond the {limit}× a {details.get('bits') or '?'}-bit "
+                     f"quantization allows: a broken kernel or backend?")
+    return flags
+
+
+def baselines(rows: list[Any]) -> dict[tuple, Any]:
+    """(matrix, model, suite signature) → the ok fp16 row."""
+    return {(r.matrix, r.model, suite_signature(r.cell or {})): r
+            for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
+
+
+def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]]) -> dict[str, Paired]:
+    """Every row's comparison with its model's fp16 row of the same matrix and suites."""
+    base_of = baselines(rows)
+    answers: dict[tuple[str, str], dict] = {}
+
+    def mc(key: str, task: str) -> dict:
+        if (key, task) not in answers:
+            answers[(key, task)] = mc_answers(samples(key, task))
+        return answers[(key, task)]
+
+    out = {}
+    for r in rows:
+        base = base_of.get((r.matrix, r.model, suite_signature(r.cell or {})))
+        paired = Paired(base.key if base else None, flags=sanity_flags(r, base))
+        if base is not None and r.status == "ok" and r is not base:
+            if base.weights_bytes and r.weights_bytes:
+                paired.weights_ratio = r.weights_bytes / base.weights_bytes
+            total = Flips()
+            for task in sorted(set(r.metrics or {}) & set(base.metrics or {})):
+                mine, theirs = mc(r.key, task), mc(base.key, task)
+                if mine and theirs:
+                    f = flips(theirs, mine)
+                    paired.tasks[task] = f.as_dict()
+                    total.add(f)
+            paired.total = total.as_dict() if total.n else None
+        out[r.key] = paired
+    return out
