@@ -67,6 +67,8 @@ def run(
     db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
     force: bool = typer.Option(False, "--force", help="re-run every cell, even those stored ok"),
     rerun_failed: bool = typer.Option(False, "--rerun-failed", help="re-run cells whose status is not ok"),
+    gpu_memory: str | None = typer.Option(None, "--gpu-memory", help="skip cells the planner predicts above this (e.g. 24GB); "
+                                          "default on CUDA: the GPU's memory"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the workers' output"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
@@ -84,12 +86,47 @@ def run(
         if checked.problems:
             raise MatrixError(str(matrix_file), checked.problems)
         cells = expand(matrix, suites, resolve_revision)
+        wont_fit = _predicted_too_big(matrix, cells, gpu_memory, str(matrix_file))
         store = Store(db)  # opened only once the input is known good: nothing partial is written
-    summary = run_cells(cells, store, force=force, rerun_failed=rerun_failed, echo=verbose, console=err)
+    summary = run_cells(cells, store, force=force, rerun_failed=rerun_failed, echo=verbose, console=err, wont_fit=wont_fit)
     ran = ", ".join(f"{n} {s}" for s, n in sorted(summary.ran.items())) or "none"
     elsewhere = f", {summary.elsewhere} taken by another evalq run" if summary.elsewhere else ""
     err.print(f"{summary.total} cells: {summary.skipped} already stored{elsewhere}, ran {ran}. "
               f"Results: evalq results --db {escape(db)}")
+
+
+def _predicted_too_big(matrix, cells, gpu_memory: str | None, file: str) -> dict[str, dict]:
+    """Cells whose predicted peak exceeds the memory available, as `skipped` outcomes."""
+    from evalq.matrix import MatrixError
+    from evalq.models import read_config
+    from evalq.planner import PlanError, parse_bytes, plan_cell
+
+    if gpu_memory is None and cells and cells[0].device == "cuda":
+        import torch
+
+        limit = torch.cuda.get_device_properties(0).total_memory
+    elif gpu_memory is None:
+        return {}
+    else:
+        try:
+            limit = parse_bytes(gpu_memory)
+        except PlanError as exc:
+            raise MatrixError(file, [f"--gpu-memory: {exc}"]) from None
+    configs = {m.display_name: _config_or_none(m, read_config) for m in matrix.models}
+    out = {}
+    for cell in cells:
+        config = configs.get(cell.model.display_name)
+        if config is None:
+            continue  # no config here: the cell runs and the worker records what it needed
+        try:
+            plan = plan_cell(cell.variant, cell.options, cell.perf, cell.device, config)
+        except (PlanError, KeyError, TypeError):
+            continue
+        if plan["predicted_peak_bytes"] > limit:
+            out[cell.key] = {"status": "skipped", "plan": plan,
+                             "error": f"predicted peak {plan['predicted_peak_bytes'] / 1e9:.2f} GB exceeds "
+                                      f"{limit / 1e9:.2f} GB (weights {plan['predicted_weights_bytes'] / 1e9:.2f} GB)"}
+    return out
 
 
 @app.command()
@@ -115,6 +152,90 @@ def results(
         sys.stdout.write(to_csv(records))
     else:
         Console(width=max(200, out.width)).print(to_table(records))
+
+
+class Training(str, Enum):
+    full = "full"
+    lora = "lora"
+    qlora = "qlora"
+
+
+class Recompute(str, Enum):
+    none = "none"
+    selective = "selective"
+    full = "full"
+
+
+@app.command()
+def plan(
+    matrix_file: Path = typer.Option(..., "--matrix", "-m", help="matrix YAML"),
+    gpu_memory: str = typer.Option("80GB", "--gpu-memory", help="memory of one GPU, e.g. 80GB, 24GiB"),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs available (a model may be split across them)"),
+    config: list[str] = typer.Option([], "--config", help="NAME=PATH: a local config.json for a model the hub cannot give"),
+    training: Training | None = typer.Option(None, "--training", help="plan fine-tuning instead of inference"),
+    zero: int = typer.Option(0, "--zero", min=0, max=3, help="ZeRO stage (3 = FSDP full sharding)"),
+    shard_group: int | None = typer.Option(None, "--shard-group", min=1, help="hybrid sharding: shard within groups of this many GPUs"),
+    seq: int = typer.Option(2048, "--seq", min=1, help="training sequence length"),
+    batch: int = typer.Option(1, "--batch", min=1, help="training micro-batch per GPU"),
+    recompute: Recompute = typer.Option(Recompute.none, "--recompute", help="activation recomputation"),
+    adam8bit: bool = typer.Option(False, "--adam8bit", help="8-bit Adam states (6 bytes/param instead of 12)"),
+    offload: bool = typer.Option(False, "--offload-optimizer", help="optimizer states in CPU memory"),
+    lora_rank: int = typer.Option(16, "--lora-rank", min=1),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Predict each cell's memory from config.json alone (no weights loaded) and whether it fits."""
+    import json
+
+    from evalq.matrix import MatrixError, load_matrix
+    from evalq.models import ModelError, read_config
+    from evalq.planner import PlanError, parse_bytes, plan_matrix
+
+    with user_errors(debug):
+        matrix, _ = load_matrix(matrix_file)
+        try:
+            gpu_bytes = parse_bytes(gpu_memory)
+            given = dict(_name_path(item) for item in config)
+            configs = {}
+            for m in matrix.models:
+                path = given.pop(m.display_name, None)
+                configs[m.display_name] = json.loads(Path(path).read_text()) if path else _config_or_none(m, read_config)
+            if given:
+                raise PlanError(f"--config names no model of the matrix: {', '.join(given)}")
+            train = None
+            if training is not None:
+                train = {"method": training.value, "zero": zero, "sequence": seq, "batch": batch, "recompute": recompute.value,
+                         "optimizer": "adamw8bit" if adam8bit else "adamw", "offload_optimizer": offload,
+                         "shard_group": shard_group, "lora_rank": lora_rank}
+            rows = plan_matrix(matrix, {k: v for k, v in configs.items() if v is not None}, gpu_bytes, gpus, training=train)
+        except (PlanError, OSError, ValueError, ModelError) as exc:
+            raise MatrixError(str(matrix_file), [str(exc)]) from None
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    from evalq.planner import plan_table
+
+    Console(width=max(160, out.width)).print(plan_table(rows, gpu_bytes, gpus, training is not None))
+
+
+def _name_path(item: str) -> tuple[str, str]:
+    from evalq.planner import PlanError
+
+    name, sep, path = item.rpartition("=")
+    if not sep or not name or not path:
+        raise PlanError(f"--config {item!r} is not NAME=PATH")
+    if not Path(path).is_file():
+        raise PlanError(f"--config {name}: {path} does not exist")
+    return name, path
+
+
+def _config_or_none(model, read_config):
+    from evalq.models import ModelError
+
+    try:
+        return read_config(model)
+    except ModelError:
+        return None
 
 
 leaderboard_app = typer.Typer(help="The static leaderboard site.", no_args_is_help=True)

@@ -128,10 +128,17 @@ def _gguf_header(path: Path) -> GGUFHeader:
 
 def gguf_config(path: Path) -> dict:
     """The parts of config.json that checks need, from a GGUF header (no weights read)."""
-    meta = _gguf_header(path).metadata
+    header = _gguf_header(path)
+    meta = header.metadata
     arch = meta.get("general.architecture")
+    names = {t.name for t in header.tensors}
+    vocab = meta.get("tokenizer.ggml.tokens")  # arrays are kept as their length
     found = {
         "model_type": arch,
+        "vocab_size": meta.get(f"{arch}.vocab_size") or (vocab if isinstance(vocab, int) else None),
+        "num_key_value_heads": meta.get(f"{arch}.attention.head_count_kv"),
+        "max_position_embeddings": meta.get(f"{arch}.context_length"),
+        "tie_word_embeddings": "output.weight" not in names,
         "hidden_size": meta.get(f"{arch}.embedding_length"),
         "intermediate_size": meta.get(f"{arch}.feed_forward_length"),
         "num_attention_heads": meta.get(f"{arch}.attention.head_count"),

@@ -145,7 +145,11 @@ def should_run(status: str | None, force: bool, rerun_failed: bool) -> bool:
 
 
 def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed: bool = False,
-              echo: bool = False, console: Any = None, worker_module: str = "evalq.worker") -> RunSummary:
+              echo: bool = False, console: Any = None, worker_module: str = "evalq.worker",
+              wont_fit: dict[str, dict[str, Any]] | None = None) -> RunSummary:
+    """Run each cell not stored ok in its own worker. `wont_fit`: cell key → the
+    planner's outcome for cells predicted not to fit; they are stored `skipped`
+    with the predicted need instead of running into an OOM."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -165,6 +169,12 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
             # another `evalq run` on this database may have taken or finished it meanwhile
             if not store.claim(cell, wanted):
                 summary.elsewhere += 1
+                progress.advance(bar)
+                continue
+            if wont_fit and cell.key in wont_fit:
+                store.record(cell, wont_fit[cell.key], None, "", 0.0)
+                summary.ran["skipped"] = summary.ran.get("skipped", 0) + 1
+                console.log(escape(f"{cell.name}: skipped: {wont_fit[cell.key]['error']}"))
                 progress.advance(bar)
                 continue
             progress.update(bar, description=f"{label} · starting")

@@ -46,6 +46,7 @@ def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
         "n_samples": result.get("n_samples"),
         "details": result.get("details"),
         "memory": result.get("memory"),
+        "plan": result.get("plan"),  # the memory planner's prediction, from config.json alone
         "quality": result.get("quality"),  # token-level, against the fp16 baseline
         "paired": paired.as_dict() if paired else None,  # answer flips, footprint ratio, sanity flags
         "attempts": row.attempts,
@@ -93,6 +94,9 @@ def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
         flat[f"{task}:{h[0]}" if h else task] = h[1] if h else None
         if h and h[2] is not None:
             flat[f"{task}:{h[0]}_stderr"] = h[2]
+    plan = rec.get("plan") or {}
+    flat["predicted_weights_bytes"] = plan.get("predicted_weights_bytes")
+    flat["predicted_peak_bytes"] = plan.get("predicted_peak_bytes")
     flat.update(paired_figures(rec))
     return flat
 

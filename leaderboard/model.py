@@ -53,6 +53,7 @@ class Row:
     # paired quality against the same model's fp16 row (see evalq.paired, measure/quality.py)
     quality: dict[str, Any] = field(default_factory=dict)  # token-level: KLD, same top-1, Δp...
     paired: dict[str, Any] = field(default_factory=dict)  # headline figures: flips, McNemar p, choice KLD
+    plan: dict[str, Any] = field(default_factory=dict)  # the memory planner's prediction
     flags: list[str] = field(default_factory=list)  # evidence of a quantization that did not happen or broke
 
     @property
@@ -132,7 +133,7 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
         tasks=tasks, perplexity=perplexity, ttft_ms=rec.get("ttft_ms"), decode_tokens_per_s=rec.get("decode_tokens_per_s"),
         group=suite_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
         env=(db_row.result or {}).get("env") or {}, quality=rec.get("quality") or {}, paired=paired_figures(rec),
-        flags=(rec.get("paired") or {}).get("flags") or [],
+        flags=(rec.get("paired") or {}).get("flags") or [], plan=rec.get("plan") or {},
     )
 
 

@@ -76,7 +76,8 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
     cells: list[list] = [
         [r.model, r.model, ""], [r.variant, r.variant, ""],
         [r.params, _fmt(r.params / 1e9 if r.params else None, ".3g"), ""], [r.bits, str(r.bits or "–"), ""],
-        [r.details, r.details, ""], [r.weights_bytes, _gb(r.weights_bytes), ""], [r.serve_peak_bytes, _gb(r.serve_peak_bytes), ""],
+        [r.details, r.details, ""], [r.weights_bytes, _gb(r.weights_bytes), _predicted(r, "predicted_weights_bytes")],
+        [r.serve_peak_bytes, _gb(r.serve_peak_bytes), _predicted(r, "predicted_peak_bytes")],
         [r.peak_bytes, _gb(r.peak_bytes), ""], pct(r.accuracy, r.accuracy_stderr),
     ]
     for t in tasks:
@@ -97,6 +98,11 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
     badges += ["suspect"] if r.flags else []
     return {"href": f"models/{slug(r.model)}.html", "badges": badges, "family": r.family, "variant": r.variant,
             "fit": r.fit_bytes / 1e9 if r.fit_bytes else None, "failed": not r.ok, "cells": cells}
+
+
+def _predicted(r: Row, key: str) -> str:
+    value = r.plan.get(key)
+    return f"pred. {_gb(value)}" if value else ""
 
 
 def _flips(r: Row) -> list:

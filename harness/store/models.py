@@ -21,7 +21,7 @@ class CellRow(Base):
     matrix: Mapped[str] = mapped_column(String(200))
     model: Mapped[str] = mapped_column(String(300), index=True)
     variant: Mapped[str] = mapped_column(String(50))
-    status: Mapped[str] = mapped_column(String(20), index=True)  # running ok oom timeout killed error unsupported
+    status: Mapped[str] = mapped_column(String(20), index=True)  # running ok oom timeout killed error unsupported skipped
     error: Mapped[str | None] = mapped_column(Text)
     revision: Mapped[str] = mapped_column(String(200))
     cell: Mapped[dict] = mapped_column(JSON)  # the full Cell, as run

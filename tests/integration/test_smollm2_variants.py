@@ -323,3 +323,15 @@ def test_calibration_on_the_quality_text_is_warned_about(rows, tmp_path):
     (warning,) = calibration_warnings(GPTQBackend(), on_slice, tok, sl)
     assert "calibration overlaps the quality text" in warning
     assert calibration_warnings(GPTQBackend(), GPTQConfig.model_validate(options), tok, sl) == []
+
+
+# --- the memory planner against what was measured -------------------------------
+
+def test_planner_predicts_weights_exactly_and_the_serving_peak_within_its_band(rows):
+    """Weights: exact (the planner counts every packed tensor, scale and code book).
+    Peak while generating: within the ±25 % band the README states (CPU RSS)."""
+    for v, r in rows.items():
+        plan = r.result["plan"]
+        assert plan["predicted_weights_bytes"] == r.weights_bytes, v
+        measured = r.result["memory"]["by_phase"]["speed"]["peak_memory_bytes"]
+        assert 0.75 <= measured / plan["predicted_peak_bytes"] <= 1.25, (v, measured, plan)
