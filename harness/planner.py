@@ -180,6 +180,10 @@ def plan_inference(shape: Shape, variant: str, options: dict[str, Any], device: 
 Method = Literal["full", "lora", "qlora"]
 Recompute = Literal["none", "selective", "full"]
 LORA_TARGETS = 7  # q, k, v, o, gate, up, down
+# Measured, not derived: a peft LoRA step on the CPU kept about 40·s·b·h bytes
+# (16-bit units) per layer beyond the full fine-tuning activation count
+# (SmolLM2, seq 256 and 512); the README's training table shows it.
+LORA_EXTRA_SBH = 40
 
 
 def activation_training_bytes(shape: Shape, sequence: int, batch: int, recompute: Recompute) -> int:
@@ -209,13 +213,15 @@ class TrainingPlan:
     gradient_bytes: int
     optimizer_bytes: int
     activation_bytes: int
+    output_bytes: int  # logits, their float32 log-softmax and its gradient (outside Korthikanti's count)
     gathered_bytes: int  # ZeRO-3/FSDP: the largest unit gathered in full at once
     offloaded_bytes: int  # optimizer states moved to CPU memory (not in the per-GPU total)
     gpus: int
 
     @property
     def per_gpu_bytes(self) -> int:
-        return self.weights_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes + self.gathered_bytes
+        return (self.weights_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes + self.output_bytes
+                + self.gathered_bytes)
 
     def as_dict(self) -> dict[str, int]:
         return {**asdict(self), "per_gpu_bytes": self.per_gpu_bytes}
@@ -223,26 +229,32 @@ class TrainingPlan:
 
 def plan_training(shape: Shape, method: Method = "full", zero: int = 0, gpus: int = 1, sequence: int = 2048, batch: int = 1,
                   recompute: Recompute = "none", optimizer: Literal["adamw", "adamw8bit"] = "adamw",
-                  offload_optimizer: bool = False, shard_group: int | None = None, lora_rank: int = 16) -> TrainingPlan:
-    """Mixed-precision training memory per GPU (the ZeRO paper's accounting:
+                  offload_optimizer: bool = False, shard_group: int | None = None, lora_rank: int = 16,
+                  precision: Literal["mixed", "fp32"] = "mixed") -> TrainingPlan:
+    """Training memory per GPU. Mixed precision is the ZeRO paper's accounting:
     16-bit weights 2Ψ, 16-bit gradients 2Ψ, AdamW fp32 master + momentum +
-    variance KΨ with K = 12, or 6 for 8-bit Adam). `shard_group` = hybrid
-    sharding: states are sharded within groups of that many GPUs, replicated across."""
+    variance KΨ with K = 12 (6 for 8-bit Adam). fp32 (plain PyTorch, e.g. on a
+    CPU): weights 4Ψ, gradients 4Ψ, momentum + variance 8Ψ, activations twice
+    the 16-bit bytes. `shard_group` = hybrid sharding: states are sharded within
+    groups of that many GPUs, replicated across."""
     if zero not in (0, 1, 2, 3):
         raise PlanError(f"zero must be 0, 1, 2 or 3, got {zero}")
     shard = shard_group or gpus
     if gpus < 1 or shard < 1 or gpus % shard:
         raise PlanError(f"shard group {shard} must divide the {gpus} GPUs")
-    k = 12 if optimizer == "adamw" else 6
+    fp32 = precision == "fp32"
+    k = (8 if fp32 else 12) if optimizer == "adamw" else (2 if fp32 else 6)
+    w = 4 if fp32 else 2
     psi = shape.params
     if method == "full":
-        weights, grads, states = 2 * psi, 2 * psi, k * psi
+        weights, grads, states = w * psi, w * psi, k * psi
         largest_unit = 2 * max(sum(i * o for i, o in shape.linears()), shape.vocab * shape.hidden)
     else:
         trainable = lora_params(shape, lora_rank)
         base = "nf4" if method == "qlora" else "fp16"
         # adapters stay float32 (peft's default beside a 16-bit base): weights 4, gradients 4, Adam 8
-        weights, grads, states = weights_bytes(shape, base, {"double_quant": True}) + 4 * trainable, 4 * trainable, 8 * trainable
+        weights, grads, states = (weights_bytes(shape, base, {"double_quant": True}, w) + 4 * trainable, 4 * trainable,
+                                  8 * trainable)
         one_layer = Shape(**{**asdict(shape), "layers": 1})
         largest_unit = weights_bytes(one_layer, base, {"double_quant": True}) - weights_bytes(Shape(**{**asdict(shape), "layers": 0}), base)
     weights, grads, states = shard_model_states(weights, grads, states, zero, shard)
@@ -251,7 +263,11 @@ def plan_training(shape: Shape, method: Method = "full", zero: int = 0, gpus: in
     if offload_optimizer:
         offloaded, states = states, 0
     acts = activation_training_bytes(shape, sequence, batch, recompute)
-    return TrainingPlan(weights, grads, states, acts, gathered, offloaded, gpus)
+    if method != "full":
+        acts += LORA_EXTRA_SBH * sequence * batch * shape.hidden * shape.layers
+    acts *= 2 if fp32 else 1
+    output = sequence * batch * shape.vocab * (w + 4 + 4)
+    return TrainingPlan(weights, grads, states, acts, output, gathered, offloaded, gpus)
 
 
 def shard_model_states(weights: int, grads: int, states: int, zero: int, shard: int) -> tuple[int, int, int]:

@@ -93,7 +93,8 @@ def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
                "dp": {"p1": -0.1, "p99": 0.07}, "n_tokens": 2040, "convention": "llama.cpp", "context": 512}
     outcomes = {
         "fp16": ({"weights_bytes": 1000, "details": {"bits": 16, "quantized_modules": 0}}, [True] * 8 + [False] * 2),
-        "int8": ({"weights_bytes": 600, "details": {"bits": 8, "quantized_modules": 210}, "quality": quality},
+        "int8": ({"weights_bytes": 600, "details": {"bits": 8, "quantized_modules": 210}, "quality": quality,
+                  "plan": {"predicted_weights_bytes": 600, "predicted_peak_bytes": 5_120_000_000}},
                  [True] * 7 + [False] * 2 + [True]),
         # "quantized", yet as heavy as fp16 and identical to it: what lm-eval users once saw with GPTQ
         "nf4": ({"weights_bytes": 1000, "details": {"bits": 4, "quantized_modules": 0}, "quality": {**quality, "kld_mean": 0.0}},
@@ -109,3 +110,4 @@ def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
     page = next(p for p in (site / "models").iterdir() if p.name.startswith("SmolLM2")).read_text()
     assert "KL divergence to fp16 is exactly 0" in page and "no quantized module" in page
     assert "1 right→wrong, 1 wrong→right" in page and "210 quantized modules" in page
+    assert "predicted 5.12" in page and '"pred. 5.12"' in index  # the planner's peak beside the measured one

@@ -98,7 +98,8 @@ def test_lora_and_qlora_train_a_few_million_parameters():
     lora, qlora, full = (plan_training(s, method=m, sequence=512) for m in ("lora", "qlora", "full"))
     assert lora.optimizer_bytes == qlora.optimizer_bytes == 8 * 4_884_480
     assert qlora.weights_bytes < lora.weights_bytes < full.weights_bytes + full.optimizer_bytes
-    assert lora.activation_bytes == full.activation_bytes  # gradients still flow through every layer
+    # gradients still flow through every layer; peft's LoRA layers keep a measured 40·s·b·h more per layer
+    assert lora.activation_bytes == full.activation_bytes + 40 * 512 * 576 * 30
 
 
 @pytest.mark.parametrize("text,value", [("80GB", 80e9), ("24 GiB", 24 * 2**30), ("1.5e10", 1.5e10), ("512MB", 512e6)])
@@ -128,7 +129,7 @@ def test_plan_json_for_the_demo_and_a_local_config_for_an_offline_hub_model(tmp_
 
 def test_plan_training_fewest_gpus():
     res = runner.invoke(app, ["plan", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--training", "full", "--zero", "3",
-                              "--gpu-memory", "1GB", "--seq", "512", "--recompute", "full", "-f", "json"])
+                              "--gpu-memory", "2GB", "--seq", "512", "--recompute", "full", "-f", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert [r["variant"] for r in rows] == ["train-full", "train-full"]
