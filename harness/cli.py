@@ -145,7 +145,7 @@ def results(
         if "://" not in db and not Path(db).exists():
             raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
         store = Store(db)
-        records = records_of(store.cells(matrix), store.samples)
+        records = records_of(store.cells(matrix), store.sample_loader())
     if fmt is Format.json:
         sys.stdout.write(to_json(records) + "\n")
     elif fmt is Format.csv:

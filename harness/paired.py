@@ -123,13 +123,14 @@ class Paired:
     """One cell against its model's fp16 cell."""
 
     baseline_key: str | None
+    group: str = ""  # the suite signature the two rows share
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     total: dict[str, Any] | None = None
     weights_ratio: float | None = None
     flags: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"baseline_key": self.baseline_key, "tasks": self.tasks, "total": self.total,
+        return {"baseline_key": self.baseline_key, "group": self.group, "tasks": self.tasks, "total": self.total,
                 "weights_ratio": self.weights_ratio, "flags": self.flags}
 
 
@@ -155,15 +156,10 @@ def sanity_flags(row: Any, base: Any | None) -> list[str]:
     return flags
 
 
-def baselines(rows: list[Any]) -> dict[tuple, Any]:
-    """(matrix, model, suite signature) → the ok fp16 row."""
-    return {(r.matrix, r.model, suite_signature(r.cell or {})): r
-            for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
-
-
 def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]]) -> dict[str, Paired]:
     """Every row's comparison with its model's fp16 row of the same matrix and suites."""
-    base_of = baselines(rows)
+    group = {r.key: suite_signature(r.cell or {}) for r in rows}
+    base_of = {(r.matrix, r.model, group[r.key]): r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
     answers: dict[tuple[str, str], dict] = {}
 
     def mc(key: str, task: str) -> dict:
@@ -173,8 +169,8 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
 
     out = {}
     for r in rows:
-        base = base_of.get((r.matrix, r.model, suite_signature(r.cell or {})))
-        paired = Paired(base.key if base else None, flags=sanity_flags(r, base))
+        base = base_of.get((r.matrix, r.model, group[r.key]))
+        paired = Paired(base.key if base else None, group[r.key], flags=sanity_flags(r, base))
         if base is not None and r.status == "ok" and r is not base:
             if base.weights_bytes and r.weights_bytes:
                 paired.weights_ratio = r.weights_bytes / base.weights_bytes

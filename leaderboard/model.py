@@ -131,7 +131,7 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
         bits=details.get("bits"), details=_details(rec["variant"], details), weights_bytes=rec.get("weights_bytes"),
         peak_bytes=rec.get("peak_memory_bytes"), serve_peak_bytes=serve, accuracy=accuracy, accuracy_stderr=accuracy_se,
         tasks=tasks, perplexity=perplexity, ttft_ms=rec.get("ttft_ms"), decode_tokens_per_s=rec.get("decode_tokens_per_s"),
-        group=suite_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
+        group=(rec.get("paired") or {}).get("group") or suite_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
         env=(db_row.result or {}).get("env") or {}, quality=rec.get("quality") or {}, paired=paired_figures(rec),
         flags=(rec.get("paired") or {}).get("flags") or [], plan=rec.get("plan") or {},
     )

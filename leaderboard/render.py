@@ -7,6 +7,7 @@ no network (styles and the one script are bundled).
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import re
 import shutil
@@ -132,7 +133,8 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     for db_row, rec in zip(db_rows, records):
         row = to_row(db_row, rec)
         rows.append(row)
-        groups.setdefault(row.group, describe_group(db_row.cell or {}))
+        if row.group not in groups:  # described once: thousands of rows share a group
+            groups[row.group] = describe_group(db_row.cell or {})
     rows = sort_rows(rows)
     add_deltas(rows)
     budgets = list(info.budgets_gb) if info.budgets_gb else default_budgets(rows)
@@ -181,8 +183,16 @@ def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu
 
     stamp = built_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = BuildInfo(stamp, db, tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour)
-    store = Store(db)
-    return build(store.cells(), out, info, store.samples)
+    # Rendering 10,000 rows allocates millions of small objects and no cycles worth
+    # collecting: the cyclic GC's repeated passes over them cost ~20 % of the build.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        store = Store(db)
+        return build(store.cells(), out, info, store.sample_loader())
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 __all__ = ["BuildInfo", "Row", "build", "build_from_db"]
