@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-BASELINE_VARIANT = "fp16"
+from evalq.cell import BASELINE_VARIANT
 # A quantization that moves perplexity more than this is broken rather than lossy
 # (a wrong kernel, a CPU path computing garbage), keyed by bits per weight.
 PLAUSIBLE_PPL_RATIO = {8: 1.2, 4: 2.0}

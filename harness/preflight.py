@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from evalq.backends.base import get_backend
+from evalq.cell import BASELINE_VARIANT
 from evalq.matrix import Matrix, merged_options
 from evalq.models import ModelError, read_config, resolve_revision
 from evalq.suites import Suite
@@ -32,8 +33,9 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
     if matrix.quality and matrix.quality.dataset and offline:
         out.problems.append(f"quality: dataset {matrix.quality.dataset!r} needs hub access, but HF_DATASETS_OFFLINE=1 "
                             f"(give a local text as quality.path)")
-    if matrix.quality and "fp16" not in matrix.variants:
-        out.notes.append("quality: fp16 is not among the variants; each model's baseline is computed once with fp16's defaults")
+    if matrix.quality and BASELINE_VARIANT not in matrix.variants:
+        out.notes.append(f"quality: {BASELINE_VARIANT} is not among the variants; each model's baseline is computed "
+                         f"once with {BASELINE_VARIANT}'s defaults")
     for i, model in enumerate(matrix.models):
         where = f"models.{i} ({model.display_name})"
         try:

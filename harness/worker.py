@@ -15,6 +15,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from evalq.cell import BASELINE_VARIANT
+
 PHASE_PREFIX = "@@evalq phase="
 
 
@@ -161,8 +163,10 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
         from evalq.measure.quality import compare
 
         phase("quality")
+        started = time.perf_counter()
         with peak.phase("quality"), torch_threads(cell.eval.threads):
             quality = compare(model, quality_slice, baseline)
+        quality["seconds"] = time.perf_counter() - started
         del baseline
     memory = peak.finish()
 
@@ -188,9 +192,6 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
         "model_path": files.path,
         "env": environment(cell.device),
     }
-
-
-BASELINE_VARIANT = "fp16"
 
 
 def predict(cell: Any, model_config: dict[str, Any]) -> dict[str, Any] | None:
