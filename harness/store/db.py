@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,21 +86,32 @@ class Store:
         self.engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
-        try:
-            with self.engine.begin() as conn:
-                _, applied = schema_version(conn)
-                unknown = applied - {fn.__name__ for fn in MIGRATIONS}
-                if unknown:
-                    raise SchemaTooNew(
-                        f"{db} was written by a newer evalq (unknown migrations: {', '.join(sorted(unknown))}); upgrade evalq"
-                    )
-                migrate(conn)
-                # a database that opens but cannot be written would fail at the first cell: fail now
-                conn.execute(text("DELETE FROM evalq_migrations WHERE name = '(write probe)'"))
-        except SchemaTooNew:
-            raise
-        except Exception as exc:  # noqa: BLE001 - OperationalError and friends, said plainly
-            raise StoreError(f"cannot open database {db}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._migrate(db)
+                return
+            except SchemaTooNew:
+                raise
+            except Exception as exc:  # noqa: BLE001 - OperationalError and friends, said plainly
+                # SQLite can answer "locked" at once, without its busy handler, while another
+                # process creates the database or switches it to WAL: wait as busy_timeout would
+                if "database is locked" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise StoreError(f"cannot open database {db}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+
+    def _migrate(self, db: str) -> None:
+        with self.engine.begin() as conn:
+            _, applied = schema_version(conn)
+            unknown = applied - {fn.__name__ for fn in MIGRATIONS}
+            if unknown:
+                raise SchemaTooNew(
+                    f"{db} was written by a newer evalq (unknown migrations: {', '.join(sorted(unknown))}); upgrade evalq"
+                )
+            migrate(conn)
+            # a database that opens but cannot be written would fail at the first cell: fail now
+            conn.execute(text("DELETE FROM evalq_migrations WHERE name = '(write probe)'"))
 
     def status(self, key: str) -> str | None:
         with Session(self.engine) as s:
