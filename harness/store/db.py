@@ -189,7 +189,7 @@ class Store:
         """`samples` that asks the database only for records that exist: one query
         lists them, so pairing 10,000 cells without samples costs one query, not 20,000."""
         with Session(self.engine) as s:
-            present = set(s.execute(select(SampleRow.cell_key, SampleRow.task)).tuples())
+            present = {(key, task) for key, task in s.execute(select(SampleRow.cell_key, SampleRow.task))}
         return lambda key, task: self.samples(key, task) if (key, task) in present else []
 
     def samples(self, key: str, task: str) -> list[dict[str, Any]]:

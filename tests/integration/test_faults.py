@@ -89,6 +89,17 @@ def test_each_fault_is_recorded_and_the_matrix_goes_on(tmp_path, tiny):
     assert all(r.attempts == 1 for r in rows.values())
 
 
+def cell_states(db) -> dict[str, str]:
+    """Status by model/variant, or {} while the run has not yet created its tables."""
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(db) as conn:
+            return dict(conn.execute("SELECT model || '/' || variant, status FROM cells").fetchall())
+    except sqlite3.OperationalError:  # the file exists before its schema does
+        return {}
+
+
 def test_orchestrator_killed_mid_matrix_resumes_without_redoing_ok_cells(tmp_path, tiny):
     path = matrix(tmp_path, tiny, "  fault-ok: {}\n  fault-slow: {seconds: 8}\n", models=("tiny-a", "tiny-b"))
     db = tmp_path / "e.db"
@@ -96,11 +107,8 @@ def test_orchestrator_killed_mid_matrix_resumes_without_redoing_ok_cells(tmp_pat
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until the slow cell of tiny-a is running
-        if db.exists():
-            with sqlite3.connect(db) as conn:
-                states = dict(conn.execute("SELECT model || '/' || variant, status FROM cells").fetchall())
-            if states.get("tiny-a/fault-slow") == "running":
-                break
+        if cell_states(db).get("tiny-a/fault-slow") == "running":
+            break
         time.sleep(0.2)
     else:
         orchestrator.kill()
