@@ -83,15 +83,30 @@ _sha_memo: dict[tuple, str] = {}
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, remembered (here and on disk) by path, size and
+    mtime: a weights file is hashed once per change, not once per run."""
+    from evalq.cache import cache_dir
+
     st = path.stat()
-    memo_key = (str(path), st.st_size, st.st_mtime_ns)
-    if memo_key not in _sha_memo:
+    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo_key in _sha_memo:
+        return _sha_memo[memo_key]
+    memo = cache_dir("sha256") / hashlib.sha256(repr(memo_key).encode()).hexdigest()
+    try:
+        known = memo.read_text().strip()
+    except OSError:
+        known = ""
+    if len(known) != 64:
         digest = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-        _sha_memo[memo_key] = digest.hexdigest()
-    return _sha_memo[memo_key]
+        known = digest.hexdigest()
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(known)
+        os.replace(tmp, memo)
+    _sha_memo[memo_key] = known
+    return known
 
 
 def check_gguf(path: Path) -> None:
@@ -156,11 +171,11 @@ def check_local_folder(path: Path) -> None:
 
 
 def _folder_fingerprint(path: Path) -> str:
-    """Content of config.json plus name and size of every file: cheap, and
-    changes when the weights are replaced."""
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
+    """The name and content hash of every file: weights overwritten in place with
+    new values of the same size (a fine-tune saved over itself) change it."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{f.relative_to(path)}:{file_sha256(f)}\n".encode())
     return digest.hexdigest()
 
 
