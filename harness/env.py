@@ -48,6 +48,7 @@ def environment(device: str) -> dict[str, Any]:
         "device": device,
         "libraries": library_versions(RECORDED_LIBRARIES),
         "evalq_git_sha": evalq_git_sha(),
+        "executor_host": platform.node(),  # on a Ray cluster: the node that ran the cell
     }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
@@ -55,6 +56,7 @@ def environment(device: str) -> dict[str, Any]:
             gpu=props.name,
             gpu_memory_bytes=props.total_memory,
             gpu_count=torch.cuda.device_count(),
+            gpus_used=int(os.environ.get("EVALQ_GPUS", "1")),  # >1: sharded by accelerate (an executor's choice)
             cuda=torch.version.cuda,
             compute_capability=f"{props.major}.{props.minor}",
         )

@@ -134,6 +134,7 @@ class RunSummary:
     skipped: int = 0  # already stored
     elsewhere: int = 0  # taken by another orchestrator on the same database
     ran: dict[str, int] = field(default_factory=dict)
+    keys_ran: list[str] = field(default_factory=list)  # cells run (or stored skipped) by this run
 
 
 def should_run(status: str | None, force: bool, rerun_failed: bool) -> bool:
@@ -146,15 +147,19 @@ def should_run(status: str | None, force: bool, rerun_failed: bool) -> bool:
 
 def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed: bool = False,
               echo: bool = False, console: Any = None, worker_module: str = "evalq.worker",
-              wont_fit: dict[str, dict[str, Any]] | None = None) -> RunSummary:
-    """Run each cell not stored ok in its own worker. `wont_fit`: cell key → the
-    planner's outcome for cells predicted not to fit; they are stored `skipped`
-    with the predicted need instead of running into an OOM."""
+              wont_fit: dict[str, dict[str, Any]] | None = None, executor: Any = None) -> RunSummary:
+    """Run each cell not stored ok, through `executor` (default: one at a time
+    here). `wont_fit`: cell key → the planner's outcome for cells predicted not
+    to fit; they are stored `skipped` with the predicted need instead of
+    running into an OOM."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from evalq.executors import LocalExecutor
+
     console = console or Console(stderr=True)
+    executor = executor or LocalExecutor(echo, worker_module)
     summary = RunSummary(total=len(cells))
     wanted = lambda status: should_run(status, force, rerun_failed)  # noqa: E731
     todo = [c for c in cells if wanted(store.status(c.key))]
@@ -162,31 +167,36 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
     if summary.skipped:
         console.log(f"{summary.skipped} of {len(cells)} cells already stored (skipped; --force or --rerun-failed to run again)")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("cells", total=len(todo))
-        for i, cell in enumerate(todo, 1):
-            label = escape(f"[{i}/{len(todo)}] {cell.name}")
-            # another `evalq run` on this database may have taken or finished it meanwhile
-            if not store.claim(cell, wanted):
-                summary.elsewhere += 1
-                progress.advance(bar)
-                continue
-            if wont_fit and cell.key in wont_fit:
-                store.record(cell, wont_fit[cell.key], None, "", 0.0)
-                summary.ran["skipped"] = summary.ran.get("skipped", 0) + 1
-                console.log(escape(f"{cell.name}: skipped: {wont_fit[cell.key]['error']}"))
-                progress.advance(bar)
-                continue
-            progress.update(bar, description=f"{label} · starting")
-            end = run_worker(
-                cell,
-                on_phase=lambda p, label=label: progress.update(bar, description=f"{label} · {escape(p)}"),
-                echo=echo,
-                worker_module=worker_module,
-            )
-            store.record(cell, end.outcome, end.samples, end.log_tail, end.wall_seconds)
-            summary.ran[end.status] = summary.ran.get(end.status, 0) + 1
-            note = f": {end.outcome.get('error')}" if end.status != "ok" else ""
-            console.log(escape(f"{cell.name}: {end.status} in {end.wall_seconds:.0f} s{note}"))
-            progress.advance(bar)
+    pending = list(enumerate(todo, 1))
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            bar = progress.add_task("cells", total=len(todo))
+            while pending or executor.in_flight():
+                while pending and executor.in_flight() < executor.slots:
+                    i, cell = pending.pop(0)
+                    label = escape(f"[{i}/{len(todo)}] {cell.name}")
+                    # another `evalq run` on this database may have taken or finished it meanwhile
+                    if not store.claim(cell, wanted):
+                        summary.elsewhere += 1
+                        progress.advance(bar)
+                        continue
+                    summary.keys_ran.append(cell.key)
+                    if wont_fit and cell.key in wont_fit:
+                        store.record(cell, wont_fit[cell.key], None, "", 0.0)
+                        summary.ran["skipped"] = summary.ran.get("skipped", 0) + 1
+                        console.log(escape(f"{cell.name}: skipped: {wont_fit[cell.key]['error']}"))
+                        progress.advance(bar)
+                        continue
+                    progress.update(bar, description=f"{label} · starting")
+                    executor.start(cell, lambda p, label=label: progress.update(bar, description=f"{label} · {escape(p)}"))
+                if not executor.in_flight():
+                    continue
+                for cell, end in executor.wait():
+                    store.record(cell, end.outcome, end.samples, end.log_tail, end.wall_seconds)
+                    summary.ran[end.status] = summary.ran.get(end.status, 0) + 1
+                    note = f": {end.outcome.get('error')}" if end.status != "ok" else ""
+                    console.log(escape(f"{cell.name}: {end.status} in {end.wall_seconds:.0f} s{note}"))
+                    progress.advance(bar)
+    finally:
+        executor.close()
     return summary

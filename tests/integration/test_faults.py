@@ -2,7 +2,6 @@
 real worker by a backend registered only in tests (fault_backend.py)."""
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -20,7 +19,6 @@ from evalq.store import Store
 
 pytestmark = pytest.mark.integration
 
-HERE = Path(__file__).resolve().parent
 runner = CliRunner()
 TIMEOUT_S = 30
 
@@ -32,14 +30,8 @@ eval: {batch_size: 4, limit: 3}
 
 
 @pytest.fixture(autouse=True)
-def fault_env(monkeypatch, tmp_path):
-    sys.path.insert(0, str(HERE))
-    import fault_backend
-
-    sys.path.remove(str(HERE))
-    monkeypatch.setenv("EVALQ_BACKENDS", fault_backend.EVALQ_BACKENDS)
-    monkeypatch.setenv("PYTHONPATH", f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("FAULT_PID_DIR", str(tmp_path))
+def fault_env(fault_backends):
+    pass
 
 
 @pytest.fixture(scope="module")
