@@ -17,6 +17,11 @@ err = Console(stderr=True, soft_wrap=True)  # no wrapping inside paths and messa
 out = Console(soft_wrap=True)
 
 
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"
@@ -69,6 +74,10 @@ def run(
     rerun_failed: bool = typer.Option(False, "--rerun-failed", help="re-run cells whose status is not ok"),
     gpu_memory: str | None = typer.Option(None, "--gpu-memory", help="skip cells the planner predicts above this (e.g. 24GB); "
                                           "default on CUDA: the GPU's memory"),
+    executor: ExecutorName = typer.Option(ExecutorName.local, "--executor", help="local: one cell at a time here; "
+                                          "ray: each cell a Ray task on a cluster (pip install 'evalq[ray]')"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (auto: the running cluster; "
+                                       "default: start a local one)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the workers' output"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
@@ -88,11 +97,37 @@ def run(
         cells = expand(matrix, suites, resolve_revision)
         wont_fit = _predicted_too_big(matrix, cells, gpu_memory, str(matrix_file))
         store = Store(db)  # opened only once the input is known good: nothing partial is written
-    summary = run_cells(cells, store, force=force, rerun_failed=rerun_failed, echo=verbose, console=err, wont_fit=wont_fit)
+    runner = _executor(executor, address, matrix, gpu_memory, verbose)
+    summary = run_cells(cells, store, force=force, rerun_failed=rerun_failed, echo=verbose, console=err, wont_fit=wont_fit,
+                        executor=runner)
     ran = ", ".join(f"{n} {s}" for s, n in sorted(summary.ran.items())) or "none"
     elsewhere = f", {summary.elsewhere} taken by another evalq run" if summary.elsewhere else ""
     err.print(f"{summary.total} cells: {summary.skipped} already stored{elsewhere}, ran {ran}. "
               f"Results: evalq results --db {escape(db)}")
+
+
+def _executor(name: ExecutorName, address: str | None, matrix, gpu_memory: str | None, verbose: bool):
+    from evalq.executors import make_executor
+    from evalq.models import read_config
+    from evalq.planner import PlanError, parse_bytes, plan_cell
+
+    configs = {m.display_name: _config_or_none(m, read_config) for m in matrix.models} if name is ExecutorName.ray else {}
+
+    def plan(cell):  # the GPUs a Ray task asks for come from the planner
+        config = configs.get(cell.model.display_name)
+        try:
+            return plan_cell(cell.variant, cell.options, cell.perf, cell.device, config) if config else None
+        except (PlanError, KeyError, TypeError):
+            return None
+
+    limit = None
+    if gpu_memory:
+        try:
+            limit = parse_bytes(gpu_memory)
+        except PlanError:
+            limit = None  # already reported by _predicted_too_big
+    return make_executor(name.value, address, plan, echo=verbose, gpu_memory=limit,
+                         log=lambda text: err.print(escape(text)))
 
 
 def _predicted_too_big(matrix, cells, gpu_memory: str | None, file: str) -> dict[str, dict]:
@@ -134,10 +169,11 @@ def results(
     db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json"),
     matrix: str | None = typer.Option(None, "--matrix", help="only this matrix (by name)"),
+    all_rows: bool = typer.Option(False, "--all", help="also cells superseded by a newer key (older revisions, libraries)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
-    """Print the stored cells."""
-    from evalq.results import records_of, to_csv, to_json, to_table
+    """Print the stored cells (the newest of each model, variant and suites unless --all)."""
+    from evalq.results import current_rows, records_of, to_csv, to_json, to_table
     from evalq.store import Store
     from evalq.store.db import StoreError
 
@@ -145,7 +181,8 @@ def results(
         if "://" not in db and not Path(db).exists():
             raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
         store = Store(db)
-        records = records_of(store.cells(matrix), store.sample_loader())
+        rows = store.cells(matrix)
+        records = records_of(rows if all_rows else current_rows(rows), store.sample_loader())
     if fmt is Format.json:
         sys.stdout.write(to_json(records) + "\n")
     elif fmt is Format.csv:
@@ -236,6 +273,37 @@ def _config_or_none(model, read_config):
         return read_config(model)
     except ModelError:
         return None
+
+
+@app.command()
+def nightly(
+    matrix_file: Path = typer.Option(..., "--matrix", "-m", help="matrix YAML"),
+    db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
+    site: Path = typer.Option(Path("site"), "--site", help="leaderboard folder; report.md and report.json go here too"),
+    full: bool = typer.Option(False, "--full", help="re-run every cell, not only those whose key changed or that failed"),
+    alpha: float = typer.Option(0.01, "--alpha", min=1e-9, max=0.5, help="significance level of a change (two-sided)"),
+    gpu_memory: str | None = typer.Option(None, "--gpu-memory", help="as for run: skip cells predicted above this"),
+    executor: ExecutorName = typer.Option(ExecutorName.local, "--executor", help="local or ray, as for run"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address, as for run"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Unattended: run what changed, rebuild the leaderboard with its history, compare with the
+    previous night. Exit 0: no regression (or another nightly holds the lock); 1: a regression
+    or a failing cell (see report.md); 2: bad input."""
+    from evalq.nightly import Busy, lock_path, nightly_lock, run_nightly
+
+    with user_errors(debug):
+        try:
+            with nightly_lock(lock_path(db, site)):
+                report = run_nightly(
+                    matrix_file, db, site, full=full, alpha=alpha, console=err, log=lambda text: err.print(escape(text)),
+                    executor_for=lambda matrix: _executor(executor, address, matrix, gpu_memory, False),
+                    wont_fit=lambda matrix, cells: _predicted_too_big(matrix, cells, gpu_memory, str(matrix_file)))
+        except Busy as exc:
+            err.print(escape(str(exc)))
+            raise typer.Exit(0) from None
+    out.print(report.markdown(), markup=False, highlight=False)
+    raise typer.Exit(report.exit_code)
 
 
 leaderboard_app = typer.Typer(help="The static leaderboard site.", no_args_is_help=True)

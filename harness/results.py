@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime
 from typing import Any, Callable
 
 from evalq.paired import Paired, pair_rows
@@ -53,6 +54,25 @@ def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
         "wall_seconds": row.wall_seconds,
     }
+
+
+def _started(r: CellRow) -> datetime:
+    return r.started_at or r.finished_at or datetime.min
+
+
+def current_rows(rows: list[CellRow]) -> list[CellRow]:
+    """The newest row of each (matrix, model, variant, suites): a cell whose key
+    changed (a new revision, new library versions) supersedes the old row,
+    which stays in the database for the nightly history. Order is kept."""
+    from evalq.paired import suite_signature
+
+    newest: dict[tuple, CellRow] = {}
+    for r in rows:
+        slot = (r.matrix, r.model, r.variant, suite_signature(r.cell or {}))
+        if slot not in newest or _started(r) > _started(newest[slot]):
+            newest[slot] = r
+    keep = {id(r) for r in newest.values()}
+    return [r for r in rows if id(r) in keep]
 
 
 def records_of(rows: list[CellRow], samples: Callable[[str, str], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:

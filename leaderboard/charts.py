@@ -112,3 +112,55 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
                f'<text x="{lx + 18}" y="{ly + 20 * (n + 1) + 4}">one model\'s variants</text>')
     out.append("</svg>")
     return Markup("".join(out))
+
+
+HW, HH = 420, 240
+HLEFT, HRIGHT, HTOP, HBOTTOM = 64, 90, 28, 40
+
+
+def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tuple[int, float, bool]]]) -> Markup:
+    """One metric of one model over the nightly runs: a line per variant.
+    nights: (run id, date) in order; series: variant → (run id, value, flagged
+    a regression that night). A flagged point gets a red ring."""
+    values = [v for pts in series.values() for _, v, _ in pts]
+    if not values or not nights:
+        return Markup("")
+    index = {run: i for i, (run, _) in enumerate(nights)}
+    y_lo, y_hi = min(values), max(values)
+    pad = (y_hi - y_lo) * 0.12 or abs(y_hi) * 0.05 or 1
+    y_lo, y_hi = y_lo - pad, y_hi + pad
+    pw, ph = HW - HLEFT - HRIGHT, HH - HTOP - HBOTTOM
+    span = max(1, len(nights) - 1)
+
+    def px(i: int) -> float:
+        return HLEFT + (i / span if len(nights) > 1 else 0.5) * pw
+
+    def py(v: float) -> float:
+        return HTOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {HW} {HH}" width="{HW}" height="{HH}" role="img" '
+           f'aria-label="{escape(title)}" class="chart history" font-family="DejaVu Sans, sans-serif" font-size="11">',
+           f'<text x="{HLEFT}" y="16" font-size="12" font-weight="bold">{escape(title)}</text>',
+           f'<rect x="{HLEFT}" y="{HTOP}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+    for v in _nice_ticks(y_lo, y_hi, 4):
+        out.append(f'<line x1="{HLEFT}" x2="{HLEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#eee"/>'
+                   f'<text x="{HLEFT - 5}" y="{py(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
+    step = max(1, math.ceil(len(nights) / 8))
+    for i, (run, _) in enumerate(nights):
+        if i % step == 0 or i == len(nights) - 1:
+            out.append(f'<text x="{px(i):.1f}" y="{HTOP + ph + 14}" text-anchor="middle">{run}</text>')
+    out.append(f'<text x="{HLEFT + pw / 2}" y="{HH - 6}" text-anchor="middle">nightly run</text>')
+    for k, (variant, pts) in enumerate(sorted(series.items())):
+        colour, shape = STYLE.get(variant, OTHER)
+        pts = sorted((index[r], v, flag, r) for r, v, flag in pts if r in index)
+        if len(pts) > 1:
+            line = " ".join(f"{px(i):.1f},{py(v):.1f}" for i, v, _, _ in pts)
+            out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        for i, v, flag, run in pts:
+            tip = f"{variant}, night {run} ({nights[i][1]}): {v:.6g}" + (" — regression" if flag else "")
+            ring = f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="8" fill="none" stroke="#d62728" stroke-width="2"/>' if flag else ""
+            out.append(f'<g class="point"><title>{escape(tip)}</title>{_marker(shape, px(i), py(v), colour)}{ring}</g>')
+        out.append(_marker(shape, HLEFT + pw + 14, HTOP + 8 + 16 * k, colour)
+                   + f'<text x="{HLEFT + pw + 24}" y="{HTOP + 12 + 16 * k}">{escape(variant)}</text>')
+    out.append("</svg>")
+    return Markup("".join(out))

@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from evalq.leaderboard import charts
 from evalq.leaderboard.model import (Row, add_deltas, cost_per_million_tokens, default_budgets, describe_group,
                                      equal_cost, sort_rows, to_row)
-from evalq.results import records_of, to_csv, to_json
+from evalq.results import current_rows, records_of, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
 
@@ -125,9 +125,44 @@ def _env() -> Environment:
     return env
 
 
-def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str, str], list] | None = None) -> Path:
+# The history page's titles for the figures a night keeps (drift.figures_of).
+HISTORY_TITLES = {"text_ppl": "perplexity of the quality text", "kld_mean": "mean KLD to fp16",
+                  "same_top1": "same top-1 as fp16", "weights_bytes": "weights (bytes)",
+                  "peak_memory_bytes": "peak memory (bytes)", "ttft_ms@b1": "TTFT at batch 1 (ms)"}
+
+
+def history_title(name: str) -> str:
+    if name in HISTORY_TITLES:
+        return HISTORY_TITLES[name]
+    if name.startswith("decode_tokens_per_s@b"):
+        return f"decode tokens/s at batch {name.rsplit('@b', 1)[1]}"
+    task, _, metric = name.partition(":")
+    return f"{task}: {metric}"
+
+
+def history_charts(runs: list[Any], cells: list[Any]) -> dict[str, list[Any]]:
+    """model → one chart per figure, a line per variant, over the nightly runs."""
+    nights = [(r.id, r.started_at.strftime("%Y-%m-%d %H:%M")) for r in runs]
+    known = {r.id for r in runs}
+    flagged = {(r.id, name) for r in runs for name in (r.summary or {}).get("regressions", [])}
+    data: dict[str, dict[str, dict[str, list]]] = {}
+    for c in cells:
+        if c.run_id not in known:
+            continue
+        for name, fig in (c.figures.get("metrics") or {}).items():
+            if isinstance(fig.get("value"), (int, float)):
+                data.setdefault(c.model, {}).setdefault(name, {}).setdefault(c.variant, []).append(
+                    (c.run_id, fig["value"], (c.run_id, f"{c.model} · {c.variant}") in flagged))
+    return {model: [charts.history(f"{model}: {history_title(name)}", nights, series) for name, series in sorted(metrics.items())]
+            for model, metrics in sorted(data.items())}
+
+
+def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str, str], list] | None = None,
+          history: tuple[list[Any], list[Any]] | None = None) -> Path:
     """Write the site into `out`; return the path of index.html. `samples(key,
-    task)` gives a cell's per-sample records, for answer flips against fp16."""
+    task)` gives a cell's per-sample records, for answer flips against fp16;
+    `history`: the nightly runs and their cells, for the history page."""
+    db_rows = current_rows(db_rows)
     records = records_of(db_rows, samples)  # once: the table rows and both downloads use them
     rows, groups = [], {}
     for db_row, rec in zip(db_rows, records):
@@ -143,8 +178,9 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     families = sorted({r.family for r in rows})
     variants = sorted({r.variant for r in rows}, key=lambda v: (["fp16", "int8", "nf4", "gptq-4"] + [v]).index(v))
     models = sorted({r.model for r in rows})
+    runs = history[0] if history else []
     context = dict(info=info, rows=rows, groups=groups, by_group=by_group, tasks=tasks, families=families,
-                   variants=variants, models=models, budgets=budgets,
+                   variants=variants, models=models, budgets=budgets, has_history=bool(runs),
                    cost=lambda r: cost_per_million_tokens(r, info.gpu_price_per_hour))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +207,8 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
         by_model.setdefault(r.model, []).append(r)
     for model in models:
         write(f"models/{slug(model)}.html", "model.html", model=model, model_rows=by_model[model])
+    if runs:
+        write("history.html", "history.html", runs=runs, history=history_charts(*history))
     (out / "results.csv").write_text(to_csv(records), encoding="utf-8")
     (out / "results.json").write_text(to_json(records, indent=None) + "\n", encoding="utf-8")
     shutil.copytree(STATIC, out / "static", dirs_exist_ok=True)
@@ -189,7 +227,9 @@ def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu
     gc.disable()
     try:
         store = Store(db)
-        return build(store.cells(), out, info, store.sample_loader())
+        runs = store.nightly_runs()
+        history = (runs, store.nightly_cells([r.id for r in runs])) if runs else None
+        return build(store.cells(), out, info, store.sample_loader(), history)
     finally:
         if gc_was_enabled:
             gc.enable()

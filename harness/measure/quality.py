@@ -287,6 +287,7 @@ def summarize(kld: np.ndarray, same_top1: np.ndarray, base_logp: np.ndarray, log
         "ppl_base": math.exp(-float(np.mean(base_logp))),
         "ppl": math.exp(-float(np.mean(logp))),
         "ppl_ratio": math.exp(float(np.mean(diff))),
+        "nll_stderr": float(np.std(logp, ddof=1) / math.sqrt(n)) if n > 1 else None,  # of ln ppl
         "ln_ppl_ratio": float(np.mean(diff)),
         "ln_ppl_ratio_stderr": float(np.std(diff, ddof=1) / math.sqrt(n)) if n > 1 else None,
         "kld_mean": float(np.mean(kld)),

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from evalq.store.migrations import MIGRATIONS, migrate, schema_version
-from evalq.store.models import CellRow, SampleRow
+from evalq.store.models import CellRow, NightlyCell, NightlyRun, SampleRow
 
 
 class StoreError(RuntimeError):
@@ -196,3 +196,35 @@ class Store:
         with Session(self.engine) as s:
             row = s.get(SampleRow, (key, task))
             return json.loads(zlib.decompress(row.data)) if row else []
+
+    # The nightly history (evalq.nightly): one run row, then a copy of each cell's figures.
+    def start_nightly(self, matrix: str) -> int:
+        with Session(self.engine) as s, s.begin():
+            run = NightlyRun(matrix=matrix, started_at=_now(), status="running")
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def finish_nightly(self, run_id: int, status: str, summary: dict[str, Any],
+                       cells: list[tuple[str, str, str, bool, dict[str, Any]]]) -> None:
+        """cells: (model, variant, cell key, re-run tonight, figures)."""
+        with Session(self.engine) as s, s.begin():
+            run = s.get(NightlyRun, run_id)
+            run.status, run.summary, run.finished_at = status, json.loads(json.dumps(summary, default=str)), _now()
+            for model, variant, key, reran, figures in cells:
+                s.add(NightlyCell(run_id=run_id, model=model, variant=variant, cell_key=key, reran=reran, figures=figures))
+
+    def nightly_runs(self, matrix: str | None = None) -> list[NightlyRun]:
+        """Nightly runs that finished their comparison, oldest first."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            query = select(NightlyRun).where(NightlyRun.status.in_(("ok", "regression"))).order_by(NightlyRun.id)
+            if matrix:
+                query = query.where(NightlyRun.matrix == matrix)
+            return list(s.scalars(query))
+
+    def nightly_cells(self, run_ids: list[int] | None = None) -> list[NightlyCell]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            query = select(NightlyCell).order_by(NightlyCell.run_id, NightlyCell.model, NightlyCell.variant)
+            if run_ids is not None:
+                query = query.where(NightlyCell.run_id.in_(run_ids))
+            return list(s.scalars(query))

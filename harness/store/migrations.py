@@ -52,7 +52,32 @@ def m002_cell_owner(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE cells ADD COLUMN owner VARCHAR(200)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples, m002_cell_owner]
+def m003_nightly_runs(conn: Connection) -> None:
+    # One row per `evalq nightly`, and what each (model, variant) measured that
+    # night: a cell re-run under the same key overwrites its row in `cells`, so
+    # the history keeps its own copy of the figures it charts and compares.
+    conn.execute(text("""
+        CREATE TABLE nightly_runs (
+            id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+            matrix VARCHAR(200) NOT NULL,
+            started_at DATETIME NOT NULL,
+            finished_at DATETIME,
+            status VARCHAR(20) NOT NULL,
+            summary JSON
+        )"""))
+    conn.execute(text("""
+        CREATE TABLE nightly_cells (
+            run_id INTEGER NOT NULL REFERENCES nightly_runs (id) ON DELETE CASCADE,
+            model VARCHAR(300) NOT NULL,
+            variant VARCHAR(50) NOT NULL,
+            cell_key VARCHAR(64) NOT NULL,
+            reran INTEGER NOT NULL,
+            figures JSON NOT NULL,
+            PRIMARY KEY (run_id, model, variant)
+        )"""))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples, m002_cell_owner, m003_nightly_runs]
 
 
 def schema_version(conn: Connection) -> tuple[int, set[str]]:

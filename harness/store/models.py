@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -51,3 +51,29 @@ class SampleRow(Base):
     task: Mapped[str] = mapped_column(String(200), primary_key=True)
     n: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class NightlyRun(Base):
+    """One `evalq nightly`: when, how it ended, and its comparison with the night before."""
+
+    __tablename__ = "nightly_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    matrix: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(20))  # running ok regression failed
+    summary: Mapped[dict | None] = mapped_column(JSON)
+
+
+class NightlyCell(Base):
+    """What one (model, variant) measured on one night (a copy: see migration m003)."""
+
+    __tablename__ = "nightly_cells"
+
+    run_id: Mapped[int] = mapped_column(Integer, ForeignKey("nightly_runs.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(300), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(50), primary_key=True)
+    cell_key: Mapped[str] = mapped_column(String(64))
+    reran: Mapped[bool] = mapped_column(Boolean)
+    figures: Mapped[dict] = mapped_column(JSON)

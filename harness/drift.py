@@ -1,0 +1,245 @@
+"""Did a cell's numbers move between two nights by more than their noise?
+
+Pure functions: `figures_of` turns a results record into the figures a night
+keeps (each with what its noise is measured by), `compare` judges tonight's
+figures against the previous night's. The tests, per kind of figure:
+
+- accuracy: paired where both cells left lm-eval's per-sample records (exact
+  McNemar on the answers that flipped), else the difference against the
+  combined standard error of the two scores;
+- perplexity of the quality slice: ln PPL against the combined standard error
+  of the two mean token log-losses; KLD and same-top-1: combined standard error;
+- speed: the medians differ by more than the spread (max - min) of either
+  night's repeats and by at least SPEED_FLOOR; one repeat has no spread and is
+  not judged;
+- memory: the weights footprint is exact (any byte is a change); the peak by
+  more than MEMORY_TOLERANCE.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Callable
+
+from evalq.paired import flips, mc_answers
+from evalq.results import HEADLINE_METRICS
+
+DEFAULT_ALPHA = 0.01  # a nightly alert wakes someone: one false alarm per 100 judged figures at most
+SPEED_FLOOR = 0.05
+MEMORY_TOLERANCE = 0.05
+LOWER_IS_BETTER = {"word_perplexity", "perplexity", "bits_per_byte", "byte_perplexity"}
+
+
+def _metric(value: Any, better: str, test: str, **noise: Any) -> dict[str, Any]:
+    return {"value": value, "better": better, "test": test, **{k: v for k, v in noise.items() if v is not None}}
+
+
+def figures_of(rec: dict[str, Any]) -> dict[str, Any]:
+    """What a night keeps of one cell: its status and each judged figure."""
+    figs: dict[str, dict[str, Any]] = {}
+    for task, values in sorted((rec.get("metrics") or {}).items()):
+        for name in HEADLINE_METRICS:
+            if isinstance(values.get(name), (int, float)):
+                se = values.get(f"{name}_stderr")
+                figs[f"{task}:{name}"] = _metric(values[name], "lower" if name in LOWER_IS_BETTER else "higher",
+                                                 "accuracy", stderr=se if isinstance(se, (int, float)) else None, task=task)
+                break
+    q = rec.get("quality") or {}
+    if q.get("ppl"):
+        figs["text_ppl"] = _metric(q["ppl"], "lower", "log_stderr", stderr=q.get("nll_stderr"))
+    if rec.get("variant") != "fp16" and q.get("kld_mean") is not None:
+        figs["kld_mean"] = _metric(q["kld_mean"], "lower", "stderr", stderr=q.get("kld_stderr"))
+        figs["same_top1"] = _metric(q["same_top1"], "higher", "stderr", stderr=q.get("same_top1_stderr"))
+    for batch, s in sorted((rec.get("speed_by_batch") or {}).items(), key=lambda kv: int(kv[0])):
+        figs[f"decode_tokens_per_s@b{batch}"] = _metric(s.get("decode_tokens_per_s"), "higher", "runs",
+                                                        runs=s.get("decode_tokens_per_s_runs"))
+        if batch == "1":
+            figs["ttft_ms@b1"] = _metric(s.get("ttft_ms"), "lower", "runs", runs=s.get("ttft_ms_runs"))
+    if rec.get("weights_bytes"):
+        figs["weights_bytes"] = _metric(rec["weights_bytes"], "lower", "exact")
+    if rec.get("peak_memory_bytes"):
+        figs["peak_memory_bytes"] = _metric(rec["peak_memory_bytes"], "lower", "tolerance")
+    return {"key": rec["key"], "status": rec["status"], "error": rec.get("error"),
+            "speed_threads": rec.get("speed_threads"), "metrics": figs}
+
+
+@dataclass
+class Change:
+    metric: str
+    before: float
+    after: float
+    verdict: str  # regression | improvement
+    test: str  # how its noise was judged, in words
+    p: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        rel = (self.after - self.before) / abs(self.before) if self.before else None
+        return {"metric": self.metric, "before": self.before, "after": self.after, "relative": rel,
+                "verdict": self.verdict, "test": self.test, "p": self.p}
+
+
+@dataclass
+class CellDrift:
+    model: str
+    variant: str
+    key_before: str | None
+    key_after: str | None
+    reran: bool
+    why: list[str] = field(default_factory=list)  # what changed in the cell's key
+    status: str = "unchanged"  # new gone unchanged changed improvement regression failing fixed running
+    changes: list[Change] = field(default_factory=list)
+    unjudged: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.verdict == "regression"]
+
+    @property
+    def alert(self) -> bool:
+        return self.status in ("regression", "failing") or bool(self.regressions)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "variant": self.variant, "key_before": self.key_before, "key_after": self.key_after,
+                "reran": self.reran, "why": self.why, "status": self.status, "error": self.error,
+                "changes": [c.as_dict() for c in self.changes], "unjudged": self.unjudged}
+
+
+def _two_sided(z: float) -> float:
+    return 2 * (1 - NormalDist().cdf(abs(z)))
+
+
+def _direction(before: float, after: float, better: str) -> str:
+    return "improvement" if (after > before) == (better == "higher") else "regression"
+
+
+def judge(name: str, a: dict[str, Any], b: dict[str, Any], alpha: float,
+          paired: Callable[[str], tuple[int, int] | None]) -> Change | str | None:
+    """A Change if the figure moved beyond its noise, None if not, or a reason it cannot be judged."""
+    before, after = a.get("value"), b.get("value")
+    if before is None or after is None:
+        return "not measured on both nights"
+    if before == after:
+        return None
+    better = b["better"]
+    test = b["test"]
+    if test == "accuracy":
+        flipped = paired(b.get("task", ""))
+        if flipped is not None:
+            to_wrong, to_right = flipped
+            from evalq.paired import mcnemar_exact
+
+            p = mcnemar_exact(to_wrong, to_right)
+            if p >= alpha:
+                return None
+            return Change(name, before, after, _direction(before, after, better),
+                          f"paired: {to_wrong} right→wrong, {to_right} wrong→right, McNemar p = {p:.2g}", p)
+        test = "stderr"
+    if test in ("stderr", "log_stderr"):
+        sa, sb = a.get("stderr"), b.get("stderr")
+        if sa is None or sb is None:
+            return "no standard error on both nights"
+        combined = math.hypot(sa, sb)
+        delta = math.log(after / before) if test == "log_stderr" else after - before
+        if combined == 0:
+            return "a standard error of 0: nothing to judge a change against"
+        p = _two_sided(delta / combined)
+        if p >= alpha:
+            return None
+        what = "ln PPL" if test == "log_stderr" else "difference"
+        return Change(name, before, after, _direction(before, after, better),
+                      f"{what} {delta:+.4g} against combined stderr {combined:.3g}, p = {p:.2g}", p)
+    if test == "runs":
+        ra, rb = a.get("runs") or [], b.get("runs") or []
+        if len(ra) < 2 or len(rb) < 2:
+            return "fewer than 2 repeats: no spread to judge speed against"
+        spread = max(max(ra) - min(ra), max(rb) - min(rb))
+        overlap = min(ra) <= max(rb) and min(rb) <= max(ra)
+        if overlap or abs(after - before) <= spread or abs(after - before) < SPEED_FLOOR * abs(before):
+            return None
+        return Change(name, before, after, _direction(before, after, better),
+                      f"median moved {after - before:+.4g}, beyond the repeats' spread {spread:.3g} (no overlap)")
+    if test == "tolerance":
+        if abs(after - before) <= MEMORY_TOLERANCE * abs(before):
+            return None
+        return Change(name, before, after, _direction(before, after, better), f"beyond ±{MEMORY_TOLERANCE:.0%}")
+    return Change(name, before, after, _direction(before, after, better), "exact: any change is real")
+
+
+def key_difference(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """What differs between two cells' definitions, in words: why a key changed."""
+    if not before or not after:
+        return []
+    out = []
+    for name in sorted(set(before) | set(after)):
+        if name in ("matrix", "timeout_s"):
+            continue
+        a, b = before.get(name), after.get(name)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{name}.{k}: {a.get(k)!s:.60} → {b.get(k)!s:.60}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{name} changed" if isinstance(a, (dict, list)) or isinstance(b, (dict, list)) else f"{name}: {a} → {b}")
+    return out
+
+
+def compare(before: dict[tuple[str, str], dict[str, Any]], after: dict[tuple[str, str], dict[str, Any]],
+            reran: set[str], cell_json: Callable[[str], dict[str, Any] | None],
+            samples: Callable[[str, str], list[dict[str, Any]]], alpha: float = DEFAULT_ALPHA) -> list[CellDrift]:
+    """Tonight (`after`) against the previous night (`before`), by (model, variant)."""
+    out = []
+    for mv in sorted(set(before) | set(after)):
+        a, b = before.get(mv), after.get(mv)
+        drift = CellDrift(mv[0], mv[1], a and a["key"], b and b["key"], bool(b and b["key"] in reran))
+        out.append(drift)
+        if b is None:
+            drift.status = "gone"
+            continue
+        drift.error = b.get("error")
+        if drift.key_before != drift.key_after and a is not None:
+            drift.why = key_difference(cell_json(a["key"]), cell_json(b["key"])) or ["the cell's definition changed"]
+        if b["status"] == "running":  # held by another live `evalq run` on this database: not ours to judge
+            drift.status = "running"
+            drift.unjudged.append("still running under another evalq run: judged next night")
+            continue
+        if b["status"] != "ok":
+            if b["status"] == "skipped":
+                drift.status = "unchanged" if a is not None and a["status"] == "skipped" else "changed"
+            else:
+                drift.status = "regression" if a is not None and a["status"] == "ok" else "failing"
+            continue
+        if a is None:
+            drift.status = "new"
+            continue
+        if a["status"] != "ok":
+            drift.status = "fixed"
+            continue
+
+        def paired(task: str, a=a, b=b) -> tuple[int, int] | None:
+            if a["key"] == b["key"]:
+                return None
+            mine, theirs = mc_answers(samples(b["key"], task)), mc_answers(samples(a["key"], task))
+            if not mine or not theirs:
+                return None
+            f = flips(theirs, mine)
+            return (f.correct_to_wrong, f.wrong_to_correct) if f.n else None
+
+        for name in sorted(set(a["metrics"]) | set(b["metrics"])):
+            ma, mb = a["metrics"].get(name), b["metrics"].get(name)
+            if ma is None or mb is None:
+                drift.unjudged.append(f"{name}: measured on one night only")
+                continue
+            verdict = judge(name, ma, mb, alpha, paired)
+            if isinstance(verdict, Change):
+                drift.changes.append(verdict)
+            elif isinstance(verdict, str) and ma.get("value") != mb.get("value"):
+                drift.unjudged.append(f"{name}: {verdict}")
+        if drift.regressions:
+            drift.status = "regression"
+        elif drift.changes:
+            drift.status = "improvement"
+        elif drift.key_before != drift.key_after:
+            drift.status = "changed"
+    return out

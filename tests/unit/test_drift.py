@@ -1,0 +1,175 @@
+"""Night-to-night comparison: each kind of figure judged against its own noise,
+the statuses of cells, the report's exit code, the lock, and the history chart."""
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from evalq.cli import app
+from evalq.drift import Change, compare, figures_of, judge, key_difference
+from evalq.nightly import Busy, Report, nightly_lock
+from evalq.paired import mcnemar_exact
+from evalq.results import current_rows
+
+NO_PAIRS = lambda task: None  # noqa: E731
+
+
+def fig(value, **kw):
+    return {"value": value, "better": kw.pop("better", "higher"), "test": kw.pop("test", "stderr"), **kw}
+
+
+def test_accuracy_is_judged_paired_when_the_answers_are_there():
+    a, b = fig(0.60, test="accuracy", stderr=0.05, task="t"), fig(0.50, test="accuracy", stderr=0.05, task="t")
+    # 12 answers right→wrong and 2 wrong→right: McNemar p = 0.013, significant at 0.05, not at 0.01
+    change = judge("t:acc", a, b, 0.05, lambda task: (12, 2))
+    assert isinstance(change, Change) and change.verdict == "regression" and change.p == pytest.approx(mcnemar_exact(12, 2))
+    assert judge("t:acc", a, b, 0.01, lambda task: (12, 2)) is None
+    # unpaired, the same 10 points against a combined stderr of 0.0707: z = 1.41, not significant
+    assert judge("t:acc", a, b, 0.05, NO_PAIRS) is None
+    assert judge("t:acc", a, fig(0.30, test="accuracy", stderr=0.05), 0.05, NO_PAIRS).verdict == "regression"
+
+
+def test_perplexity_on_the_log_scale_and_lower_is_better():
+    a = fig(20.0, better="lower", test="log_stderr", stderr=0.01)
+    assert judge("ppl", a, fig(20.2, better="lower", test="log_stderr", stderr=0.01), 0.01, NO_PAIRS) is None  # ln 1.01 / 0.0141
+    better = judge("ppl", a, fig(19.0, better="lower", test="log_stderr", stderr=0.01), 0.01, NO_PAIRS)
+    assert better.verdict == "improvement" and better.p == pytest.approx(2.87e-4, rel=0.01)  # z = 3.63
+    assert isinstance(judge("ppl", fig(20.0, test="log_stderr"), fig(25.0, test="log_stderr"), 0.01, NO_PAIRS), str)
+
+
+def test_speed_against_the_spread_of_its_repeats():
+    a = fig(100.0, test="runs", runs=[98.0, 100.0, 102.0])
+    assert judge("tok/s", a, fig(97.0, test="runs", runs=[96.0, 97.0, 99.0]), 0.01, NO_PAIRS) is None  # overlaps
+    assert judge("tok/s", a, fig(80.0, test="runs", runs=[79.0, 80.0, 81.0]), 0.01, NO_PAIRS).verdict == "regression"
+    slower_ttft = judge("ttft", fig(10.0, better="lower", test="runs", runs=[9.9, 10.1]),
+                        fig(12.0, better="lower", test="runs", runs=[11.9, 12.1]), 0.01, NO_PAIRS)
+    assert slower_ttft.verdict == "regression"
+    assert "fewer than 2 repeats" in judge("tok/s", fig(100.0, test="runs", runs=[100.0]),
+                                           fig(50.0, test="runs", runs=[50.0]), 0.01, NO_PAIRS)
+    # disjoint but within the 5 % floor: not a change a nightly should wake anyone for
+    assert judge("tok/s", fig(100.0, test="runs", runs=[100.0, 100.1]), fig(97.0, test="runs", runs=[97.0, 97.1]),
+                 0.01, NO_PAIRS) is None
+
+
+def test_memory_exact_weights_and_tolerant_peak():
+    assert judge("w", fig(1000, better="lower", test="exact"), fig(1001, better="lower", test="exact"), 0.01, NO_PAIRS).verdict == "regression"
+    peak = fig(1000, better="lower", test="tolerance")
+    assert judge("p", peak, fig(1040, better="lower", test="tolerance"), 0.01, NO_PAIRS) is None
+    assert judge("p", peak, fig(900, better="lower", test="tolerance"), 0.01, NO_PAIRS).verdict == "improvement"
+
+
+def record(key, status="ok", ppl=20.0, variant="int8", **extra):
+    return {"key": key, "status": status, "variant": variant, "error": None if status == "ok" else "boom",
+            "metrics": {"t": {"acc": 0.5, "acc_stderr": 0.05}}, "weights_bytes": 100, "peak_memory_bytes": 1000,
+            "quality": {"ppl": ppl, "nll_stderr": 0.01, "kld_mean": 0.01, "kld_stderr": 0.001, "same_top1": 0.9,
+                        "same_top1_stderr": 0.01},
+            "speed_by_batch": {"1": {"decode_tokens_per_s": 10.0, "decode_tokens_per_s_runs": [10.0], "ttft_ms": 5.0,
+                                     "ttft_ms_runs": [5.0]}}, **extra}
+
+
+def test_compare_names_the_cells_that_moved_and_why():
+    before = {("m", "int8"): figures_of(record("k1")), ("m", "nf4"): figures_of(record("k2")),
+              ("m", "gptq-4"): figures_of(record("k3")), ("m", "fp16"): figures_of(record("k4", status="error")),
+              ("gone", "int8"): figures_of(record("k5"))}
+    after = {("m", "int8"): figures_of(record("k1")),  # not re-run: identical
+             ("m", "nf4"): figures_of(record("k2b", ppl=30.0)),  # re-run, worse
+             ("m", "gptq-4"): figures_of(record("k3b", status="error")),  # re-run, now fails
+             ("m", "fp16"): figures_of(record("k4b")),  # fixed
+             ("new", "int8"): figures_of(record("k6")),
+             ("busy", "int8"): figures_of(record("k7", status="running"))}
+    cells = {"k2": {"revision": "a", "libraries": {"torch": "2.12"}}, "k2b": {"revision": "a", "libraries": {"torch": "2.13"}}}
+    drift = {(d.model, d.variant): d for d in compare(before, after, {"k2b", "k3b", "k4b", "k6"}, cells.get, lambda k, t: [])}
+    assert drift[("m", "int8")].status == "unchanged" and not drift[("m", "int8")].reran
+    nf4 = drift[("m", "nf4")]
+    assert nf4.status == "regression" and [c.metric for c in nf4.changes] == ["text_ppl"]
+    assert nf4.why == ["libraries.torch: 2.12 → 2.13"]
+    assert nf4.unjudged == []  # the other figures did not move: nothing to judge
+    assert drift[("m", "gptq-4")].status == "regression" and drift[("m", "gptq-4")].alert
+    assert drift[("m", "fp16")].status == "fixed" and not drift[("m", "fp16")].alert
+    assert drift[("gone", "int8")].status == "gone" and drift[("new", "int8")].status == "new"
+    assert drift[("busy", "int8")].status == "running" and not drift[("busy", "int8")].alert  # another run holds it
+    report = Report(2, 1, "mx", "t0", "t1", {"ok": 3, "error": 1}, 1, list(drift.values()), 0.01)
+    assert report.exit_code == 1
+    assert sorted(report.as_dict()["changed"]) == ["m · fp16", "m · gptq-4", "m · nf4"]
+    assert "libraries.torch: 2.12 → 2.13" in report.markdown()
+    quiet = Report(3, 2, "mx", "t0", "t1", {}, 5, [drift[("m", "int8")]], 0.01)
+    assert quiet.exit_code == 0 and quiet.as_dict()["changed"] == []
+
+
+def test_key_difference_in_words():
+    assert key_difference({"revision": "a", "options": {"bits": 4, "group": 64}, "matrix": "x"},
+                          {"revision": "b", "options": {"bits": 4, "group": 128}, "matrix": "y"}) == [
+        "options.group: 64 → 128", "revision: a → b"]
+
+
+def test_a_second_nightly_on_the_same_database_exits_0_and_runs_nothing(tmp_path):
+    db = tmp_path / "e.db"
+    with nightly_lock(tmp_path / "e.db.nightly.lock"):
+        with pytest.raises(Busy):
+            with nightly_lock(tmp_path / "e.db.nightly.lock"):
+                pass
+        res = CliRunner().invoke(app, ["nightly", "--matrix", str(tmp_path / "missing.yaml"), "--db", str(db),
+                                       "--site", str(tmp_path / "site")])
+    assert res.exit_code == 0 and "another evalq nightly holds" in res.output, res.output
+    assert not db.exists()  # it never opened the database
+    with nightly_lock(tmp_path / "e.db.nightly.lock"):  # released by the first holder
+        pass
+
+
+def test_the_newest_cell_of_each_slot_supersedes_older_keys():
+    def row(key, variant, day):
+        return SimpleNamespace(key=key, matrix="m", model="a", variant=variant, cell={}, started_at=datetime(2026, 1, day),
+                               finished_at=None)
+    rows = [row("old", "fp16", 1), row("int8", "int8", 1), row("new", "fp16", 2)]
+    assert [r.key for r in current_rows(rows)] == ["int8", "new"]
+
+
+def test_history_chart_rings_a_regression_and_escapes_names():
+    from evalq.leaderboard import charts
+
+    svg = str(charts.history("<m>: perplexity", [(1, "2026-11-01"), (2, "2026-11-02")],
+                             {"fp16": [(1, 20.0, False), (2, 25.0, True)], "<v>": [(1, 21.0, False)]}))
+    assert "&lt;m&gt;" in svg and "<m>" not in svg and "&lt;v&gt;" in svg
+    assert svg.count('stroke="#d62728"') == 1 and "night 2 (2026-11-02): 25 — regression" in svg
+    assert "<polyline" in svg
+
+
+def test_ray_missing_falls_back_to_the_local_executor(monkeypatch):
+    from evalq.executors import LocalExecutor, make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
+    said = []
+    executor = make_executor("ray", None, lambda cell: None, log=said.append)
+    assert isinstance(executor, LocalExecutor) and "pip install 'evalq[ray]'" in said[0]
+
+
+def test_the_three_schedulers_call_the_same_evalq_nightly():
+    import configparser
+    import re
+    import shlex
+    from pathlib import Path
+
+    import typer.main
+    import yaml
+
+    folder = Path(__file__).resolve().parents[2] / "scripts" / "nightly"
+    command = typer.main.get_command(app).commands["nightly"]
+    options = {opt for p in command.params for opt in p.opts}
+    calls = {}
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(folder / "evalq-nightly.service")
+    calls["systemd"] = unit["Service"]["ExecStart"]
+    timer = configparser.ConfigParser(interpolation=None)
+    timer.read(folder / "evalq-nightly.timer")
+    assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target"
+    calls["cron"] = next(line for line in (folder / "crontab").read_text().splitlines() if re.match(r"^[\d*]", line))
+    workflow = yaml.safe_load((folder / "github-nightly.yml").read_text())
+    calls["ci"] = next(s["run"] for s in workflow["jobs"]["nightly"]["steps"] if s.get("name") == "evalq nightly")
+    for where, line in calls.items():
+        words = shlex.split(line.split("evalq nightly", 1)[1].split("&&")[0].split(">>")[0].split("${{")[0])
+        given = {w for w in words if w.startswith("--")}
+        assert {"--matrix", "--db", "--site"} <= given and given <= options, (where, given - options)
