@@ -139,9 +139,6 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
 
         with torch_threads(cell.eval.threads):
             quality_slice = prepare_slice(loaded.tokenizer, cell, model_config)
-            if baseline is None:  # the baseline cell writes it from the model it has loaded
-                phase("baseline")
-                baseline = ensure_baseline_here(cell, files, model, quality_slice)
         warnings += calibration_warnings(backend, cfg, loaded.tokenizer, quality_slice)
 
     phase("accuracy")
@@ -156,15 +153,19 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
     with peak.phase("speed"):
         speed = measure_speed(model, loaded.tokenizer, cell.perf, cell.device)
 
-    # last: its float64 comparison and the mapped baseline must not count in the
-    # speed phase's peak, the memory a server of this variant needs
+    # last: writing the baseline (the fp16 cell, from the model it has loaded), its
+    # float64 comparison and the mapped baseline must not count in the speed
+    # phase's peak, the memory a server of this variant needs
     quality = None
     if quality_slice is not None:
         from evalq.measure.quality import compare
 
-        phase("quality")
-        started = time.perf_counter()
         with peak.phase("quality"), torch_threads(cell.eval.threads):
+            if baseline is None:
+                phase("baseline")
+                baseline = ensure_baseline_here(cell, files, model, quality_slice)
+            phase("quality")
+            started = time.perf_counter()
             quality = compare(model, quality_slice, baseline)
         quality["seconds"] = time.perf_counter() - started
         del baseline

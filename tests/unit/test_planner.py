@@ -145,10 +145,10 @@ def test_run_skips_cells_predicted_not_to_fit_without_loading_them(tmp_path):
     from evalq.store import Store
 
     db = str(tmp_path / "e.db")
-    res = runner.invoke(app, ["run", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--db", db, "--gpu-memory", "1GB"])
+    res = runner.invoke(app, ["run", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--db", db, "--gpu-memory", "500MB"])
     assert res.exit_code == 0, res.output
     rows = {(r.model, r.variant): r for r in Store(db).cells()}
-    assert {r.status for r in rows.values()} == {"skipped"}  # the framework overhead alone is predicted at 1 GB
+    assert {r.status for r in rows.values()} == {"skipped"}  # the framework overhead alone is predicted above 0.5 GB
     gemma = rows[("Gemma-3-270M", "fp16")]
-    assert "predicted peak" in gemma.error and "exceeds 1.00 GB" in gemma.error
+    assert "predicted peak" in gemma.error and "exceeds 0.50 GB" in gemma.error
     assert gemma.result["plan"]["predicted_weights_bytes"] > 5e8 and gemma.wall_seconds == 0.0
