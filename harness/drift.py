@@ -9,14 +9,15 @@ figures against the previous night's. The tests, per kind of figure:
   combined standard error of the two scores;
 - perplexity of the quality slice: ln PPL against the combined standard error
   of the two mean token log-losses; KLD and same-top-1: combined standard error;
-- speed: the medians differ by more than the spread (max - min) of either
-  night's repeats and by at least SPEED_FLOOR; one repeat has no spread and is
-  not judged;
+- speed: an exact rank test (Mann–Whitney) on the two nights' repeats, and a
+  change of at least SPEED_FLOOR; with too few repeats to reach alpha (fewer
+  than 5 a night at 0.01) speed is listed as not judged, never alerted on;
 - memory: the weights footprint is exact (any byte is a change); the peak by
   more than MEMORY_TOLERANCE.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -106,6 +107,28 @@ class CellDrift:
                 "changes": [c.as_dict() for c in self.changes], "unjudged": self.unjudged}
 
 
+def rank_test_p(a: list[float], b: list[float]) -> float:
+    """Two-sided exact Mann–Whitney (Wilcoxon rank-sum) p-value of two small samples
+    of repeats, by enumerating every way to split the pooled ranks (midranks for ties);
+    the normal approximation above 200,000 splits."""
+    pooled = sorted(a + b)
+    rank = {}
+    for v in set(pooled):
+        first = pooled.index(v)
+        rank[v] = first + (pooled.count(v) + 1) / 2
+    ranks = [rank[v] for v in a + b]
+    n1, n2 = len(a), len(b)
+    observed = sum(ranks[:n1])
+    splits = math.comb(n1 + n2, n1)
+    if splits > 200_000:
+        sd = math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12)
+        return _two_sided((observed - n1 * (n1 + n2 + 1) / 2) / sd) if sd else 1.0
+    sums = [sum(pick) for pick in itertools.combinations(ranks, n1)]
+    upper = sum(1 for x in sums if x >= observed - 1e-9)
+    lower = sum(1 for x in sums if x <= observed + 1e-9)
+    return min(1.0, 2 * min(upper, lower) / splits)  # twice the smaller tail, as scipy's mannwhitneyu
+
+
 def _two_sided(z: float) -> float:
     return 2 * (1 - NormalDist().cdf(abs(z)))
 
@@ -148,18 +171,19 @@ def judge(name: str, a: dict[str, Any], b: dict[str, Any], alpha: float,
         if p >= alpha:
             return None
         what = "ln PPL" if test == "log_stderr" else "difference"
+        shown = "p < 1e-15" if p < 1e-15 else f"p = {p:.2g}"
         return Change(name, before, after, _direction(before, after, better),
-                      f"{what} {delta:+.4g} against combined stderr {combined:.3g}, p = {p:.2g}", p)
+                      f"{what} {delta:+.4g} against combined stderr {combined:.3g}, {shown}", p)
     if test == "runs":
         ra, rb = a.get("runs") or [], b.get("runs") or []
-        if len(ra) < 2 or len(rb) < 2:
-            return "fewer than 2 repeats: no spread to judge speed against"
-        spread = max(max(ra) - min(ra), max(rb) - min(rb))
-        overlap = min(ra) <= max(rb) and min(rb) <= max(ra)
-        if overlap or abs(after - before) <= spread or abs(after - before) < SPEED_FLOOR * abs(before):
+        if 2 / math.comb(len(ra) + len(rb), len(ra)) >= alpha:
+            return (f"{len(ra)} and {len(rb)} repeats: no ordering of so few can reach p < {alpha:g} "
+                    f"(5 repeats a night can at 0.01)")
+        p = rank_test_p(ra, rb)
+        if p >= alpha or abs(after - before) < SPEED_FLOOR * abs(before):
             return None
         return Change(name, before, after, _direction(before, after, better),
-                      f"median moved {after - before:+.4g}, beyond the repeats' spread {spread:.3g} (no overlap)")
+                      f"repeats {min(ra):.4g}–{max(ra):.4g} → {min(rb):.4g}–{max(rb):.4g}, exact rank test p = {p:.2g}", p)
     if test == "tolerance":
         if abs(after - before) <= MEMORY_TOLERANCE * abs(before):
             return None

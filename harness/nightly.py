@@ -121,7 +121,7 @@ class Report:
             lines.append("")
         unjudged = [(c, u) for c in self.cells for u in c.unjudged]
         if unjudged:
-            lines += ["## Moved, but no noise estimate to judge it by", ""]
+            lines += ["## Moved, but not judged (no noise estimate, or too few repeats)", ""]
             lines += [f"- {c.model} · {c.variant}: {u}" for c, u in unjudged]
             lines.append("")
         return "\n".join(lines)

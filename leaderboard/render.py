@@ -127,8 +127,8 @@ def _env() -> Environment:
 
 # The history page's titles for the figures a night keeps (drift.figures_of).
 HISTORY_TITLES = {"text_ppl": "perplexity of the quality text", "kld_mean": "mean KLD to fp16",
-                  "same_top1": "same top-1 as fp16", "weights_bytes": "weights (bytes)",
-                  "peak_memory_bytes": "peak memory (bytes)", "ttft_ms@b1": "TTFT at batch 1 (ms)"}
+                  "same_top1": "same top-1 as fp16", "weights_bytes": "weights (MB)",
+                  "peak_memory_bytes": "peak memory (MB)", "ttft_ms@b1": "TTFT at batch 1 (ms)"}
 
 
 def history_title(name: str) -> str:
@@ -151,8 +151,9 @@ def history_charts(runs: list[Any], cells: list[Any]) -> dict[str, list[Any]]:
             continue
         for name, fig in (c.figures.get("metrics") or {}).items():
             if isinstance(fig.get("value"), (int, float)):
+                value = fig["value"] / 1e6 if name.endswith("_bytes") else fig["value"]
                 data.setdefault(c.model, {}).setdefault(name, {}).setdefault(c.variant, []).append(
-                    (c.run_id, fig["value"], (c.run_id, f"{c.model} · {c.variant}") in flagged))
+                    (c.run_id, value, (c.run_id, f"{c.model} · {c.variant}") in flagged))
     return {model: [charts.history(f"{model}: {history_title(name)}", nights, series) for name, series in sorted(metrics.items())]
             for model, metrics in sorted(data.items())}
 

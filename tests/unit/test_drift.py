@@ -41,18 +41,31 @@ def test_perplexity_on_the_log_scale_and_lower_is_better():
     assert isinstance(judge("ppl", fig(20.0, test="log_stderr"), fig(25.0, test="log_stderr"), 0.01, NO_PAIRS), str)
 
 
-def test_speed_against_the_spread_of_its_repeats():
-    a = fig(100.0, test="runs", runs=[98.0, 100.0, 102.0])
-    assert judge("tok/s", a, fig(97.0, test="runs", runs=[96.0, 97.0, 99.0]), 0.01, NO_PAIRS) is None  # overlaps
-    assert judge("tok/s", a, fig(80.0, test="runs", runs=[79.0, 80.0, 81.0]), 0.01, NO_PAIRS).verdict == "regression"
-    slower_ttft = judge("ttft", fig(10.0, better="lower", test="runs", runs=[9.9, 10.1]),
-                        fig(12.0, better="lower", test="runs", runs=[11.9, 12.1]), 0.01, NO_PAIRS)
+def test_speed_by_an_exact_rank_test_on_the_repeats():
+    five = [98.0, 99.0, 100.0, 101.0, 102.0]
+    a = fig(100.0, test="runs", runs=five)
+    assert judge("tok/s", a, fig(99.5, test="runs", runs=[97.5, 98.5, 99.5, 100.5, 101.5]), 0.01, NO_PAIRS) is None
+    slower = judge("tok/s", a, fig(80.0, test="runs", runs=[78.0, 79.0, 80.0, 81.0, 82.0]), 0.01, NO_PAIRS)
+    assert slower.verdict == "regression" and slower.p == pytest.approx(2 / 252)  # every split but 2 less extreme
+    slower_ttft = judge("ttft", fig(10.0, better="lower", test="runs", runs=[9.8, 9.9, 10.0, 10.1, 10.2]),
+                        fig(12.0, better="lower", test="runs", runs=[11.8, 11.9, 12.0, 12.1, 12.2]), 0.01, NO_PAIRS)
     assert slower_ttft.verdict == "regression"
-    assert "fewer than 2 repeats" in judge("tok/s", fig(100.0, test="runs", runs=[100.0]),
-                                           fig(50.0, test="runs", runs=[50.0]), 0.01, NO_PAIRS)
-    # disjoint but within the 5 % floor: not a change a nightly should wake anyone for
-    assert judge("tok/s", fig(100.0, test="runs", runs=[100.0, 100.1]), fig(97.0, test="runs", runs=[97.0, 97.1]),
-                 0.01, NO_PAIRS) is None
+    # 3 repeats a night: the most extreme split has p = 2/20 = 0.1, it can never be significant at 0.01
+    assert "no ordering of so few can reach" in judge("tok/s", fig(100.0, test="runs", runs=[99.0, 100.0, 101.0]),
+                                                      fig(50.0, test="runs", runs=[49.0, 50.0, 51.0]), 0.01, NO_PAIRS)
+    # significant but within the 5 % floor: not a change a nightly should wake anyone for
+    assert judge("tok/s", a, fig(97.0, test="runs", runs=[96.0, 96.5, 97.0, 97.2, 97.5]), 0.01, NO_PAIRS) is None
+
+
+def test_rank_test_matches_scipy():
+    from scipy.stats import PermutationMethod, mannwhitneyu
+
+    from evalq.drift import rank_test_p
+
+    a, b = [3.1, 2.9, 3.3, 3.0, 3.4, 2.8], [3.6, 3.2, 3.8, 3.5, 3.7]
+    assert rank_test_p(a, b) == pytest.approx(mannwhitneyu(a, b, method="exact").pvalue)
+    tied = [1.0, 2.0, 2.0, 3.0]
+    assert rank_test_p(tied, [2.0, 4.0, 5.0]) == pytest.approx(mannwhitneyu(tied, [2.0, 4.0, 5.0], method=PermutationMethod(n_resamples=10**6)).pvalue)
 
 
 def test_memory_exact_weights_and_tolerant_peak():
