@@ -162,13 +162,14 @@ def run_nightly(matrix_file: Path, db: str, site: Path, full: bool = False, alph
         summary = run_cells(cells, store, force=full, rerun_failed=True, console=console, wont_fit=too_big,
                             executor=executor_for(matrix) if executor_for else None)
         keys = {c.key for c in cells}
-        rows = [r for r in store.cells(matrix.name) if r.key in keys]
+        stored = store.cells(matrix.name)  # tonight's cells and the older keys they replaced
+        rows = [r for r in stored if r.key in keys]
         loader = store.sample_loader()
         tonight = {(rec["model"], rec["variant"]): figures_of(rec) for rec in records_of(rows, loader)}
         before: dict[tuple[str, str], dict] = {}
         if previous_run is not None:
             before = {(c.model, c.variant): {**c.figures, "key": c.cell_key} for c in store.nightly_cells([previous_run.id])}
-        cell_json = {r.key: r.cell for r in store.cells(matrix.name)}
+        cell_json = {r.key: r.cell for r in stored}
         drift = compare(before, tonight, set(summary.keys_ran), cell_json.get, loader, alpha)
         report = Report(run_id, previous_run.id if previous_run else None, matrix.name, started, now(),
                         dict(summary.ran), summary.skipped, drift, alpha)
