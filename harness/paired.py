@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from evalq.cell import BASELINE_VARIANT
-# A quantization that moves perplexity more than this is broken rather than lossy
-# (a wrong kernel, a CPU path computing garbage), keyed by bits per weight.
-PLAUSIBLE_PPL_RATIO = {8: 1.2, 4: 2.0}
+# A quantization that moves perplexity or the next-token distribution more than
+# this is broken rather than lossy (a wrong kernel, a CPU path computing garbage:
+# one llama.cpp build's AMX path gave perplexity 454 where ~23 is right), keyed
+# by bits per weight. Loose on purpose: 135M-parameter models lose the most
+# (SmolLM2 measured: int8 KLD 0.016, nf4 0.23, gguf-q4_k_m 0.05).
+PLAUSIBLE_PPL_RATIO = {16: 1.05, 8: 1.2, 6: 1.3, 5: 1.5, 4: 2.0}
 DEFAULT_PLAUSIBLE_PPL_RATIO = 3.0
+PLAUSIBLE_KLD = {16: 0.01, 8: 0.1, 6: 0.2, 5: 0.5, 4: 1.0}  # mean KL divergence to fp16, nats
+DEFAULT_PLAUSIBLE_KLD = 2.0
 
 _signatures: dict[tuple, str] = {}
 
@@ -148,12 +153,25 @@ def sanity_flags(row: Any, base: Any | None) -> list[str]:
         flags.append(f"weights footprint {row.weights_bytes / base.weights_bytes:.2f}× fp16's: not quantized?")
     if quality and quality.get("kld_mean") == 0:
         flags.append("KL divergence to fp16 is exactly 0: the same numbers as fp16")
+    bits = details.get("bits")
     ratio = quality.get("ppl_ratio")
-    limit = PLAUSIBLE_PPL_RATIO.get(details.get("bits"), DEFAULT_PLAUSIBLE_PPL_RATIO)
+    limit = PLAUSIBLE_PPL_RATIO.get(bits, DEFAULT_PLAUSIBLE_PPL_RATIO)
     if ratio and ratio > limit:
-        flags.append(f"perplexity {ratio:.2f}× fp16's, beyond the {limit}× a {details.get('bits') or '?'}-bit "
-                     f"quantization allows: a broken kernel or backend?")
+        flags.append(f"perplexity {ratio:.2f}× fp16's, beyond the {limit}× a {bits or '?'}-bit "
+                     f"quantization allows: a broken kernel or backend?{_cpu_hint(details)}")
+    kld = quality.get("kld_mean")
+    kld_limit = PLAUSIBLE_KLD.get(bits, DEFAULT_PLAUSIBLE_KLD)
+    if kld and kld > kld_limit:
+        flags.append(f"KL divergence to fp16 {kld:.3g}, beyond the {kld_limit} a {bits or '?'}-bit "
+                     f"quantization allows: a broken kernel or backend?{_cpu_hint(details)}")
     return flags
+
+
+def _cpu_hint(details: dict[str, Any]) -> str:
+    features = details.get("cpu_features")
+    if not features or details.get("n_gpu_layers"):
+        return ""
+    return " (llama.cpp CPU build: see README, choosing the CPU backend)"
 
 
 def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]]) -> dict[str, Paired]:

@@ -25,6 +25,11 @@ OVERHEAD_BYTES = {
     "cpu": {"fp16": 530_000_000, "int8": 900_000_000, "nf4": 555_000_000, "gptq-4": 740_000_000},
     "cuda": {"fp16": 1_000_000_000, "int8": 1_200_000_000, "nf4": 1_100_000_000, "gptq-4": 1_100_000_000},
 }
+OVERHEAD_BYTES["cpu"]["gguf"] = 470_000_000  # every gguf-<type>: llama.cpp's buffers beside the worker's torch
+OVERHEAD_BYTES["cuda"]["gguf"] = 1_000_000_000
+# llama.cpp quantizes a matrix whose rows are not a multiple of a k-quant's 256
+# with another type (llama-quant.cpp); e.g. SmolLM2's 576-wide rows: Q4_K → Q5_0
+K_QUANT_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 DEFAULT_OVERHEAD_BYTES = 1_500_000_000
 NF4_BLOCK = 64  # bitsandbytes' 4-bit block
 NESTED_BLOCK = 256  # double quantization: one float32 absmax per 256 8-bit absmax
@@ -138,7 +143,48 @@ def weights_bytes(shape: Shape, variant: str, options: dict[str, Any] | None = N
             total += i * 4  # g_idx: int32, kept even without act-order
             total += GPTQ_KERNEL_BYTES
         return total + other
+    if variant.startswith("gguf-"):
+        return _gguf_bytes(shape, variant.removeprefix("gguf-"))
     raise PlanError(f"no weights formula for variant {variant!r}")
+
+
+def _gguf_bytes(shape: Shape, gguf_type: str) -> int:
+    """Every matrix in the type's main ggml type, with llama-quant.cpp's main
+    exceptions: the output matrix (the embedding when tied) in Q6_K, and for
+    Q4_K_M/Q5_K_M attn_v and ffn_down in Q6_K on its `use_more_bits` layers;
+    llama.cpp's fallback where a row length does not fit the block; norms in
+    float32. Other mixes' rules (Q3_K_*, IQ*) are not modelled."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from evalq.backends.gguf import GGUF_TYPES
+
+    if gguf_type not in GGUF_TYPES:
+        raise PlanError(f"unknown GGUF type {gguf_type!r}")
+    main = GGUF_TYPES[gguf_type][2]
+
+    def matrix(kind: str, rows_len: int, rows: int) -> int:
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[kind]]
+        if rows_len % block:
+            kind = K_QUANT_FALLBACK.get(kind, "F16")
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType[kind]]
+            if rows_len % block:
+                block, size = 1, 2
+        return rows_len * rows // block * size
+
+    n = shape.layers
+    more_bits = gguf_type in ("q4_k_m", "q5_k_m")
+    total = 0
+    for layer in range(n):
+        use_more_bits = layer < n // 8 or layer >= 7 * n // 8 or (layer - n // 8) % 3 == 2
+        for j, (i, o) in enumerate(shape.linears()):
+            promoted = more_bits and use_more_bits and j in (2, 6)  # v_proj, down_proj
+            total += matrix("Q6_K" if promoted else main, i, o)
+    output_kind = main if main in ("Q8_0", "F16", "BF16", "F32", "Q6_K") else "Q6_K"
+    total += matrix(output_kind, shape.hidden, shape.vocab)  # the output (the embedding when tied)
+    if not shape.tied:
+        total += matrix(main, shape.hidden, shape.vocab)
+    norms = shape.layers * shape.norms_per_layer * shape.hidden + shape.hidden + (shape.layers * 2 * shape.head_dim if shape.qk_norm else 0)
+    return total + 4 * norms
 
 
 def kv_cache_bytes(shape: Shape, sequence: int, batch: int, dtype_bytes: int = 2) -> int:
@@ -175,7 +221,12 @@ def plan_inference(shape: Shape, variant: str, options: dict[str, Any], device: 
                    dtype_bytes: int = 2) -> InferencePlan:
     return InferencePlan(weights_bytes(shape, variant, options, dtype_bytes), kv_cache_bytes(shape, sequence, batch, dtype_bytes),
                          activation_bytes(shape, sequence, batch, dtype_bytes),
-                         OVERHEAD_BYTES.get(device, OVERHEAD_BYTES["cpu"]).get(variant, DEFAULT_OVERHEAD_BYTES))
+                         overhead_bytes(device, variant))
+
+
+def overhead_bytes(device: str, variant: str) -> int:
+    table = OVERHEAD_BYTES.get(device, OVERHEAD_BYTES["cpu"])
+    return table.get("gguf" if variant.startswith("gguf-") else variant, DEFAULT_OVERHEAD_BYTES)
 
 
 # --- training ----------------------------------------------------------------

@@ -143,13 +143,14 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
 
     phase("accuracy")
     started = time.perf_counter()
-    with peak.phase("accuracy"), torch_threads(cell.eval.threads) as eval_threads:
+    with peak.phase("accuracy"), torch_threads(cell.eval.threads, model) as eval_threads:
         acc = evaluate(model, loaded.tokenizer, cell.suites, cell.eval.batch_size, cell.eval.limit, cell.seed)
     accuracy_seconds = time.perf_counter() - started
     with gzip.open(out_dir / "samples.json.gz", "wt", encoding="utf-8") as fh:
         json.dump(acc.pop("samples"), fh, default=str)
 
     phase("speed")
+    release_buffers(model)
     with peak.phase("speed"):
         speed = measure_speed(model, loaded.tokenizer, cell.perf, cell.device)
 
@@ -160,7 +161,8 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
     if quality_slice is not None:
         from evalq.measure.quality import compare
 
-        with peak.phase("quality"), torch_threads(cell.eval.threads):
+        release_buffers(model)
+        with peak.phase("quality"), torch_threads(cell.eval.threads, model):
             if baseline is None:
                 phase("baseline")
                 baseline = ensure_baseline_here(cell, files, model, quality_slice)
@@ -193,6 +195,15 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
         "model_path": files.path,
         "env": environment(cell.device),
     }
+
+
+def release_buffers(model: Any) -> None:
+    """A llama.cpp model frees the context of the phase before: its KV cache and
+    logits buffers must not count in the next phase's peak."""
+    from evalq.backends.base import ForeignModel
+
+    if isinstance(model, ForeignModel):
+        model.release()
 
 
 def predict(cell: Any, model_config: dict[str, Any]) -> dict[str, Any] | None:

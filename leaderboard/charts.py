@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from markupsafe import Markup, escape
 
-from evalq.leaderboard.model import Row, getattr_x, pareto
+from evalq.leaderboard.model import Row, getattr_x, pareto, variant_rank
 
 W, H = 820, 480
 LEFT, RIGHT, TOP, BOTTOM = 70, 190, 30, 60
@@ -17,6 +17,8 @@ STYLE = {  # variant: (colour, shape)
     "int8": ("#ff7f0e", "square"),
     "nf4": ("#2ca02c", "triangle"),
     "gptq-4": ("#9467bd", "diamond"),
+    "gguf-q8_0": ("#8c564b", "square"),
+    "gguf-q4_k_m": ("#e377c2", "triangle"),
 }
 OTHER = ("#7f7f7f", "circle")
 
@@ -103,9 +105,11 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
         tip = f"{r.model} · {r.variant}: {100 * r.accuracy:.1f}% at {v:.3g} {'GB' if x == 'memory' else 'ms/token'}"
         out.append(f'<g class="point"><title>{escape(tip)}</title>{_marker(shape, px(v), py(100 * r.accuracy), colour)}</g>')
     lx, ly = LEFT + pw + 16, TOP + 10
-    for i, (variant, (colour, shape)) in enumerate(STYLE.items()):
-        out.append(_marker(shape, lx + 6, ly + 20 * i, colour) + f'<text x="{lx + 18}" y="{ly + 20 * i + 4}">{variant}</text>')
-    n = len(STYLE)
+    shown = sorted({r.variant for r, _ in pts} | {v for v in STYLE if not v.startswith("gguf-")}, key=variant_rank)
+    for i, variant in enumerate(shown):
+        colour, shape = STYLE.get(variant, OTHER)
+        out.append(_marker(shape, lx + 6, ly + 20 * i, colour) + f'<text x="{lx + 18}" y="{ly + 20 * i + 4}">{escape(variant)}</text>')
+    n = len(shown)
     out.append(f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * n}" y2="{ly + 20 * n}" stroke="#d62728" stroke-dasharray="5,3" stroke-width="1.5"/>'
                f'<text x="{lx + 18}" y="{ly + 20 * n + 4}">Pareto frontier</text>'
                f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * (n + 1)}" y2="{ly + 20 * (n + 1)}" stroke="#bbb"/>'

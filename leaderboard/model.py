@@ -16,6 +16,18 @@ PERPLEXITY_METRIC = "word_perplexity"
 VARIANT_ORDER = ("fp16", "int8", "nf4", "gptq-4")
 
 
+def variant_rank(variant: str) -> tuple[int, int, str]:
+    """fp16, int8, nf4, gptq-4, then llama.cpp's types from most bits to fewest, then the rest."""
+    if variant in VARIANT_ORDER:
+        return (0, VARIANT_ORDER.index(variant), "")
+    if variant.startswith("gguf-"):
+        from evalq.backends.gguf import GGUF_TYPES
+
+        bits = GGUF_TYPES.get(variant.removeprefix("gguf-"), ("", 0, ""))[1]
+        return (1, -bits, variant)
+    return (2, 0, variant)
+
+
 @dataclass
 class TaskScore:
     metric: str
@@ -88,11 +100,12 @@ DETAIL_FIELDS = {  # variant: (label, key) shown in the details column, when rec
     "nf4": (("double quant", "double_quant"), ("compute", "compute_dtype")),
     "gptq-4": (("group", "group_size"), ("desc_act", "desc_act"), ("kernel", "kernel")),
 }
+GGUF_DETAIL_FIELDS = (("llama.cpp", "file_type"), ("GPU layers", "n_gpu_layers"))
 
 
 def _details(variant: str, d: dict[str, Any]) -> str:
     parts = []
-    for label, key in DETAIL_FIELDS.get(variant, ()):
+    for label, key in DETAIL_FIELDS.get(variant, GGUF_DETAIL_FIELDS if variant.startswith("gguf-") else ()):
         value = d.get(key)
         if value is not None and value != []:
             parts.append(f"{label} {', '.join(value) if isinstance(value, list) else value}")
@@ -152,8 +165,7 @@ def add_deltas(rows: list[Row]) -> None:
 
 
 def sort_rows(rows: list[Row]) -> list[Row]:
-    order = {v: i for i, v in enumerate(VARIANT_ORDER)}
-    return sorted(rows, key=lambda r: (r.group, r.model, order.get(r.variant, len(order)), r.variant))
+    return sorted(rows, key=lambda r: (r.group, r.model, variant_rank(r.variant)))
 
 
 @dataclass

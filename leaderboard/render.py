@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evalq.leaderboard import charts
 from evalq.leaderboard.model import (Row, add_deltas, cost_per_million_tokens, default_budgets, describe_group,
-                                     equal_cost, sort_rows, to_row)
+                                     equal_cost, sort_rows, to_row, variant_rank)
 from evalq.results import current_rows, records_of, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
@@ -177,7 +177,7 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     by_group = {g: [r for r in rows if r.group == g] for g in sorted(groups)}
     tasks = sorted({t for r in rows for t in r.tasks})
     families = sorted({r.family for r in rows})
-    variants = sorted({r.variant for r in rows}, key=lambda v: (["fp16", "int8", "nf4", "gptq-4"] + [v]).index(v))
+    variants = sorted({r.variant for r in rows}, key=variant_rank)
     models = sorted({r.model for r in rows})
     runs = history[0] if history else []
     context = dict(info=info, rows=rows, groups=groups, by_group=by_group, tasks=tasks, families=families,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,11 +19,38 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@runtime_checkable
+class ForeignModel(Protocol):
+    """A loaded model that is not a torch module (llama.cpp's): it drives
+    evalq's measurements itself, with their definitions (measure/*)."""
+
+    device: str
+    threads: int
+
+    def set_threads(self, n: int) -> None: ...
+
+    def lm_eval_lm(self, batch_size: int) -> Any: ...  # an lm_eval.api.model.LM
+
+    def window_logits(self, window: list[int], first_scored: int) -> Any: ...  # as quality.window_logits
+
+    def generate_timed(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, list[float]]: ...
+
+    def weights_bytes(self) -> int: ...
+
+    def module_types(self) -> dict[str, int]: ...
+
+    def tensor_types(self) -> dict[str, int]: ...
+
+    def quantized_modules(self) -> int: ...
+
+    def release(self) -> None: ...  # free working buffers between phases
+
+
 @dataclass
 class Loaded:
     """A model loaded in one variant, ready to measure."""
 
-    model: Any  # a transformers PreTrainedModel (for GPTQ, the HF model inside gptqmodel's wrapper)
+    model: Any  # a transformers PreTrainedModel (for GPTQ, the HF model inside gptqmodel's wrapper), or a ForeignModel
     tokenizer: Any
     dtype: str  # the 16-bit (or 32-bit) dtype of the unquantized parts and activations
     details: dict[str, Any] = field(default_factory=dict)  # threshold, group size, compute dtype...
@@ -86,17 +113,30 @@ def _registry() -> dict[str, str]:
     return {**REGISTRY, **_plugins()}
 
 
+# Families: one backend class for many variants, named PREFIX + type ("gguf-q4_k_m").
+FAMILIES: dict[str, str] = {
+    "gguf-": "evalq.backends.gguf:GGUFBackend",
+}
+
+
+def _family_members() -> dict[str, str]:
+    from evalq.backends.gguf import variant_names
+
+    return {name: FAMILIES["gguf-"] for name in variant_names()}
+
+
 def backend_names() -> list[str]:
-    return list(_registry())
+    return list({**REGISTRY, **_family_members(), **_plugins()})
 
 
 def get_backend(name: str) -> Backend:
-    try:
-        target = _registry()[name]
-    except KeyError:
-        raise KeyError(name) from None
-    module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls()
+    registry = _registry()
+    if name in registry:
+        module_name, class_name = registry[name].split(":")
+        return getattr(importlib.import_module(module_name), class_name)()
+    if name in _family_members():
+        module_name, class_name = _family_members()[name].split(":")
+        return getattr(importlib.import_module(module_name), class_name)(name)
+    raise KeyError(name)
 
 

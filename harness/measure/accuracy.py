@@ -39,10 +39,16 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
     """Run every task of the suites; return metrics (task → metric → value),
     sample counts, task configs and lm-eval's per-sample records."""
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    from evalq.backends.base import ForeignModel
+
+    if isinstance(model, ForeignModel):
+        lm = model.lm_eval_lm(batch_size)
+    else:
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     task_manager = TaskManager(include_path=sorted({str(d) for s in suites for d in s.task_dirs()}))
     metrics: dict[str, dict[str, Any]] = {}
     n_samples: dict[str, Any] = {}

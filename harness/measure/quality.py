@@ -146,6 +146,10 @@ def window_logits(model: Any, window: list[int], first_scored: int) -> Any:
     """Logits of the scored positions of one window, in the model's own dtype."""
     import torch
 
+    from evalq.backends.base import ForeignModel
+
+    if isinstance(model, ForeignModel):
+        return model.window_logits(window, first_scored)
     device = next(model.parameters()).device
     keep = len(window) - first_scored  # logits_to_keep counts from the end; the last row predicts nothing scored
     with torch.inference_mode():
@@ -196,7 +200,8 @@ def write_baseline(out: Path, model: Any, sl: Slice, model_name: str) -> None:
     store.flush()
     del store
     np.save(out / "targets.npy", targets)
-    meta = {"model": model_name, "dtype": first[0], "vocab": first[1], "n_scored": w.n_scored,
+    np.save(out / "ids.npy", np.asarray(sl.ids, dtype=np.int64))  # to point at the first token a variant cuts differently
+    meta = {"model": model_name, "dtype": first[0], "vocab": first[1], "n_scored": w.n_scored, "n_tokens": len(sl.ids),
             "windows": asdict(w), "tokens_sha256": tokens_sha(sl.ids)}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
 
@@ -220,6 +225,12 @@ class Baseline:
         if self.meta["dtype"] == "bfloat16":
             return raw.view(torch.bfloat16)
         return raw
+
+    @property
+    def ids(self) -> list[int] | None:
+        """The slice's token ids (baselines written before they were kept: None)."""
+        path = self.path / "ids.npy"
+        return np.load(path).tolist() if path.exists() else None
 
     @property
     def nbytes(self) -> int:
@@ -246,11 +257,35 @@ def token_stats(base_logits: Any, logits: Any, targets: Any) -> dict[str, np.nda
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def check_tokens(baseline: Baseline, ids: list[int]) -> None:
+    """The variant must cut the quality text into the very tokens the baseline
+    did (a GGUF carries its own tokenizer): otherwise its distributions are
+    over other positions, and comparing them would be wrong, not just noisy."""
+    if baseline.meta["tokens_sha256"] == tokens_sha(ids):
+        return
+    msg = (f"this variant's tokenizer cuts the quality text differently from the baseline's "
+           f"({len(ids)} tokens here, {baseline.meta.get('n_tokens', '?')} in the baseline)")
+    base_ids = baseline.ids
+    if base_ids is not None:
+        at = first_difference(base_ids, ids)
+        if at is not None:
+            differ = sum(x != y for x, y in zip(base_ids, ids))
+            msg += (f": first difference at token {at} (baseline id {base_ids[at] if at < len(base_ids) else 'none'}, "
+                    f"here {ids[at] if at < len(ids) else 'none'}); {differ} of the first "
+                    f"{min(len(ids), len(base_ids))} positions differ")
+    raise QualityError(msg + ". The distributions cannot be compared token for token.")
+
+
 def compare(model: Any, sl: Slice, baseline: Baseline) -> dict[str, Any]:
     """Run the variant over the slice and summarize it against the stored baseline."""
-    if baseline.meta["tokens_sha256"] != tokens_sha(sl.ids):
-        raise QualityError("this variant's tokenizer cuts the quality text differently from the baseline's: "
-                           "the distributions cannot be compared token for token")
+    check_tokens(baseline, sl.ids)
     w = sl.windows
     if baseline.meta["windows"]["starts"] != list(w.starts) or baseline.meta["windows"]["first_scored"] != w.first_scored:
         raise QualityError("the baseline was computed with other windows")
@@ -265,7 +300,8 @@ def compare(model: Any, sl: Slice, baseline: Baseline) -> dict[str, Any]:
         parts.append(token_stats(baseline.rows(i * rows, (i + 1) * rows), logits, target))
     stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     summary = summarize(**stats)
-    summary.update(convention=w.convention, context=w.context, stride=w.stride, windows=len(w.starts),
+    summary.update(tokens_checked=len(sl.ids), tokens_sha256=tokens_sha(sl.ids),  # identical to the baseline's
+                   convention=w.convention, context=w.context, stride=w.stride, windows=len(w.starts),
                    baseline_bytes=baseline.nbytes, baseline_dtype=baseline.meta["dtype"], baseline=baseline.path.name)
     return summary
 

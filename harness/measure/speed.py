@@ -70,22 +70,36 @@ class TokenClock:
 
 
 @contextmanager
-def torch_threads(n: int | None) -> Iterator[int]:
+def torch_threads(n: int | None, model: Any = None) -> Iterator[int]:
+    """torch's intra-op threads set to n (None: left as they are) for the block;
+    a ForeignModel (llama.cpp) given the same count."""
     import torch
 
+    from evalq.backends.base import ForeignModel
+
     before = torch.get_num_threads()
+    foreign = model if isinstance(model, ForeignModel) else None
+    foreign_before = foreign.threads if foreign else None
     if n:
         torch.set_num_threads(n)
+    if foreign:
+        foreign.set_threads(torch.get_num_threads())
     try:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+        if foreign:
+            foreign.set_threads(foreign_before)
 
 
 def generate_timed(model: Any, input_ids: Any, new_tokens: int, pad_token_id: int | None) -> tuple[float, list[float]]:
     """One greedy generation; returns (time to first token, per-token decode latencies), seconds."""
     import torch
 
+    from evalq.backends.base import ForeignModel
+
+    if isinstance(model, ForeignModel):
+        return model.generate_timed(input_ids.tolist(), new_tokens)
     cuda = input_ids.device.type == "cuda"
     clock = TokenClock(cuda)
     attention_mask = torch.ones_like(input_ids)
@@ -124,10 +138,11 @@ def measure_speed(model: Any, tokenizer: Any, perf: Any, device: str) -> dict[st
     out: dict[str, Any] = {"prompt_tokens": perf.prompt_tokens, "new_tokens": perf.new_tokens,
                            "warmup": perf.warmup, "repeats": perf.repeats, "timer": "cuda_event" if device == "cuda" else "perf_counter",
                            "by_batch": {}}
-    with torch_threads(perf.threads if device == "cpu" else None) as threads:
+    with torch_threads(perf.threads if device == "cpu" else None, model) as threads:
         out["threads"] = threads
         for batch in perf.batch_sizes:
-            ids = prompt_ids(tokenizer, perf.prompt_tokens, batch).to(model.device)
+            ids = prompt_ids(tokenizer, perf.prompt_tokens, batch)
+            ids = ids if isinstance(model.device, str) else ids.to(model.device)
             for _ in range(perf.warmup):
                 generate_timed(model, ids, perf.new_tokens, pad)
             ttfts, latencies, rates = [], [], []

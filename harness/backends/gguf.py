@@ -1,0 +1,264 @@
+"""gguf-<type>: a llama.cpp quantization (gguf-q8_0, gguf-q4_k_m, ...) run through llama-cpp-python.
+
+The GGUF file is either given (`checkpoint`: a local .gguf, or owner/repo/file.gguf
+on the hub) or made here from the model's weights with llama.cpp's own tools:
+its convert_hf_to_gguf.py writes a 16-bit GGUF (cached per model), then
+llama_model_quantize writes the type asked for (cached under a content key,
+like the GPTQ checkpoints). The converter is not part of llama-cpp-python's
+wheel: `evalq gguf-converter` extracts the one matching the installed version
+from its source distribution.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from evalq.backends.base import BackendConfig, Loaded, ModelFiles
+from evalq.backends.hf import missing_module
+from evalq.cache import build_once, cache_dir
+
+PREFIX = "gguf-"
+# type → (llama.cpp's LLAMA_FTYPE_MOSTLY_* name, nominal bits per weight, the ggml type most weights get)
+GGUF_TYPES: dict[str, tuple[str, int, str]] = {
+    "f32": ("ALL_F32", 32, "F32"),
+    "f16": ("F16", 16, "F16"),
+    "bf16": ("BF16", 16, "BF16"),
+    "q8_0": ("Q8_0", 8, "Q8_0"),
+    "q6_k": ("Q6_K", 6, "Q6_K"),
+    "q5_k_m": ("Q5_K_M", 5, "Q5_K"),
+    "q5_k_s": ("Q5_K_S", 5, "Q5_K"),
+    "q5_1": ("Q5_1", 5, "Q5_1"),
+    "q5_0": ("Q5_0", 5, "Q5_0"),
+    "q4_k_m": ("Q4_K_M", 4, "Q4_K"),
+    "q4_k_s": ("Q4_K_S", 4, "Q4_K"),
+    "q4_1": ("Q4_1", 4, "Q4_1"),
+    "q4_0": ("Q4_0", 4, "Q4_0"),
+    "iq4_nl": ("IQ4_NL", 4, "IQ4_NL"),
+    "iq4_xs": ("IQ4_XS", 4, "IQ4_XS"),
+    "q3_k_l": ("Q3_K_L", 3, "Q3_K"),
+    "q3_k_m": ("Q3_K_M", 3, "Q3_K"),
+    "q3_k_s": ("Q3_K_S", 3, "Q3_K"),
+    "q2_k": ("Q2_K", 2, "Q2_K"),
+}
+UNQUANTIZED = ("f32", "f16", "bf16")  # written by the converter itself
+CONVERTER_ENV = "EVALQ_LLAMA_CPP_CONVERTER"
+
+
+def variant_names() -> list[str]:
+    return [PREFIX + t for t in GGUF_TYPES]
+
+
+class GGUFConfig(BackendConfig):
+    checkpoint: str | None = Field(None, description="a GGUF file of this type: a local path, or owner/repo/file.gguf on the hub")
+    outtype: Literal["auto", "f16", "bf16", "f32"] = Field(
+        "auto", description="the 16-bit GGUF the converter writes before quantizing (auto: as the weights are stored)")
+    n_gpu_layers: int = Field(-1, ge=-1, description="layers offloaded on CUDA (-1: all); always 0 on the CPU")
+    n_ctx: int | None = Field(None, gt=0, description="context of the evaluation pass (default: the model's training context, at most 8192)")
+    n_ubatch: int = Field(512, gt=0, description="tokens per physical batch")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.endswith(".gguf"):
+            raise ValueError(f"checkpoint {value!r} is not a .gguf file")
+        if Path(value).is_absolute() or value.startswith("."):
+            if not Path(value).is_file():
+                raise ValueError(f"GGUF file {value} does not exist")
+        return value
+
+
+def converter_path() -> Path | None:
+    """llama.cpp's convert_hf_to_gguf.py: $EVALQ_LLAMA_CPP_CONVERTER, else the one
+    `evalq gguf-converter` put beside this environment for the installed llama-cpp-python."""
+    if os.environ.get(CONVERTER_ENV):
+        return Path(os.environ[CONVERTER_ENV])
+    try:
+        installed = version("llama_cpp_python")
+    except PackageNotFoundError:
+        return None
+    return converter_home(installed) / "convert_hf_to_gguf.py"
+
+
+def converter_home(llama_cpp_version: str) -> Path:
+    return Path(sys.prefix) / "share" / "evalq" / f"llama.cpp-{llama_cpp_version}"
+
+
+class GGUFBackend:
+    Config: ClassVar[type[BackendConfig]] = GGUFConfig
+    libraries: ClassVar[tuple[str, ...]] = ("llama_cpp_python",)
+
+    def __init__(self, name: str = "gguf-q4_k_m"):
+        gguf_type = name.removeprefix(PREFIX)
+        if not name.startswith(PREFIX) or gguf_type not in GGUF_TYPES:
+            raise KeyError(name)
+        self.name = name
+        self.gguf_type = gguf_type
+        self.ftype_name, self.bits, self.ggml_type = GGUF_TYPES[gguf_type]
+
+    def unavailable_reason(self, device: str) -> str | None:
+        missing = missing_module("llama_cpp", "pip install 'evalq[gguf]', see README: it builds llama.cpp")
+        if missing or device != "cuda":
+            return missing
+        import llama_cpp
+
+        if not llama_cpp.llama_supports_gpu_offload():
+            return ("this llama-cpp-python was built for the CPU only: reinstall it with "
+                    "CMAKE_ARGS='-DGGML_CUDA=on' pip install --force-reinstall --no-cache-dir llama-cpp-python")
+        return None
+
+    def check_model(self, cfg: GGUFConfig, model_config: dict[str, Any]) -> str | None:
+        if cfg.checkpoint:
+            return None
+        converter = converter_path()
+        if converter is None or not converter.is_file():
+            return (f"llama.cpp's converter is not installed ({converter}): run `evalq gguf-converter`, "
+                    f"or set {CONVERTER_ENV} to convert_hf_to_gguf.py of a llama.cpp checkout, or give a checkpoint")
+        return None
+
+    def load(self, files: ModelFiles, cfg: GGUFConfig, device: str, workdir: str) -> Loaded:
+        from evalq.backends.llamacpp import LlamaCppModel, file_type_name
+
+        started = time.perf_counter()
+        built = False
+        if cfg.checkpoint:
+            path = resolve_checkpoint(cfg.checkpoint)
+            source = cfg.checkpoint
+        else:
+            converter = converter_path()
+            assert converter is not None
+            wide = cache_dir("llamacpp") / wide_key(files, cfg, converter)
+            built = build_once(wide, _convert_into, files.path, cfg.outtype, str(converter))
+            if self.gguf_type in UNQUANTIZED and self.gguf_type == json.loads((wide / "evalq-gguf.json").read_text())["outtype"]:
+                path = wide / "model.gguf"
+            else:
+                target = cache_dir("llamacpp") / quantized_key(wide.name, self.gguf_type)
+                built = build_once(target, _quantize_into, str(wide / "model.gguf"), self.ftype_name) or built
+                path = target / "model.gguf"
+            source = "converted here from the model's weights"
+        found = file_type_name(path)
+        if found and found != self.ftype_name:
+            raise ValueError(f"{self.name}: {path} holds {found} weights, not {self.ftype_name}")
+        n_gpu_layers = cfg.n_gpu_layers if device == "cuda" else 0
+        model = LlamaCppModel(str(path), n_gpu_layers=n_gpu_layers, n_ctx=cfg.n_ctx, n_ubatch=cfg.n_ubatch)
+        details = {
+            "dtype": model.compute_dtype,
+            "bits": self.bits,
+            "gguf_type": self.gguf_type,
+            "file_type": found,
+            "file": str(path),
+            "file_bytes": path.stat().st_size,
+            "source": source,
+            "n_gpu_layers": model.n_gpu_layers,
+            "layers": model.n_layers,
+            "n_ctx": model.n_ctx,
+            "cpu_features": model.system_info,
+            "llama_cpp_python": version("llama_cpp_python"),
+        }
+        prepare = time.perf_counter() - started if built else 0.0
+        return Loaded(model, model.tokenizer, model.compute_dtype, details, prepare)
+
+
+def resolve_checkpoint(checkpoint: str) -> Path:
+    path = Path(checkpoint)
+    if path.is_file():
+        return path
+    repo, _, filename = checkpoint.rpartition("/")
+    if repo.count("/") < 1:
+        raise ValueError(f"GGUF checkpoint {checkpoint!r} is neither a file nor owner/repo/file.gguf")
+    owner_repo = "/".join(repo.split("/")[:2])
+    sub = "/".join(repo.split("/")[2:])
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(owner_repo, f"{sub}/{filename}" if sub else filename))
+
+
+def _sha_of_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wide_key(files: ModelFiles, cfg: GGUFConfig, converter: Path) -> str:
+    payload = {"revision": files.revision, "outtype": cfg.outtype, "converter": _sha_of_file(converter),
+               "llama_cpp_python": version("llama_cpp_python")}
+    return "wide-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def quantized_key(wide: str, gguf_type: str) -> str:
+    payload = {"from": wide, "type": gguf_type, "llama_cpp_python": version("llama_cpp_python")}
+    return f"{gguf_type}-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _convert_into(out: Path, model_dir: str, outtype: str, converter: str) -> None:
+    """llama.cpp's convert_hf_to_gguf.py, in its own process (it imports torch and the weights)."""
+    cmd = [sys.executable, converter, model_dir, "--outtype", outtype, "--outfile", str(out / "model.gguf")]
+    # without NO_LOCAL_GGUF the converter imports the gguf-py shipped beside it, its own version
+    env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    (out / "convert.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"convert_hf_to_gguf.py failed ({proc.returncode}): {tail[0]}; log in {out / 'convert.log'}")
+    from evalq.backends.llamacpp import file_type_name
+
+    written = (file_type_name(out / "model.gguf") or outtype).lower()
+    (out / "evalq-gguf.json").write_text(json.dumps({"outtype": written, "command": cmd[1:]}, indent=1))
+
+
+def _quantize_into(out: Path, source: str, ftype_name: str) -> None:
+    """llama.cpp's own quantizer (llama_model_quantize), as llama-quantize runs it."""
+    from evalq.backends.llamacpp import quantize
+
+    quantize(source, str(out / "model.gguf"), ftype_name)
+    (out / "evalq-gguf.json").write_text(json.dumps({"from": source, "ftype": ftype_name}, indent=1))
+
+
+CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
+
+
+def install_converter(sdist: Path | None = None, log: Any = print) -> Path:
+    """Put llama.cpp's converter (convert_hf_to_gguf.py with its `conversion`
+    package and gguf-py) matching the installed llama-cpp-python beside this
+    environment, from llama-cpp-python's source distribution (pip download, or
+    `sdist`, the .tar.gz pip built the extra from)."""
+    import shutil
+    import tarfile
+    import tempfile
+
+    installed = version("llama_cpp_python")
+    home = converter_home(installed)
+    if (home / "convert_hf_to_gguf.py").is_file():
+        log(f"llama.cpp's converter for llama-cpp-python {installed} is already in {home}")
+        return home
+    if sdist is not None and not Path(sdist).name.endswith(f"-{installed}.tar.gz"):
+        log(f"{sdist} is not llama-cpp-python {installed}'s source: downloading the matching one")
+        sdist = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if sdist is None:
+            log(f"downloading llama-cpp-python {installed}'s source distribution (~77 MB) for its converter")
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                            f"llama-cpp-python=={installed}", "-d", tmp], check=True)
+            sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        staging = Path(tmp) / "converter"
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                _, _, rest = member.name.partition("/vendor/llama.cpp/")
+                if rest and rest.startswith(CONVERTER_MEMBERS) and (member.isfile() or member.isdir()):
+                    member.name = rest
+                    tar.extract(member, staging, filter="data")
+        if not (staging / "convert_hf_to_gguf.py").is_file():
+            raise RuntimeError(f"{sdist} holds no vendor/llama.cpp/convert_hf_to_gguf.py")
+        home.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.move(str(staging), home)
+    log(f"llama.cpp's converter for llama-cpp-python {installed} is in {home}")
+    return home
