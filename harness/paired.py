@@ -147,12 +147,20 @@ def sanity_flags(row: Any, base: Any | None) -> list[str]:
     details = result.get("details") or {}
     quality = result.get("quality") or {}
     flags = list(result.get("warnings") or [])
+    if (details.get("bits") or 0) >= 16:  # a 16-bit GGUF: nothing to quantize, only to compute right
+        return flags + _implausible(details, quality)
     if details.get("quantized_modules") == 0:
         flags.append("no quantized module in the loaded model")
     if base is not None and base.weights_bytes and row.weights_bytes and row.weights_bytes >= base.weights_bytes:
         flags.append(f"weights footprint {row.weights_bytes / base.weights_bytes:.2f}× fp16's: not quantized?")
     if quality and quality.get("kld_mean") == 0:
         flags.append("KL divergence to fp16 is exactly 0: the same numbers as fp16")
+    return flags + _implausible(details, quality)
+
+
+def _implausible(details: dict[str, Any], quality: dict[str, Any]) -> list[str]:
+    """Perplexity or KLD beyond what the bits allow: computed wrong, not merely lossy."""
+    flags = []
     bits = details.get("bits")
     ratio = quality.get("ppl_ratio")
     limit = PLAUSIBLE_PPL_RATIO.get(bits, DEFAULT_PLAUSIBLE_PPL_RATIO)

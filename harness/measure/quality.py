@@ -164,6 +164,7 @@ STORED_DTYPES = {"bfloat16": "<u2", "float16": "<f2", "float32": "<f4"}  # numpy
 
 def baseline_key(cell: Any, files: Any) -> str:
     payload = {
+        "format": 2,  # 2: ids.npy kept beside the logits
         "model": files.revision,
         "quality": cell.quality.model_dump(mode="json"),
         "text": cell.quality_text_sha256,
