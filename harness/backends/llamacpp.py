@@ -95,11 +95,12 @@ class LlamaCppTokenizer:
     def __call__(self, text: str, add_special_tokens: bool = True) -> SimpleNamespace:
         return SimpleNamespace(input_ids=self.encode(text, add_special_tokens))
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int], special: bool = False) -> str:
+        """The text of the ids; special tokens ("<bos>") rendered only when `special`."""
         out = bytearray()
         buf = ctypes.create_string_buffer(256)
         for t in ids:
-            n = self._L.llama_token_to_piece(self._vocab, t, buf, len(buf), 0, False)
+            n = self._L.llama_token_to_piece(self._vocab, t, buf, len(buf), 0, special)
             out += buf.raw[: max(n, 0)]
         return out.decode("utf-8", errors="replace")
 

@@ -57,7 +57,12 @@ class LlamaCppLM(TemplateLM):
         return self.model.n_ctx
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        return self.tok.encode(string, add_special_tokens=bool(add_special_tokens))
+        # As HFLM: by default the tokenizer's own rule (Gemma's GGUF adds BOS, SmolLM2's
+        # does not), unless the text already starts with BOS
+        if add_special_tokens is None:
+            bos = self.tok.decode([self.tok.bos_token_id], special=True) if self.tok.bos_token_id is not None else None
+            add_special_tokens = not (bos and string.startswith(bos))
+        return self.tok.encode(string, add_special_tokens=add_special_tokens)
 
     def tok_decode(self, tokens: list[int], **kwargs: Any) -> str:
         return self.tok.decode(tokens)
@@ -99,7 +104,7 @@ class LlamaCppLM(TemplateLM):
         return results
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
-        eos = self.tok_decode([self.eot_token_id]) if self.eot_token_id is not None else None
+        eos = self.tok.decode([self.eot_token_id], special=True) if self.eot_token_id is not None else None
         results = []
         for req in tqdm(requests, disable=disable_tqdm, desc="llama.cpp generate_until"):
             context, gen_kwargs = req.args

@@ -195,3 +195,21 @@ def test_faults_a_foreign_tokenizer_is_an_error_and_a_broken_kernel_is_flagged(r
     flags = pair_rows([bad], lambda key, task: [])[bad.key].flags
     assert any("KL divergence to fp16" in f for f in flags) and any("perplexity" in f for f in flags), flags
     assert all("choosing the CPU backend" in f for f in flags), flags
+
+
+@pytest.mark.parametrize("package", ["smollm2-135m-instruct", "gemma3-270m"])
+def test_the_lm_eval_adapter_encodes_as_hflm_does(package):
+    """HFLM lets the tokenizer decide on BOS (Gemma's adds it, SmolLM2's does not);
+    without it Gemma's GGUF answered 0.508 of the demo questions where fp16 had 0.742."""
+    from transformers import AutoTokenizer
+
+    from evalq.backends.llamacpp import LlamaCppModel
+    from evalq.backends.llamacpp_lm import LlamaCppLM
+    from evalq.matrix import ModelSpec
+    from evalq.models import _gguf_file, materialize
+
+    spec = ModelSpec(package=package)
+    hf = AutoTokenizer.from_pretrained(materialize(spec).path)
+    lm = LlamaCppLM(LlamaCppModel(str(_gguf_file(spec))))
+    for text in ("Question: What is the capital of France?\nAnswer:", " Paris", "plain text, no question"):
+        assert lm.tok_encode(text) == hf.encode(text), (package, text)
