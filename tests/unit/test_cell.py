@@ -25,7 +25,7 @@ def pinned(cell: Cell, **changes) -> Cell:
 def test_expand_gives_every_model_variant_pair_in_order():
     cells = demo_cells()
     assert [(c.model.display_name, c.variant) for c in cells] == [
-        (m, v) for m in ("SmolLM2-135M-Instruct", "Gemma-3-270M") for v in ("fp16", "int8", "nf4", "gptq-4")
+        (m, v) for m in ("SmolLM2-135M-Instruct", "Gemma-3-270M") for v in ("fp16", "int8", "nf4", "gptq-4", "gguf-q8_0", "gguf-q4_k_m")
     ]
     assert all(c.device == "cpu" and c.timeout_s == 3600 for c in cells)
 

@@ -38,7 +38,7 @@ def problems(write, text: str) -> str:
 def test_shipped_examples_validate(example):
     matrix, suites = load_matrix(ROOT / "examples" / example)
     assert len(matrix.models) == 2
-    assert list(matrix.variants) == ["fp16", "int8", "nf4", "gptq-4"]
+    assert list(matrix.variants) == ["fp16", "int8", "nf4", "gptq-4", "gguf-q8_0", "gguf-q4_k_m"]
     assert suites
 
 
