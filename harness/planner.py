@@ -25,7 +25,9 @@ OVERHEAD_BYTES = {
     "cpu": {"fp16": 530_000_000, "int8": 900_000_000, "nf4": 555_000_000, "gptq-4": 740_000_000},
     "cuda": {"fp16": 1_000_000_000, "int8": 1_200_000_000, "nf4": 1_100_000_000, "gptq-4": 1_100_000_000},
 }
-OVERHEAD_BYTES["cpu"]["gguf"] = 470_000_000  # every gguf-<type>: llama.cpp's buffers beside the worker's torch
+# every gguf-<type>: the worker (torch imported) and llama.cpp's context beside the
+# mapped weights; the mean of the demo's four GGUF cells (0.50-0.60 GB)
+OVERHEAD_BYTES["cpu"]["gguf"] = 547_000_000
 OVERHEAD_BYTES["cuda"]["gguf"] = 1_000_000_000
 # llama.cpp quantizes a matrix whose rows are not a multiple of a k-quant's 256
 # with another type (llama-quant.cpp); e.g. SmolLM2's 576-wide rows: Q4_K → Q5_0
@@ -202,6 +204,14 @@ def activation_bytes(shape: Shape, sequence: int, batch: int, dtype_bytes: int =
     return max(mlp, scores, logits)
 
 
+def llama_cpp_activation_bytes(shape: Shape, sequence: int, batch: int) -> int:
+    """llama.cpp computes in float32 and asks logits only of each sequence's last
+    token: the larger of the MLP's intermediates and the attention scores, plus
+    one float32 row of logits per sequence."""
+    tokens = sequence * batch
+    return max(2 * tokens * shape.intermediate * 4, batch * shape.heads * sequence * sequence * 4) + batch * shape.vocab * 4
+
+
 @dataclass
 class InferencePlan:
     weights_bytes: int
@@ -219,8 +229,10 @@ class InferencePlan:
 
 def plan_inference(shape: Shape, variant: str, options: dict[str, Any], device: str, sequence: int, batch: int,
                    dtype_bytes: int = 2) -> InferencePlan:
+    activations = (llama_cpp_activation_bytes(shape, sequence, batch) if variant.startswith("gguf-")
+                   else activation_bytes(shape, sequence, batch, dtype_bytes))
     return InferencePlan(weights_bytes(shape, variant, options, dtype_bytes), kv_cache_bytes(shape, sequence, batch, dtype_bytes),
-                         activation_bytes(shape, sequence, batch, dtype_bytes),
+                         activations,
                          overhead_bytes(device, variant))
 
 

@@ -143,3 +143,15 @@ def test_the_converter_is_taken_from_the_matching_source_distribution(tmp_path, 
     assert home == tmp_path / "share" / "llama.cpp-9.9.9"
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()) == [
         "conversion/__init__.py", "convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]
+
+
+def test_the_gguf_plan_counts_only_the_last_tokens_logits():
+    """transformers' generate() holds logits and their float32 log-softmax for the
+    prompt; llama.cpp computes float32 activations and one row of logits per sequence."""
+    from evalq.planner import activation_bytes, plan_inference
+
+    s = Shape.from_config(SMOLLM2)
+    plan = plan_inference(s, "gguf-q8_0", {}, "cpu", sequence=80, batch=4)
+    assert plan.activation_bytes == 2 * 320 * 1536 * 4 + 4 * 49152 * 4
+    assert plan.activation_bytes < activation_bytes(s, 80, 4) / 10
+    assert plan.weights_bytes == 143_025_408
