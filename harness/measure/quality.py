@@ -8,7 +8,8 @@ The baseline is computed once per model and kept on disk as the logits the
 baseline produced, in their own 16-bit dtype, for the scored positions only:
 nothing is lost (KLD from the stored logits equals KLD from the live ones) and
 the size is bounded by scored tokens × vocabulary × 2 bytes (4 for a float32
-baseline), plus 4 bytes per token for the targets.
+baseline), plus 4 bytes per scored token for the targets and 4 per token of
+the slice for its ids.
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ STORED_DTYPES = {"bfloat16": "<u2", "float16": "<f2", "float32": "<f4"}  # numpy
 
 def baseline_key(cell: Any, files: Any) -> str:
     payload = {
-        "format": 2,  # 2: ids.npy kept beside the logits
+        "format": 3,  # 3: ids.npy (int32) kept beside the logits
         "model": files.revision,
         "quality": cell.quality.model_dump(mode="json"),
         "text": cell.quality_text_sha256,
@@ -201,7 +202,7 @@ def write_baseline(out: Path, model: Any, sl: Slice, model_name: str) -> None:
     store.flush()
     del store
     np.save(out / "targets.npy", targets)
-    np.save(out / "ids.npy", np.asarray(sl.ids, dtype=np.int64))  # to point at the first token a variant cuts differently
+    np.save(out / "ids.npy", np.asarray(sl.ids, dtype=np.int32))  # to point at the first token a variant cuts differently
     meta = {"model": model_name, "dtype": first[0], "vocab": first[1], "n_scored": w.n_scored, "n_tokens": len(sl.ids),
             "windows": asdict(w), "tokens_sha256": tokens_sha(sl.ids)}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
