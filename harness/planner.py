@@ -21,14 +21,12 @@ from typing import Any, Literal
 # release_free_heap): per variant, the mean of five fits (two runs of the demo's
 # perf settings on SmolLM2-135M and Gemma-3-270M, one of the integration test's).
 # On CUDA: the context and allocator slack, not fitted here (no GPU).
+# "gguf" (every gguf-<type>): the worker (torch imported) and llama.cpp's context
+# beside the mapped weights; the mean of the demo's four GGUF cells (0.50-0.60 GB).
 OVERHEAD_BYTES = {
-    "cpu": {"fp16": 530_000_000, "int8": 900_000_000, "nf4": 555_000_000, "gptq-4": 740_000_000},
-    "cuda": {"fp16": 1_000_000_000, "int8": 1_200_000_000, "nf4": 1_100_000_000, "gptq-4": 1_100_000_000},
+    "cpu": {"fp16": 530_000_000, "int8": 900_000_000, "nf4": 555_000_000, "gptq-4": 740_000_000, "gguf": 547_000_000},
+    "cuda": {"fp16": 1_000_000_000, "int8": 1_200_000_000, "nf4": 1_100_000_000, "gptq-4": 1_100_000_000, "gguf": 1_000_000_000},
 }
-# every gguf-<type>: the worker (torch imported) and llama.cpp's context beside the
-# mapped weights; the mean of the demo's four GGUF cells (0.50-0.60 GB)
-OVERHEAD_BYTES["cpu"]["gguf"] = 547_000_000
-OVERHEAD_BYTES["cuda"]["gguf"] = 1_000_000_000
 # llama.cpp quantizes a matrix whose rows are not a multiple of a k-quant's 256
 # with another type (llama-quant.cpp); e.g. SmolLM2's 576-wide rows: Q4_K → Q5_0
 K_QUANT_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
@@ -95,11 +93,14 @@ class Shape:
         return self.layers * sum(a * b for a, b in self.linears())
 
     @property
+    def norm_params(self) -> int:
+        """Every layer's norms, the final norm and per-head q/k norms."""
+        return self.layers * self.norms_per_layer * self.hidden + self.hidden + (self.layers * 2 * self.head_dim if self.qk_norm else 0)
+
+    @property
     def other_params(self) -> int:
         """Embeddings, lm_head (untied), norms and biases: what stays in 16-bit."""
-        n = self.vocab * self.hidden * (1 if self.tied else 2)
-        n += self.layers * self.norms_per_layer * self.hidden + self.hidden
-        n += self.layers * 2 * self.head_dim if self.qk_norm else 0
+        n = self.vocab * self.hidden * (1 if self.tied else 2) + self.norm_params
         if self.attention_bias:
             n += self.layers * sum(out for _, out in self.linears()[:3])
         return n
@@ -185,8 +186,7 @@ def _gguf_bytes(shape: Shape, gguf_type: str) -> int:
     total += matrix(output_kind, shape.hidden, shape.vocab)  # the output (the embedding when tied)
     if not shape.tied:
         total += matrix(main, shape.hidden, shape.vocab)
-    norms = shape.layers * shape.norms_per_layer * shape.hidden + shape.hidden + (shape.layers * 2 * shape.head_dim if shape.qk_norm else 0)
-    return total + 4 * norms
+    return total + 4 * shape.norm_params
 
 
 def kv_cache_bytes(shape: Shape, sequence: int, batch: int, dtype_bytes: int = 2) -> int:

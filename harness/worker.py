@@ -200,9 +200,9 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
 def release_buffers(model: Any) -> None:
     """A llama.cpp model frees the context of the phase before: its KV cache and
     logits buffers must not count in the next phase's peak."""
-    from evalq.backends.base import ForeignModel
+    from evalq.backends.base import is_foreign
 
-    if isinstance(model, ForeignModel):
+    if is_foreign(model):
         model.release()
 
 

@@ -46,6 +46,11 @@ class ForeignModel(Protocol):
     def release(self) -> None: ...  # free working buffers between phases
 
 
+def is_foreign(model: Any) -> bool:
+    """True for a model that drives the measurements itself (not a torch module)."""
+    return isinstance(model, ForeignModel)
+
+
 @dataclass
 class Loaded:
     """A model loaded in one variant, ready to measure."""
@@ -134,9 +139,10 @@ def get_backend(name: str) -> Backend:
     if name in registry:
         module_name, class_name = registry[name].split(":")
         return getattr(importlib.import_module(module_name), class_name)()
-    if name in _family_members():
-        module_name, class_name = _family_members()[name].split(":")
-        return getattr(importlib.import_module(module_name), class_name)(name)
-    raise KeyError(name)
+    target = _family_members().get(name)
+    if target is None:
+        raise KeyError(name)
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)(name)
 
 

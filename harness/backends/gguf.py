@@ -127,7 +127,7 @@ class GGUFBackend:
         return None
 
     def load(self, files: ModelFiles, cfg: GGUFConfig, device: str, workdir: str) -> Loaded:
-        from evalq.backends.llamacpp import LlamaCppModel, file_type_name
+        from evalq.backends.llamacpp import LlamaCppModel
 
         started = time.perf_counter()
         built = False
@@ -146,11 +146,12 @@ class GGUFBackend:
                 built = build_once(target, _quantize_into, str(wide / "model.gguf"), self.ftype_name) or built
                 path = target / "model.gguf"
             source = "converted here from the model's weights"
-        found = file_type_name(path)
-        if found and found != self.ftype_name:
-            raise ValueError(f"{self.name}: {path} holds {found} weights, not {self.ftype_name}")
         n_gpu_layers = cfg.n_gpu_layers if device == "cuda" else 0
         model = LlamaCppModel(str(path), n_gpu_layers=n_gpu_layers, n_ctx=cfg.n_ctx, n_ubatch=cfg.n_ubatch)
+        found = model.file_type
+        if found and found != self.ftype_name:
+            model.close()
+            raise ValueError(f"{self.name}: {path} holds {found} weights, not {self.ftype_name}")
         details = {
             "dtype": model.compute_dtype,
             "bits": self.bits,
@@ -183,12 +184,10 @@ def resolve_checkpoint(checkpoint: str) -> Path:
     return Path(hf_hub_download(owner_repo, f"{sub}/{filename}" if sub else filename))
 
 
-def _sha_of_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def wide_key(files: ModelFiles, cfg: GGUFConfig, converter: Path) -> str:
-    payload = {"revision": files.revision, "outtype": cfg.outtype, "converter": _sha_of_file(converter),
+    from evalq.models import file_sha256
+
+    payload = {"revision": files.revision, "outtype": cfg.outtype, "converter": file_sha256(converter),
                "llama_cpp_python": version("llama_cpp_python")}
     return "wide-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from evalq.gguf_header import read_header
+from evalq.gguf_header import GGUFHeader, read_header
 
 MAX_DEFAULT_CTX = 8192  # lm-eval's HFLM scores rolling windows of the model's length; capped for the KV cache
 UNQUANTIZED_GGML = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"}
@@ -46,9 +46,13 @@ def _lib():
 
 def file_type_name(path: Path | str) -> str | None:
     """The file's llama.cpp type as llama-quantize names it (Q4_K_M, Q8_0, BF16...), from the header."""
+    return file_type_of(read_header(Path(path)))
+
+
+def file_type_of(header: GGUFHeader) -> str | None:
     from gguf.constants import LlamaFileType
 
-    value = read_header(Path(path)).metadata.get("general.file_type")
+    value = header.metadata.get("general.file_type")
     if value is None:
         return None
     try:
@@ -133,6 +137,7 @@ class LlamaCppModel:
         self._ctx_shape: tuple[int, int, int] | None = None
         self._cached: list[int] = []  # tokens whose KV the context of sequence 0 holds
         self._header = read_header(self.path)
+        self.file_type = file_type_of(self._header)
 
     # --- contexts ------------------------------------------------------------
 

@@ -17,10 +17,9 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
+from evalq.measure.quality import ROW_CHUNK  # rows turned to float64 at a time (262k vocabulary: 134 MB each)
+
 DEFAULT_MAX_GEN_TOKS = 256
-
-
-ROW_CHUNK = 64  # rows turned to float64 at a time: a 2,048-token window × 262k vocabulary would be 4 GB
 
 
 def target_logprobs(rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

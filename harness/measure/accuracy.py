@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from evalq.backends.base import is_foreign
 from evalq.suites import Suite
 
 
@@ -41,9 +42,7 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from evalq.backends.base import ForeignModel
-
-    if isinstance(model, ForeignModel):
+    if is_foreign(model):
         lm = model.lm_eval_lm(batch_size)
     else:
         from lm_eval.models.huggingface import HFLM

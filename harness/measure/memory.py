@@ -7,11 +7,7 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-
-def _foreign(model: Any) -> bool:
-    from evalq.backends.base import ForeignModel
-
-    return isinstance(model, ForeignModel)
+from evalq.backends.base import is_foreign
 
 
 def _tensors_of_quant_state(qs: Any):
@@ -29,7 +25,7 @@ def weights_footprint(model: Any) -> int:
     """Bytes held by the model's weights: parameters, buffers, and the scale
     tensors bitsandbytes keeps beside its packed weights (NF4 absmax and
     double-quant constants, LLM.int8 row scales SCB). Tied weights count once."""
-    if _foreign(model):
+    if is_foreign(model):
         return model.weights_bytes()
     seen: set[tuple[int, int]] = set()
     total = 0
@@ -55,7 +51,7 @@ def weights_footprint(model: Any) -> int:
 
 def module_types(model: Any) -> dict[str, int]:
     """Count of the linear-like module classes: evidence of what was really loaded."""
-    if _foreign(model):
+    if is_foreign(model):
         return model.module_types()
     counts = Counter(type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__)
     return dict(sorted(counts.items()))
@@ -65,14 +61,14 @@ def quantized_modules(model: Any) -> int:
     """Modules whose class comes from a quantization library rather than torch or
     transformers (bitsandbytes' Linear8bitLt/Linear4bit, gptqmodel's QuantLinear...);
     for a GGUF, the matrices of a quantized ggml type."""
-    if _foreign(model):
+    if is_foreign(model):
         return model.quantized_modules()
     plain = ("torch.", "transformers.")
     return sum(1 for m in model.modules() if "Linear" in type(m).__name__ and not type(m).__module__.startswith(plain))
 
 
 def parameter_dtypes(model: Any) -> dict[str, int]:
-    if _foreign(model):
+    if is_foreign(model):
         return model.tensor_types()
     counts: Counter[str] = Counter()
     for p in model.parameters():

@@ -23,6 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from evalq.backends.base import is_foreign
+
 LLAMA_CPP_CONTEXT = 512
 ROW_CHUNK = 64  # rows of vocabulary-wide float64 arrays at a time (262k vocab: 134 MB each)
 KLD_PERCENTILES = (50, 90, 95, 99, 99.9)
@@ -147,9 +149,7 @@ def window_logits(model: Any, window: list[int], first_scored: int) -> Any:
     """Logits of the scored positions of one window, in the model's own dtype."""
     import torch
 
-    from evalq.backends.base import ForeignModel
-
-    if isinstance(model, ForeignModel):
+    if is_foreign(model):
         return model.window_logits(window, first_scored)
     device = next(model.parameters()).device
     keep = len(window) - first_scored  # logits_to_keep counts from the end; the last row predicts nothing scored

@@ -12,6 +12,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from evalq.backends.base import is_foreign
+
 # Any fixed English text: only its token count matters, and it must not change.
 PROMPT_TEXT = (
     "The history of measurement is a history of agreement. Merchants in ancient markets "
@@ -75,10 +77,8 @@ def torch_threads(n: int | None, model: Any = None) -> Iterator[int]:
     a ForeignModel (llama.cpp) given the same count."""
     import torch
 
-    from evalq.backends.base import ForeignModel
-
     before = torch.get_num_threads()
-    foreign = model if isinstance(model, ForeignModel) else None
+    foreign = model if is_foreign(model) else None
     foreign_before = foreign.threads if foreign else None
     if n:
         torch.set_num_threads(n)
@@ -96,9 +96,7 @@ def generate_timed(model: Any, input_ids: Any, new_tokens: int, pad_token_id: in
     """One greedy generation; returns (time to first token, per-token decode latencies), seconds."""
     import torch
 
-    from evalq.backends.base import ForeignModel
-
-    if isinstance(model, ForeignModel):
+    if is_foreign(model):
         return model.generate_timed(input_ids.tolist(), new_tokens)
     cuda = input_ids.device.type == "cuda"
     clock = TokenClock(cuda)
