@@ -14,6 +14,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict
 
 from evalq.backends.base import get_backend
+from evalq.backends.hf import resolve_auto_dtypes
 from evalq.models import file_sha256
 from evalq.matrix import EvalSettings, Matrix, ModelSpec, PerfSettings, QualitySettings, merged_options
 from evalq.suites import Suite
@@ -88,11 +89,13 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
         revision = resolve_revision(model)
         baseline = None
         if matrix.quality:
-            baseline = get_backend(BASELINE_VARIANT).Config.model_validate(
-                merged_options(matrix, model, BASELINE_VARIANT) if BASELINE_VARIANT in matrix.variants else {}).model_dump(mode="json")
+            baseline = resolve_auto_dtypes(get_backend(BASELINE_VARIANT).Config.model_validate(
+                merged_options(matrix, model, BASELINE_VARIANT) if BASELINE_VARIANT in matrix.variants else {}).model_dump(mode="json"),
+                device)
         for variant in matrix.variants:
             backend = get_backend(variant)
-            options = backend.Config.model_validate(merged_options(matrix, model, variant)).model_dump(mode="json")
+            options = resolve_auto_dtypes(backend.Config.model_validate(merged_options(matrix, model, variant)).model_dump(mode="json"),
+                                          device)
             cells.append(
                 Cell(
                     model=model,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evalq.cell import library_versions
+from evalq.cpu import cpu_features
 
 RECORDED_LIBRARIES = ("torch", "transformers", "accelerate", "bitsandbytes", "gptqmodel", "llama_cpp_python", "lm_eval", "evalq")
 
@@ -44,6 +45,7 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_features": cpu_features(),  # the flags that decide kernels, and the dtype `auto` means here
         "torch_threads": torch.get_num_threads(),
         "device": device,
         "libraries": library_versions(RECORDED_LIBRARIES),

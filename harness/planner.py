@@ -375,9 +375,10 @@ def parse_bytes(text: str) -> int:
 # --- cells and matrices ------------------------------------------------------
 
 def cell_dtype_bytes(variant: str, options: dict[str, Any], device: str) -> int:
-    """Bytes of the 16-bit (or 32-bit) parts, as the backends choose them (backends/hf.baseline_dtype)."""
-    dtype = options.get("dtype") if variant == "fp16" else options.get("compute_dtype")
-    return DTYPE_BYTES.get(dtype or "auto", 2)
+    """Bytes of the unquantized parts, as the backends choose them (backends/hf.baseline_dtype)."""
+    from evalq.backends.hf import baseline_dtype
+
+    return DTYPE_BYTES.get(baseline_dtype(options.get("dtype") or "auto", device), 2)
 
 
 def plan_cell(variant: str, options: dict[str, Any], perf: Any, device: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from evalq.backends.base import BackendConfig, Loaded, ModelFiles
-from evalq.backends.hf import missing_module
+from evalq.backends.hf import DtypeName, baseline_dtype, missing_module
 from evalq.cache import build_once, cache_dir
 
 VALID_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
@@ -51,6 +51,7 @@ class GPTQConfig(BackendConfig):
     calibration: Calibration | None = None
     checkpoint: str | None = Field(None, description="a pre-quantized GPTQ checkpoint (hub id or folder); skips quantization")
     batch_size: int = Field(1, gt=0, description="calibration forward batch")
+    dtype: DtypeName = "auto"  # dtype the quantized model computes in: the baseline's
 
     @model_validator(mode="after")
     def _check(self) -> GPTQConfig:
@@ -112,7 +113,10 @@ class GPTQBackend:
         from gptqmodel.nn_modules.qlinear import BaseQuantLinear
         from transformers import AutoTokenizer
 
-        wrapper = GPTQModel.load(path, device=device, trust_remote_code=files.trust_remote_code)
+        import torch
+
+        wrapper = GPTQModel.load(path, device=device, dtype=getattr(torch, baseline_dtype(cfg.dtype, device)),
+                                 trust_remote_code=files.trust_remote_code)
         model = wrapper.model.eval()
         tokenizer = AutoTokenizer.from_pretrained(files.path, trust_remote_code=files.trust_remote_code)
         dtype = str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
@@ -150,7 +154,8 @@ def quantized_key(files: ModelFiles, cfg: GPTQConfig) -> str:
         calibration["path"] = hashlib.sha256(Path(calibration["path"]).read_bytes()).hexdigest()
     payload = {
         "revision": files.revision,
-        "config": {**cfg.model_dump(exclude={"checkpoint", "batch_size"}), "calibration": calibration},
+        # the dtype it later computes in does not change the checkpoint
+        "config": {**cfg.model_dump(exclude={"checkpoint", "batch_size", "dtype"}), "calibration": calibration},
         "gptqmodel": version("gptqmodel"),
         "transformers": version("transformers"),
     }

@@ -5,15 +5,30 @@ import os
 from typing import Any, Literal
 
 from evalq.backends.base import ModelFiles
+from evalq.cpu import auto_cpu_dtype
 
 DtypeName = Literal["auto", "float16", "bfloat16", "float32"]
 
 
+# Options of the transformers backends that take a DtypeName.
+DTYPE_OPTIONS = ("dtype", "compute_dtype")
+
+
 def baseline_dtype(requested: str, device: str) -> str:
-    """The 16-bit baseline: float16 on CUDA, bfloat16 on CPU (CPU float16 matmuls are slow or missing)."""
+    """The baseline dtype: float16 on CUDA; on the CPU bfloat16 where the CPU
+    computes it natively, else float32 (evalq.cpu: emulated bf16 is ~7x slower)."""
     if requested != "auto":
         return requested
-    return "float16" if device == "cuda" else "bfloat16"
+    return "float16" if device == "cuda" else auto_cpu_dtype()
+
+
+def resolve_auto_dtypes(options: dict[str, Any], device: str) -> dict[str, Any]:
+    """A CPU cell's `auto` dtypes resolved where the matrix is expanded, so the
+    cell's key says which dtype runs (bf16 on one machine, float32 on another
+    are different cells) and a worker elsewhere runs what the key says."""
+    if device != "cpu":
+        return options
+    return {k: baseline_dtype(v, device) if k in DTYPE_OPTIONS and v == "auto" else v for k, v in options.items()}
 
 
 def load_causal_lm(files: ModelFiles, device: str, dtype: str, **kwargs: Any):
