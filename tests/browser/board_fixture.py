@@ -34,7 +34,7 @@ variants:
   int8: {{}}
   nf4: {{}}
   gptq-4: {{checkpoint: org/x-GPTQ}}
-suites: [demo]
+suites: [tiny]
 """
 
 # (model, variant) -> (accuracy, serving peak GB, decode tok/s); stderr 0.009 everywhere

@@ -23,7 +23,7 @@ runner = CliRunner()
 TIMEOUT_S = 30
 
 FAST = """\
-suites: [demo]
+suites: [tiny]
 perf: {prompt_tokens: 8, new_tokens: 2, batch_sizes: [1], warmup: 0, repeats: 1, threads: 1}
 eval: {batch_size: 4, limit: 3}
 """

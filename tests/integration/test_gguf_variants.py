@@ -26,7 +26,7 @@ runner = CliRunner()
 VARIANTS = ("fp16", "int8", "nf4", "gguf-bf16", "gguf-q8_0", "gguf-q4_k_m")
 
 COMMON = """\
-suites: [demo]
+suites: [tiny]
 quality: {{path: {wikitext}, tokens: 2048}}
 perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1, 2], warmup: 1, repeats: 2, threads: 1}}
 eval: {{batch_size: 8, limit: {limit}}}

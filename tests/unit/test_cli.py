@@ -66,8 +66,10 @@ def stored_db(tmp_path) -> str:
     store = Store(db)
     store.record(cells[0], {"status": "ok", "dtype": "bfloat16", "weights_bytes": 269_000_000, "peak_memory_bytes": 1_800_000_000,
                             "load_seconds": 1.2, "speed": {"ttft_ms": 50.0, "decode_tokens_per_s": 33.9},
-                            "metrics": {"evalq_demo_mc": {"acc": 0.658, "acc_stderr": 0.043},
-                                        "evalq_demo_ppl": {"word_perplexity": 42.6}}}, None, "", 10.0)
+                            # the demo suite declares acc_norm for ARC-Easy: acc must not be its headline
+                            "metrics": {"arc_easy": {"acc": 0.612, "acc_stderr": 0.049, "acc_norm": 0.658, "acc_norm_stderr": 0.043},
+                                        "piqa": {"acc": 0.64, "acc_stderr": 0.048, "acc_norm": 0.66, "acc_norm_stderr": 0.047}}},
+                 None, "", 10.0)
     store.record(cells[3], {"status": "unsupported", "error": "gptqmodel is not installed"}, None, "", 1.0)
     return db
 
@@ -79,7 +81,9 @@ def test_results_json_has_the_documented_fields(tmp_path):
     for field in ("model", "variant", "status", "dtype", "weights_bytes", "peak_memory_bytes", "load_seconds",
                   "ttft_ms", "decode_tokens_per_s", "metrics", "error"):
         assert field in rows["fp16"]
-    assert rows["fp16"]["metrics"]["evalq_demo_mc"]["acc"] == 0.658
+    assert rows["fp16"]["metrics"]["arc_easy"]["acc_norm"] == 0.658
+    assert rows["fp16"]["headline"]["arc_easy"] == {"metric": "acc_norm", "value": 0.658, "stderr": 0.043}
+    assert rows["fp16"]["headline"]["piqa"]["metric"] == "acc"
     assert rows["gptq-4"]["status"] == "unsupported" and "gptqmodel" in rows["gptq-4"]["error"]
 
 
@@ -87,6 +91,7 @@ def test_results_csv_and_table(tmp_path):
     db = stored_db(tmp_path)
     res = runner.invoke(app, ["results", "--db", db, "--format", "csv"])
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
-    assert rows[0]["evalq_demo_mc:acc"] == "0.658" and rows[0]["evalq_demo_mc:acc_stderr"] == "0.043"
+    assert rows[0]["arc_easy:acc_norm"] == "0.658" and rows[0]["arc_easy:acc_norm_stderr"] == "0.043"
+    assert "arc_easy:acc" not in rows[0] and rows[0]["piqa:acc"] == "0.64"
     table = runner.invoke(app, ["results", "--db", db]).stdout
-    assert "0.658 ± 0.043" in table and "ppl 42.60" in table and "unsupported" in table
+    assert "0.658 ± 0.043" in table and "0.640 ± 0.048" in table and "unsupported" in table

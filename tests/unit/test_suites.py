@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_suites():
-    assert shipped_suites() == ["demo", "open-llm-v1", "quick"]
+    assert shipped_suites() == ["core", "demo", "open-llm-v1", "quick", "tiny"]
     assert not load_suite("demo").requires_hub and load_suite("quick").requires_hub
 
 
@@ -57,3 +57,54 @@ def test_cli_and_config_paths_import_no_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_demo_suite_is_what_the_generator_writes(tmp_path):
+    out = tmp_path / "demo.yaml"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_demo_suite.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    assert out.read_text() == (ROOT / "suites" / "demo.yaml").read_text()
+    demo = load_suite("demo")
+    assert demo.data == "shipped" and [t.task for t in demo.tasks] == ["arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande"]
+    assert all(len(set(t.samples[t.task])) == 50 for t in demo.tasks)
+
+
+def test_headline_metrics_are_declared_as_the_leaderboards_report_them():
+    declared = {(s, t.task): t.metric for s in ("core", "open-llm-v1") for t in load_suite(s).tasks}
+    assert declared[("open-llm-v1", "arc_challenge")] == declared[("open-llm-v1", "hellaswag")] == "acc_norm"
+    assert declared[("open-llm-v1", "gsm8k")] == "exact_match,strict-match"
+    assert declared[("open-llm-v1", "winogrande")] == declared[("open-llm-v1", "mmlu")] == "acc"
+    assert declared[("open-llm-v1", "truthfulqa_mc2")] == "acc"  # lm-eval's name for mc2
+    core = {t.task: t.num_fewshot for t in load_suite("core").tasks}
+    assert core == {"arc_easy": 0, "arc_challenge": 25, "hellaswag": 10, "piqa": 0, "winogrande": 5, "boolq": 0,
+                    "mmlu": 5, "openbookqa": 0}
+
+
+def test_lm_eval_calls_split_limits_from_fixed_subsets():
+    from evalq.measure.accuracy import lm_eval_groups
+    from evalq.suites import Suite, TaskSpec
+
+    suite = Suite(name="s", tasks=[TaskSpec(task="a", samples={"a": [5, 1, 9]}), TaskSpec(task="b", limit=20),
+                                   TaskSpec(task="c"), TaskSpec(task="d", num_fewshot=5, samples={"d1": [1], "d2": [2, 3]})])
+    assert lm_eval_groups([suite], None) == [(0, None, ["c"], None), (0, None, ["a"], {"a": [5, 1, 9]}),
+                                             (0, 20, ["b"], None), (5, None, ["d"], {"d1": [1], "d2": [2, 3]})]
+    # a cap keeps the first ids of a subset and limits the rest
+    assert lm_eval_groups([suite], 2) == [(0, None, ["a"], {"a": [5, 1]}), (0, 2, ["b", "c"], None),
+                                          (5, None, ["d"], {"d1": [1], "d2": [2, 3]})]
+
+
+def test_offline_deviations_and_licences():
+    from evalq.suites import offline
+
+    assert offline.deviations("hellaswag", 0) == [] and offline.NO_TRAIN in offline.deviations("hellaswag", 10)
+    assert "test split is not shipped" in offline.deviations("arc_challenge", 25)[0]
+    assert offline.deviations("mmlu", 5) == [] and offline.licenses("mmlu") == "MIT"
+    assert offline.is_offline("mmlu") and not offline.is_offline("gsm8k")
+
+
+def test_auto_cpu_dtype_by_flags():
+    from evalq.cpu import auto_cpu_dtype
+
+    assert auto_cpu_dtype(frozenset({"avx2", "fma", "avx512f"})) == "float32"  # AVX-512 without its bf16 extension
+    assert auto_cpu_dtype(frozenset({"avx512f", "avx512_bf16"})) == "bfloat16"
+    assert auto_cpu_dtype(frozenset({"amx_bf16"})) == auto_cpu_dtype(frozenset({"asimd", "bf16"})) == "bfloat16"
