@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evalq.paired import suite_signature
-from evalq.results import HEADLINE_METRICS, as_record, paired_figures
-
-PERPLEXITY_METRIC = "word_perplexity"
+from evalq.results import PERPLEXITY_METRIC, as_record, headlines, paired_figures, suite_average
 VARIANT_ORDER = ("fp16", "int8", "nf4", "gptq-4")
 
 
@@ -119,20 +117,13 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
     details = rec.get("details") or {}
     tasks: dict[str, TaskScore] = {}
     perplexity = None
-    for task, metrics in sorted((rec.get("metrics") or {}).items()):
-        if isinstance(metrics.get(PERPLEXITY_METRIC), (int, float)):
-            perplexity = metrics[PERPLEXITY_METRIC] if perplexity is None else perplexity
-            continue
-        for name in HEADLINE_METRICS:
-            if isinstance(metrics.get(name), (int, float)):
-                se = metrics.get(f"{name}_stderr")
-                tasks[task] = TaskScore(name, float(metrics[name]), float(se) if isinstance(se, (int, float)) else None)
-                break
-    accuracy = accuracy_se = None
-    if tasks:
-        accuracy = sum(t.value for t in tasks.values()) / len(tasks)
-        ses = [t.stderr for t in tasks.values()]
-        accuracy_se = math.sqrt(sum(s * s for s in ses)) / len(ses) if all(s is not None for s in ses) else None
+    scores = headlines(rec.get("metrics") or {}, cell)
+    for task, (metric, value, stderr) in scores.items():
+        if metric == PERPLEXITY_METRIC:
+            perplexity = value if perplexity is None else perplexity
+        else:
+            tasks[task] = TaskScore(metric, float(value), float(stderr) if stderr is not None else None)
+    accuracy, accuracy_se = suite_average(scores) or (None, None)
     memory = rec.get("memory") or {}
     serve = ((memory.get("by_phase") or {}).get("speed") or {}).get("peak_memory_bytes")
     baseline_note = None

@@ -9,7 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from evalq.cli import app
+from evalq.cpu import auto_cpu_dtype
+from evalq.planner import DTYPE_BYTES
 from evalq.store import Store
+
+AUTO = auto_cpu_dtype()  # what fp16's `auto` runs here: bfloat16 where native, else float32
 
 pytestmark = pytest.mark.integration
 
@@ -85,14 +89,14 @@ def test_unquantized_parts_are_in_the_baseline_dtype(rows):
     for variant in ("int8", "nf4", "gptq-4"):
         dtypes = rows[variant].result["details"]["parameter_dtypes"]
         assert "float32" not in dtypes, (variant, dtypes)
-        assert rows[variant].dtype == "bfloat16"
-    assert rows["fp16"].result["details"]["parameter_dtypes"] == {"bfloat16": pytest.approx(134_515_008, rel=0.01)}
+        assert rows[variant].dtype == AUTO
+    assert rows["fp16"].result["details"]["parameter_dtypes"] == {AUTO: pytest.approx(134_515_008, rel=0.01)}
 
 
 def test_variant_details_are_recorded(rows):
     assert rows["int8"].result["details"]["threshold"] == 6.0
     nf4 = rows["nf4"].result["details"]
-    assert nf4["double_quant"] is True and nf4["compute_dtype"] == "bfloat16"
+    assert nf4["double_quant"] is True and nf4["compute_dtype"] == AUTO
     gptq = rows["gptq-4"].result["details"]
     assert (gptq["bits"], gptq["group_size"], gptq["desc_act"]) == (4, 64, False)
     assert (gptq["calibration"]["n_samples"], gptq["calibration"]["seq_len"]) == (16, 128)
@@ -240,9 +244,10 @@ def test_baseline_is_stored_once_in_the_model_dtype_within_its_size_bound(rows):
     (folder,) = {r.result["quality"]["baseline"] for r in rows.values()}
     path = cache_dir("baselines") / folder
     meta = json.loads((path / "meta.json").read_text())
-    assert meta["dtype"] == "bfloat16" and meta["vocab"] == 49152 and meta["n_scored"] == 1020
+    assert meta["dtype"] == AUTO and meta["vocab"] == 49152 and meta["n_scored"] == 1020
     size = sum(f.stat().st_size for f in path.iterdir())
-    assert 1020 * 49152 * 2 < size <= 1020 * (49152 * 2 + 4) + 2048 * 4 + 4096  # the README's bound
+    b = DTYPE_BYTES[AUTO]
+    assert 1020 * 49152 * b < size <= 1020 * (49152 * b + 4) + 2048 * 4 + 4096  # the README's bound
 
 
 def test_kld_equals_a_direct_float64_computation_on_the_same_logits(rows, fp16_in_process):
@@ -269,8 +274,10 @@ def test_kld_equals_a_direct_float64_computation_on_the_same_logits(rows, fp16_i
     sl = prepare_slice(int8.tokenizer, cell, model_config)
     ours = compare(int8.model, sl, baseline)
 
-    # the baseline as raw bfloat16 bits, decoded by hand: bf16 is the top half of a float32
-    p_logits = (np.asarray(baseline.logits, dtype=np.uint32) << 16).view(np.float32).astype(np.float64)
+    if AUTO == "bfloat16":  # the baseline as raw bfloat16 bits, decoded by hand: bf16 is the top half of a float32
+        p_logits = (np.asarray(baseline.logits, dtype=np.uint32) << 16).view(np.float32).astype(np.float64)
+    else:
+        p_logits = np.asarray(baseline.logits, dtype=np.float64)
     q_logits = np.concatenate([window_logits(int8.model, w, sl.windows.first_scored).float().numpy()
                                for w, _ in sl.batches()]).astype(np.float64)
     p, q = log_softmax(p_logits, axis=-1), log_softmax(q_logits, axis=-1)
@@ -283,7 +290,7 @@ def test_kld_equals_a_direct_float64_computation_on_the_same_logits(rows, fp16_i
     first = next(sl.batches())[0]
     live = window_logits(fp16_in_process.model, first, sl.windows.first_scored)
     stored = baseline.rows(0, sl.windows.scored_per_window)
-    assert live.dtype == torch.bfloat16 and torch.equal(live, stored)
+    assert live.dtype == getattr(torch, AUTO) and torch.equal(live, stored)
 
 
 def test_answer_flips_against_fp16_and_a_cell_against_itself(run_dir, rows):
