@@ -65,6 +65,7 @@ class Row:
     paired: dict[str, Any] = field(default_factory=dict)  # headline figures: flips, McNemar p, choice KLD
     plan: dict[str, Any] = field(default_factory=dict)  # the memory planner's prediction
     flags: list[str] = field(default_factory=list)  # evidence of a quantization that did not happen or broke
+    task_data: dict[str, Any] = field(default_factory=dict)  # shipped benchmark data: source, licence, deviations
 
     @property
     def ok(self) -> bool:
@@ -138,6 +139,7 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
         group=(rec.get("paired") or {}).get("group") or suite_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
         env=(db_row.result or {}).get("env") or {}, quality=rec.get("quality") or {}, paired=paired_figures(rec),
         flags=(rec.get("paired") or {}).get("flags") or [], plan=rec.get("plan") or {},
+        task_data=rec.get("task_data") or {},
     )
 
 

