@@ -63,20 +63,21 @@ def main() -> None:
     from evalq.measure.accuracy import evaluate
     from evalq.measure.speed import measure_speed, prompt_ids
     from evalq.models import materialize
-    from evalq.suites import TASKS_DIR, load_suite
+    from evalq.suites import include_paths, load_suite
 
     torch.set_num_threads(args.threads)
     backend = get_backend(args.variant)
     files = materialize(ModelSpec(package=args.model))
     loaded = backend.load(files, backend.Config(), "cpu", "")
     model, tok = loaded.model, loaded.tokenizer
-    suite = load_suite("demo")
+    suite = load_suite("demo")  # real benchmarks on the shipped data, a fixed subset of documents
     tasks = [t.task for t in suite.tasks]
+    samples = {leaf: ids for t in suite.tasks for leaf, ids in (t.samples or {}).items()} or None
     seed = 1234
 
     def lm_eval_direct() -> None:
-        simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=8), tasks=tasks, num_fewshot=0,
-                        task_manager=TaskManager(include_path=str(TASKS_DIR)), log_samples=True, cache_requests=False,
+        simple_evaluate(model=HFLM(pretrained=model, tokenizer=tok, batch_size=8), tasks=tasks, num_fewshot=0, samples=samples,
+                        task_manager=TaskManager(include_path=include_paths([suite])), log_samples=True, cache_requests=False,
                         random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
                         bootstrap_iters=1000)
 
