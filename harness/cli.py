@@ -191,6 +191,37 @@ def results(
         Console(width=max(200, out.width)).print(to_table(records))
 
 
+class ExportFormat(str, Enum):
+    lm_eval = "lm-eval"
+
+
+@app.command()
+def export(
+    db: str = typer.Option(..., "--db", help="SQLite file or SQLAlchemy URL"),
+    out_dir: Path = typer.Option(..., "--out", help="folder to write into"),
+    fmt: ExportFormat = typer.Option(ExportFormat.lm_eval, "--format", "-f", help="lm-eval: what `lm_eval --output_path --log_samples` writes"),
+    matrix: str | None = typer.Option(None, "--matrix", help="only this matrix (by name)"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Write each stored ok cell as lm-eval writes its output: results JSON and per-task samples JSONL."""
+    from evalq.export import NotExportable, export_lm_eval
+    from evalq.results import current_rows
+    from evalq.store import Store
+    from evalq.store.db import StoreError
+
+    with user_errors(debug):
+        if "://" not in db and not Path(db).exists():
+            raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
+        store = Store(db)
+        try:
+            folders = export_lm_eval(current_rows(store.cells(matrix)), store.samples, out_dir)
+        except NotExportable as exc:
+            raise StoreError(str(exc)) from None
+    for folder in folders:
+        out.print(escape(str(folder)))
+    out.print(f"{len(folders)} cell(s) written in lm-eval's format under {escape(str(out_dir))}")
+
+
 class Training(str, Enum):
     full = "full"
     lora = "lora"

@@ -62,6 +62,7 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
     versions: dict[str, Any] = {}
     samples: dict[str, list] = {}
     groups: dict[str, list[str]] = {}
+    raw: dict[str, Any] = {}
     for num_fewshot, limit, tasks, ids in lm_eval_groups(suites, limit_cap):
         res = simple_evaluate(
             model=lm,
@@ -82,12 +83,33 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
         for task, values in res["results"].items():
             metrics[task] = split_metrics(values)
             metrics[task]["num_fewshot"] = num_fewshot
+        merge_lm_eval_results(raw, res)
         groups.update(res.get("group_subtasks", {}))
         n_samples.update(res.get("n-samples", {}))
         versions.update(res.get("versions", {}))
         samples.update(res.get("samples", {}))
     return {"metrics": metrics, "n_samples": n_samples, "task_versions": versions, "samples": samples,
-            "group_subtasks": {g: subs for g, subs in groups.items() if subs}, "data": shipped_data(suites)}
+            "group_subtasks": {g: subs for g, subs in groups.items() if subs}, "data": shipped_data(suites),
+            "lm_eval": raw}
+
+
+# Per-task sections of simple_evaluate's result, merged over evalq's calls (one per few-shot count and limit).
+LM_EVAL_TASK_SECTIONS = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples")
+
+
+def merge_lm_eval_results(into: dict[str, Any], res: dict[str, Any]) -> None:
+    """Keep simple_evaluate's result as lm-eval wrote it (samples apart, which are
+    stored per task), JSON-safe the way lm-eval makes it, for `evalq export --format lm-eval`."""
+    import json
+
+    from lm_eval.utils import handle_non_serializable
+
+    res = json.loads(json.dumps({k: v for k, v in res.items() if k != "samples"}, default=handle_non_serializable))
+    for key, value in res.items():
+        if key in LM_EVAL_TASK_SECTIONS and isinstance(value, dict):
+            into.setdefault(key, {}).update(value)
+        else:
+            into.setdefault(key, value)
 
 
 def shipped_data(suites: list[Suite]) -> dict[str, Any]:

@@ -65,6 +65,21 @@ def stored(tmp_path_factory):
     return folder, Store(str(db)), row
 
 
+def read_lm_eval_output(out: Path, tasks) -> tuple[dict, dict[str, list[dict]]]:
+    (results_file,) = glob.glob(str(out / "**" / "results_*.json"), recursive=True)
+    per_task = {}
+    for task in tasks:
+        (f,) = glob.glob(str(out / "**" / f"samples_{task}_*.jsonl"), recursive=True)
+        per_task[task] = [json.loads(line) for line in Path(f).read_text().splitlines()]
+    return json.loads(Path(results_file).read_text()), per_task
+
+
+@pytest.fixture(scope="module")
+def cli_output(stored):
+    folder, _, row = stored
+    return lm_eval_cli_run(folder, row.result["model_path"], row.dtype)
+
+
 def lm_eval_cli_run(folder: Path, model_path: str, dtype: str) -> tuple[dict, dict[str, list[dict]]]:
     """The real lm_eval CLI on the same weights and documents, the same data redirected (evalq.suites.offline)."""
     from evalq.suites.offline import write_task_overrides
@@ -80,12 +95,7 @@ def lm_eval_cli_run(folder: Path, model_path: str, dtype: str) -> tuple[dict, di
            "--batch_size", "4", "--device", "cpu", "--seed", "1234", "--log_samples", "--output_path", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    (results_file,) = glob.glob(str(out / "**" / "results_*.json"), recursive=True)
-    per_task = {}
-    for task in samples:
-        (f,) = glob.glob(str(out / "**" / f"samples_{task}_*.jsonl"), recursive=True)
-        per_task[task] = [json.loads(line) for line in Path(f).read_text().splitlines()]
-    return json.loads(Path(results_file).read_text()), per_task
+    return read_lm_eval_output(out, samples)
 
 
 def chosen(sample: dict) -> int:
@@ -94,9 +104,9 @@ def chosen(sample: dict) -> int:
     return max(range(len(lls)), key=lls.__getitem__)
 
 
-def test_stored_scores_equal_the_lm_eval_cli_document_by_document(stored):
+def test_stored_scores_equal_the_lm_eval_cli_document_by_document(stored, cli_output):
     folder, store, row = stored
-    cli_results, cli_samples = lm_eval_cli_run(folder, row.result["model_path"], row.dtype)
+    cli_results, cli_samples = cli_output
     for task in ("arc_easy", "hellaswag"):
         ours = {s["doc_id"]: s for s in store.samples(row.key, task)}
         theirs = {s["doc_id"]: s for s in cli_samples[task]}
@@ -113,6 +123,31 @@ def test_stored_scores_equal_the_lm_eval_cli_document_by_document(stored):
     assert rec["headline"]["arc_easy"]["metric"] == "acc_norm" and rec["headline"]["hellaswag"]["metric"] == "acc_norm"
     assert "test split is not shipped" in " ".join(rec["task_data"]["arc_easy"]["deviations"])
     assert rec["task_data"]["hellaswag"]["deviations"] == [] and rec["task_data"]["hellaswag"]["license"] == "MIT"
+
+
+def test_export_writes_what_the_lm_eval_cli_writes(stored, cli_output):
+    folder, store, row = stored
+    cli_results, cli_samples = cli_output
+    out = folder / "exported"
+    res = evalq_cli("export", "--format", "lm-eval", "--db", str(folder / "e.db"), "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 cell(s) written" in res.stdout
+    ours, our_samples = read_lm_eval_output(out, ["arc_easy", "hellaswag"])
+    assert set(cli_results) <= set(ours), set(cli_results) - set(ours)  # every key the CLI writes
+    for section in ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples"):
+        assert set(ours[section]) == set(cli_results[section]) == {"arc_easy", "hellaswag"}, section
+    for task in ("arc_easy", "hellaswag"):
+        assert set(ours["results"][task]) == set(cli_results["results"][task])
+        for metric in ("acc,none", "acc_norm,none"):
+            assert ours["results"][task][metric] == pytest.approx(cli_results["results"][task][metric], abs=1e-12)
+        assert ours["n-samples"][task] == cli_results["n-samples"][task]
+        ours_cfg = {k: v for k, v in ours["configs"][task].items() if k != "metadata"}
+        cli_cfg = {k: v for k, v in cli_results["configs"][task].items() if k != "metadata"}
+        assert ours_cfg == cli_cfg, task  # the same task definition, prompt and data source
+        assert [set(s) for s in our_samples[task]] == [set(s) for s in cli_samples[task]]
+        assert [s["doc_id"] for s in our_samples[task]] == [s["doc_id"] for s in cli_samples[task]]
+    assert ours["config"]["model"] == "evalq" and ours["config"]["evalq"]["variant"] == "fp16"
+    assert ours["config"]["model_revision"] == row.revision and "pretrained=SmolLM2-135M-Instruct__fp16" in ours["config"]["model_args"]
 
 
 def test_group_and_filtered_metrics_of_real_lm_eval_results(stored, tmp_path):

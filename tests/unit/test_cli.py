@@ -95,3 +95,10 @@ def test_results_csv_and_table(tmp_path):
     assert "arc_easy:acc" not in rows[0] and rows[0]["piqa:acc"] == "0.64"
     table = runner.invoke(app, ["results", "--db", db]).stdout
     assert "0.658 ± 0.043" in table and "0.640 ± 0.048" in table and "unsupported" in table
+
+
+def test_export_of_a_cell_stored_without_lm_evals_results_exits_2(tmp_path):
+    res = runner.invoke(app, ["export", "--format", "lm-eval", "--db", stored_db(tmp_path), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "re-run the cell with --force" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["export", "--format", "json", "--db", stored_db(tmp_path), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2  # typer: an unknown format
