@@ -5,7 +5,6 @@ out, so a cached answer from fp16 would be replayed for nf4.
 """
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from evalq.backends.base import is_foreign
@@ -58,11 +57,8 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     task_manager = TaskManager(include_path=include_paths(suites))
     metrics: dict[str, dict[str, Any]] = {}
-    n_samples: dict[str, Any] = {}
-    versions: dict[str, Any] = {}
     samples: dict[str, list] = {}
-    groups: dict[str, list[str]] = {}
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = {}  # simple_evaluate's own result, merged over the calls
     for num_fewshot, limit, tasks, ids in lm_eval_groups(suites, limit_cap):
         res = simple_evaluate(
             model=lm,
@@ -84,12 +80,10 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
             metrics[task] = split_metrics(values)
             metrics[task]["num_fewshot"] = num_fewshot
         merge_lm_eval_results(raw, res)
-        groups.update(res.get("group_subtasks", {}))
-        n_samples.update(res.get("n-samples", {}))
-        versions.update(res.get("versions", {}))
         samples.update(res.get("samples", {}))
-    return {"metrics": metrics, "n_samples": n_samples, "task_versions": versions, "samples": samples,
-            "group_subtasks": {g: subs for g, subs in groups.items() if subs}, "data": shipped_data(suites),
+    return {"metrics": metrics, "n_samples": raw.get("n-samples", {}), "task_versions": raw.get("versions", {}), "samples": samples,
+            "group_subtasks": {g: subs for g, subs in (raw.get("group_subtasks") or {}).items() if subs},
+            "data": shipped_data(suites),
             "lm_eval": raw}
 
 
