@@ -27,6 +27,11 @@ OVERHEAD_BYTES = {
     "cpu": {"fp16": 530_000_000, "int8": 900_000_000, "nf4": 555_000_000, "gptq-4": 740_000_000, "gguf": 547_000_000},
     "cuda": {"fp16": 1_000_000_000, "int8": 1_200_000_000, "nf4": 1_100_000_000, "gptq-4": 1_100_000_000, "gguf": 1_000_000_000},
 }
+# bitsandbytes' 4-bit CPU path computing in float32 (a CPU without native bf16,
+# evalq.cpu) kept ~0.66 GB more while generating than in bfloat16: SmolLM2-135M nf4
+# measured 1,415,503,872 B against 758,529,208 predicted with the bf16 constant
+# (2026-12-02, AVX2-only CPU; fitted on that one cell, in-sample).
+CPU_FLOAT32_OVERHEAD_BYTES = {"nf4": 1_212_000_000}
 # llama.cpp quantizes a matrix whose rows are not a multiple of a k-quant's 256
 # with another type (llama-quant.cpp); e.g. SmolLM2's 576-wide rows: Q4_K → Q5_0
 K_QUANT_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
@@ -233,10 +238,12 @@ def plan_inference(shape: Shape, variant: str, options: dict[str, Any], device: 
                    else activation_bytes(shape, sequence, batch, dtype_bytes))
     return InferencePlan(weights_bytes(shape, variant, options, dtype_bytes), kv_cache_bytes(shape, sequence, batch, dtype_bytes),
                          activations,
-                         overhead_bytes(device, variant))
+                         overhead_bytes(device, variant, dtype_bytes))
 
 
-def overhead_bytes(device: str, variant: str) -> int:
+def overhead_bytes(device: str, variant: str, dtype_bytes: int = 2) -> int:
+    if device == "cpu" and dtype_bytes == 4 and variant in CPU_FLOAT32_OVERHEAD_BYTES:
+        return CPU_FLOAT32_OVERHEAD_BYTES[variant]
     table = OVERHEAD_BYTES.get(device, OVERHEAD_BYTES["cpu"])
     return table.get("gguf" if variant.startswith("gguf-") else variant, DEFAULT_OVERHEAD_BYTES)
 

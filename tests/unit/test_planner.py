@@ -152,3 +152,12 @@ def test_run_skips_cells_predicted_not_to_fit_without_loading_them(tmp_path):
     gemma = rows[("Gemma-3-270M", "fp16")]
     assert "predicted peak" in gemma.error and "exceeds 0.50 GB" in gemma.error
     assert gemma.result["plan"]["predicted_weights_bytes"] > 5e8 and gemma.wall_seconds == 0.0
+
+
+def test_cpu_float32_nf4_overhead_is_its_own_fitted_constant():
+    from evalq.planner import CPU_FLOAT32_OVERHEAD_BYTES, OVERHEAD_BYTES, overhead_bytes
+
+    assert overhead_bytes("cpu", "nf4", 2) == OVERHEAD_BYTES["cpu"]["nf4"]
+    assert overhead_bytes("cpu", "nf4", 4) == CPU_FLOAT32_OVERHEAD_BYTES["nf4"] > OVERHEAD_BYTES["cpu"]["nf4"]
+    assert overhead_bytes("cuda", "nf4", 4) == OVERHEAD_BYTES["cuda"]["nf4"]
+    assert overhead_bytes("cpu", "int8", 4) == OVERHEAD_BYTES["cpu"]["int8"]
