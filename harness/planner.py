@@ -147,7 +147,7 @@ def weights_bytes(shape: Shape, variant: str, options: dict[str, Any] | None = N
             groups = 1 if group == -1 else math.ceil(i / group)
             total += i * o // 2  # qweight: 8 4-bit values per int32
             total += groups * o // 2  # qzeros: 4-bit, packed
-            total += groups * o * 2  # scales: float16
+            total += groups * o * dtype_bytes  # scales: in the dtype the model computes in (float16 as saved)
             total += i * 4  # g_idx: int32, kept even without act-order
             total += GPTQ_KERNEL_BYTES
         return total + other
