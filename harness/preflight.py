@@ -98,7 +98,8 @@ def unknown_tasks(suites: list[Suite]) -> list[str]:
         return []
     from lm_eval.tasks import TaskManager
 
-    known = set(TaskManager(include_path=sorted({str(d) for s in suites for d in s.task_dirs()})).all_tasks)
+    include = sorted({str(d) for s in suites for d in s.task_dirs()})
+    known = set(TaskManager(include_path=include).all_tasks)
     problems = []
     for s in suites:
         for t in s.tasks:

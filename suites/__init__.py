@@ -9,10 +9,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 from pathlib import Path
-
-import yaml
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SUITES_DIR = Path(__file__).parent
