@@ -93,7 +93,9 @@ def cell_states(db) -> dict[str, str]:
 
 
 def test_orchestrator_killed_mid_matrix_resumes_without_redoing_ok_cells(tmp_path, tiny):
-    path = matrix(tmp_path, tiny, "  fault-ok: {}\n  fault-slow: {seconds: 8}\n", models=("tiny-a", "tiny-b"))
+    # a generous timeout: every cell must end ok, and a cell here is a worker start, 8 s asleep, then
+    # lm-eval's task index, which took close to 30 s in all on a slow 2-core CPU
+    path = matrix(tmp_path, tiny, "  fault-ok: {}\n  fault-slow: {seconds: 8}\n", models=("tiny-a", "tiny-b"), timeout_s=90)
     db = tmp_path / "e.db"
     orchestrator = subprocess.Popen([sys.executable, "-m", "evalq.cli", "run", "--matrix", str(path), "--db", str(db)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
