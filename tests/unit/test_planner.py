@@ -160,4 +160,5 @@ def test_cpu_float32_nf4_overhead_is_its_own_fitted_constant():
     assert overhead_bytes("cpu", "nf4", 2) == OVERHEAD_BYTES["cpu"]["nf4"]
     assert overhead_bytes("cpu", "nf4", 4) == CPU_FLOAT32_OVERHEAD_BYTES["nf4"] > OVERHEAD_BYTES["cpu"]["nf4"]
     assert overhead_bytes("cuda", "nf4", 4) == OVERHEAD_BYTES["cuda"]["nf4"]
-    assert overhead_bytes("cpu", "int8", 4) == OVERHEAD_BYTES["cpu"]["int8"]
+    assert overhead_bytes("cpu", "int8", 4) == CPU_FLOAT32_OVERHEAD_BYTES["int8"]
+    assert overhead_bytes("cpu", "fp16", 4) == OVERHEAD_BYTES["cpu"]["fp16"]
