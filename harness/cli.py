@@ -164,6 +164,16 @@ def _predicted_too_big(matrix, cells, gpu_memory: str | None, file: str) -> dict
     return out
 
 
+def existing_store(db: str):
+    """The store of a database that must exist already (reading commands)."""
+    from evalq.store import Store
+    from evalq.store.db import StoreError
+
+    if "://" not in db and not Path(db).exists():
+        raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
+    return Store(db)
+
+
 @app.command()
 def results(
     db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
@@ -174,13 +184,9 @@ def results(
 ) -> None:
     """Print the stored cells (the newest of each model, variant and suites unless --all)."""
     from evalq.results import current_rows, records_of, to_csv, to_json, to_table
-    from evalq.store import Store
-    from evalq.store.db import StoreError
 
     with user_errors(debug):
-        if "://" not in db and not Path(db).exists():
-            raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
-        store = Store(db)
+        store = existing_store(db)
         rows = store.cells(matrix)
         records = records_of(rows if all_rows else current_rows(rows), store.sample_loader())
     if fmt is Format.json:
@@ -206,13 +212,10 @@ def export(
     """Write each stored ok cell as lm-eval writes its output: results JSON and per-task samples JSONL."""
     from evalq.export import NotExportable, export_lm_eval
     from evalq.results import current_rows
-    from evalq.store import Store
     from evalq.store.db import StoreError
 
     with user_errors(debug):
-        if "://" not in db and not Path(db).exists():
-            raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
-        store = Store(db)
+        store = existing_store(db)
         try:
             folders = export_lm_eval(current_rows(store.cells(matrix)), store.samples, out_dir)
         except NotExportable as exc:
