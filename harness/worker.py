@@ -191,7 +191,6 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
         "metrics": acc["metrics"],
         "n_samples": acc["n_samples"],
         "task_versions": acc["task_versions"],
-        "group_subtasks": acc["group_subtasks"],  # lm-eval's groups (mmlu → its 57 subjects)
         "task_data": acc["data"],  # shipped data: source, licence, deviations from lm-eval's hub data
         "lm_eval": acc["lm_eval"],  # simple_evaluate's own result (evalq export --format lm-eval)
         "speed": speed,

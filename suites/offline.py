@@ -133,11 +133,8 @@ def data_files(task: str, root: Path | None = None) -> dict[str, Path]:
 
 def deviations(task: str, num_fewshot: int) -> list[str]:
     """How scoring `task` on the shipped data differs from lm-eval on the hub data."""
-    out = []
-    for leaf in leaves(task)[:1] if task in GROUPS else (task,):
-        spec = TASKS[leaf]
-        out += [d for d in (spec.deviation, spec.fewshot_deviation if num_fewshot else None) if d]
-    return out
+    spec = TASKS[leaves(task)[0]]  # a group's leaves share one source (MMLU's subjects)
+    return [d for d in (spec.deviation, spec.fewshot_deviation if num_fewshot else None) if d]
 
 
 def licenses(task: str) -> str:
