@@ -129,3 +129,10 @@ def include_paths(suites: list[Suite]) -> list[str]:
 
         paths.append(str(overrides_dir(shipped)))
     return paths
+
+
+def needs_lm_eval_index(suites: list[Suite]) -> bool:
+    """Whether a task of these suites is lm-eval's own (shipped-data overrides
+    include lm-eval's files too). Indexing lm-eval's thousands of task files
+    takes seconds; suites of local tasks only (tiny) skip it."""
+    return any(not s.local_task_folder(t.task) for s in suites for t in s.tasks)

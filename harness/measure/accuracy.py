@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from evalq.backends.base import is_foreign
-from evalq.suites import Suite, include_paths
+from evalq.suites import Suite, include_paths, needs_lm_eval_index
 
 
 def lm_eval_groups(suites: list[Suite], limit_cap: int | None) -> list[tuple[int, int | None, list[str], dict[str, list[int]] | None]]:
@@ -55,7 +55,7 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
         from lm_eval.models.huggingface import HFLM
 
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    task_manager = TaskManager(include_path=include_paths(suites))
+    task_manager = TaskManager(include_path=include_paths(suites), include_defaults=needs_lm_eval_index(suites))
     metrics: dict[str, dict[str, Any]] = {}
     samples: dict[str, list] = {}
     raw: dict[str, Any] = {}  # simple_evaluate's own result, merged over the calls

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evalq.suites import TASKS_DIR, SuiteNotFound, load_suite, shipped_suites
+from evalq.suites import TASKS_DIR, SuiteNotFound, load_suite, needs_lm_eval_index, shipped_suites
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +78,12 @@ def test_headline_metrics_are_declared_as_the_leaderboards_report_them():
     core = {t.task: t.num_fewshot for t in load_suite("core").tasks}
     assert core == {"arc_easy": 0, "arc_challenge": 25, "hellaswag": 10, "piqa": 0, "winogrande": 5, "boolq": 0,
                     "mmlu": 5, "openbookqa": 0}
+
+
+def test_only_suites_of_lm_eval_tasks_pay_for_its_task_index():
+    assert not needs_lm_eval_index([load_suite("tiny")])
+    assert needs_lm_eval_index([load_suite("tiny"), load_suite("demo")])  # shipped-data tasks include lm-eval's files
+    assert needs_lm_eval_index([load_suite("quick")])
 
 
 def test_lm_eval_calls_split_limits_from_fixed_subsets():
