@@ -194,7 +194,8 @@ def results(
     elif fmt is Format.csv:
         sys.stdout.write(to_csv(records))
     else:
-        Console(width=max(200, out.width)).print(to_table(records))
+        table = to_table(records)  # printed whole at its natural width, never wrapped inside a cell
+        Console(width=max(out.width, Console(width=10_000).measure(table).maximum)).print(table)
 
 
 class ExportFormat(str, Enum):

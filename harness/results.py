@@ -57,6 +57,9 @@ def suite_average(scores: dict[str, Headline]) -> tuple[float, float | None] | N
 def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
     result = row.result or {}
     speed = result.get("speed") or {}
+    scores = headlines(row.metrics or {}, row.cell)
+    # a suite average over some of its tasks would pass for the whole suite's
+    average = suite_average(scores) if all(t in scores for t, _ in suite_tasks(row.cell or {})) else None
     return {
         "key": row.key,
         "matrix": row.matrix,
@@ -75,7 +78,8 @@ def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
         "speed_by_batch": speed.get("by_batch"),
         "speed_threads": speed.get("threads"),
         "metrics": row.metrics or {},
-        "headline": {t: {"metric": h[0], "value": h[1], "stderr": h[2]} for t, h in headlines(row.metrics or {}, row.cell).items()},
+        "headline": {t: {"metric": h[0], "value": h[1], "stderr": h[2]} for t, h in scores.items()},
+        "average": {"value": average[0], "stderr": average[1]} if average else None,  # the mean of the headline accuracies
         "n_samples": result.get("n_samples"),
         "task_data": result.get("task_data"),  # shipped data: source, licence, deviations
         "details": result.get("details"),
@@ -152,6 +156,8 @@ def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
         flat[f"{task}:{h[0]}" if h else task] = h[1] if h else None
         if h and h[2] is not None:
             flat[f"{task}:{h[0]}_stderr"] = h[2]
+    flat["average"] = rec["average"]["value"] if rec["average"] else None
+    flat["average_stderr"] = rec["average"]["stderr"] if rec["average"] else None
     plan = rec.get("plan") or {}
     flat["predicted_weights_bytes"] = plan.get("predicted_weights_bytes")
     flat["predicted_peak_bytes"] = plan.get("predicted_peak_bytes")
@@ -174,6 +180,10 @@ def _mb(n: int | None) -> str:
     return f"{n / 1e6:,.0f}" if n else "–"
 
 
+def _pm(value: float, stderr: float | None) -> str:
+    return f"{value:.3f} ± {stderr:.3f}" if stderr is not None else f"{value:.3f}"
+
+
 def _num(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
@@ -188,6 +198,7 @@ def to_table(records: list[dict[str, Any]]) -> Any:
         table.add_column(col, justify="right" if "MB" in col else "left")
     for task in tasks:
         table.add_column(task, justify="right")
+    table.add_column("average", justify="right")
     for col in ("text ppl ×", "KLD", "top-1 %", "flips c→w/w→c", "McNemar p"):
         table.add_column(col, justify="right")
     table.add_column("TTFT ms", justify="right")
@@ -204,7 +215,8 @@ def to_table(records: list[dict[str, Any]]) -> Any:
             elif h[0] == PERPLEXITY_METRIC:
                 cells.append(f"ppl {h[1]:.2f}")
             else:
-                cells.append(f"{h[1]:.3f} ± {h[2]:.3f}" if h[2] is not None else f"{h[1]:.3f}")
+                cells.append(_pm(h[1], h[2]))
+        cells.append(_pm(r["average"]["value"], r["average"]["stderr"]) if r["average"] else "–")
         f = paired_figures(r)
         cells += [_num(f["text_ppl_ratio"], ".3f"), _num(f["kld_mean"], ".4f"),
                   _num(None if f["same_top1"] is None else 100 * f["same_top1"], ".1f"),

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from evalq.cell import expand
@@ -84,6 +85,7 @@ def test_results_json_has_the_documented_fields(tmp_path):
     assert rows["fp16"]["metrics"]["arc_easy"]["acc_norm"] == 0.658
     assert rows["fp16"]["headline"]["arc_easy"] == {"metric": "acc_norm", "value": 0.658, "stderr": 0.043}
     assert rows["fp16"]["headline"]["piqa"]["metric"] == "acc"
+    assert rows["fp16"]["average"] is None  # three of the demo suite's five tasks not stored: no partial average
     assert rows["gptq-4"]["status"] == "unsupported" and "gptqmodel" in rows["gptq-4"]["error"]
 
 
@@ -95,6 +97,22 @@ def test_results_csv_and_table(tmp_path):
     assert "arc_easy:acc" not in rows[0] and rows[0]["piqa:acc"] == "0.64"
     table = runner.invoke(app, ["results", "--db", db]).stdout
     assert "0.658 ± 0.043" in table and "0.640 ± 0.048" in table and "unsupported" in table
+
+
+def test_the_suite_average_is_the_mean_of_its_headlines(tmp_path):
+    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    cell = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
+    scores = {"arc_easy": 0.6, "arc_challenge": 0.3, "hellaswag": 0.4, "piqa": 0.7, "winogrande": 0.5}
+    metrics = {t: {"acc": v - 0.1, "acc_stderr": 0.05, "acc_norm": v, "acc_norm_stderr": 0.04} for t, v in scores.items()}
+    for t in ("piqa", "winogrande"):  # headlined by acc
+        metrics[t] = {"acc": scores[t], "acc_stderr": 0.04}
+    db = str(tmp_path / "e.db")
+    Store(db).record(cell, {"status": "ok", "metrics": metrics}, None, "", 1.0)
+    (rec,) = json.loads(runner.invoke(app, ["results", "--db", db, "--format", "json"]).stdout)
+    assert rec["average"]["value"] == pytest.approx(0.5) and rec["average"]["stderr"] == pytest.approx(0.04 * 5 ** 0.5 / 5)
+    (row,) = list(csv.DictReader(io.StringIO(runner.invoke(app, ["results", "--db", db, "--format", "csv"]).stdout)))
+    assert float(row["average"]) == pytest.approx(0.5)
+    assert "0.500 ± 0.018" in runner.invoke(app, ["results", "--db", db]).stdout
 
 
 def test_export_of_a_cell_stored_without_lm_evals_results_exits_2(tmp_path):
