@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 from evalq.backends.base import BackendConfig, Loaded, ModelFiles
 from evalq.backends.hf import missing_module
 from evalq.cache import build_once, cache_dir
+from evalq.cpu import cpu_flags
 
 PREFIX = "gguf-"
 # type → (llama.cpp's LLAMA_FTYPE_MOSTLY_* name, nominal bits per weight, the ggml type most weights get)
@@ -64,6 +65,8 @@ class GGUFConfig(BackendConfig):
     n_gpu_layers: int = Field(-1, ge=-1, description="layers offloaded on CUDA (-1: all); always 0 on the CPU")
     n_ctx: int | None = Field(None, gt=0, description="context of the evaluation pass (default: the model's training context, at most 8192)")
     n_ubatch: int = Field(512, gt=0, description="tokens per physical batch")
+    # unset (None) and False mean the same, so cells keyed before this option keep their keys
+    amx: bool | None = Field(None, description="use llama.cpp's AMX kernels on a CPU that has AMX (off by default: they crash on some, llama.cpp#20824)")
 
     @field_validator("checkpoint")
     @classmethod
@@ -147,7 +150,9 @@ class GGUFBackend:
                 path = target / "model.gguf"
             source = "converted here from the model's weights"
         n_gpu_layers = cfg.n_gpu_layers if device == "cuda" else 0
-        model = LlamaCppModel(str(path), n_gpu_layers=n_gpu_layers, n_ctx=cfg.n_ctx, n_ubatch=cfg.n_ubatch)
+        extra_buffers = extra_buffer_types(cfg, cpu_flags())
+        model = LlamaCppModel(str(path), n_gpu_layers=n_gpu_layers, n_ctx=cfg.n_ctx, n_ubatch=cfg.n_ubatch,
+                              extra_buffer_types=extra_buffers)
         found = model.file_type
         if found and found != self.ftype_name:
             model.close()
@@ -164,10 +169,22 @@ class GGUFBackend:
             "layers": model.n_layers,
             "n_ctx": model.n_ctx,
             "cpu_features": model.system_info,
+            # False: llama.cpp's AMX and repacked-layout CPU buffers off (a CPU with AMX, amx not asked for)
+            "extra_buffer_types": extra_buffers,
             "llama_cpp_python": version("llama_cpp_python"),
         }
         prepare = time.perf_counter() - started if built else 0.0
         return Loaded(model, model.tokenizer, model.compute_dtype, details, prepare)
+
+
+def extra_buffer_types(cfg: GGUFConfig, flags: frozenset[str]) -> bool:
+    """Whether llama.cpp may place weights in its extra CPU buffer types. On a CPU
+    with AMX those include the AMX kernels, which crashed (SIGSEGV at the first
+    llama_decode of a Q8_0 or Q4_K_M model) on an Intel Sapphire Rapids VM with
+    llama-cpp-python 0.3.36, as in llama.cpp#20824; llama.cpp can only turn the
+    extra types off together, so on such a CPU the repacked Q4 layouts go too,
+    unless the matrix asks for `amx: true`. Elsewhere nothing changes."""
+    return bool(cfg.amx) or "amx_int8" not in flags
 
 
 def resolve_checkpoint(checkpoint: str) -> Path:

@@ -112,12 +112,14 @@ class LlamaCppTokenizer:
 class LlamaCppModel:
     """One GGUF model in memory (mmap'd, as llama.cpp serves it) and one context at a time."""
 
-    def __init__(self, path: str, n_gpu_layers: int = 0, n_ctx: int | None = None, n_ubatch: int = 512):
+    def __init__(self, path: str, n_gpu_layers: int = 0, n_ctx: int | None = None, n_ubatch: int = 512,
+                 extra_buffer_types: bool = True):
         L = _lib()
         self._L = L
         self.path = Path(path)
         params = L.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 2**31 - 1
+        params.use_extra_bufts = extra_buffer_types  # AMX, repacked layouts (see backends.gguf.extra_buffer_types)
         self.model = L.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {path}")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from evalq.backends.base import backend_names, get_backend
-from evalq.backends.gguf import GGUF_TYPES, GGUFConfig, install_converter
+from evalq.backends.gguf import GGUF_TYPES, GGUFConfig, extra_buffer_types, install_converter
 from evalq.leaderboard.model import variant_rank
 from evalq.matrix import MatrixError, load_matrix
 from evalq.measure.quality import Baseline, QualityError, check_tokens, first_difference, tokens_sha
@@ -67,6 +67,16 @@ def test_checkpoint_must_be_a_gguf_file():
     with pytest.raises(ValueError, match="not a .gguf file"):
         GGUFConfig(checkpoint="owner/repo/model.safetensors")
     assert GGUFConfig(checkpoint="owner/repo/model-Q4_K_M.gguf").checkpoint.endswith(".gguf")
+
+
+def test_llama_cpps_amx_kernels_stay_off_unless_asked_for():
+    """They crashed every Q8_0/Q4_K_M decode on a Sapphire Rapids VM (llama.cpp#20824)."""
+    amx, avx2 = frozenset({"avx512f", "amx_tile", "amx_int8"}), frozenset({"avx2", "fma"})
+    assert extra_buffer_types(GGUFConfig(), avx2)  # no AMX: llama.cpp's repacked layouts as before
+    assert not extra_buffer_types(GGUFConfig(), amx) and not extra_buffer_types(GGUFConfig(amx=False), amx)
+    assert extra_buffer_types(GGUFConfig(amx=True), amx)
+    # unset leaves the options (and so the keys of cells stored before the option) as they were
+    assert "amx" not in GGUFConfig().model_dump(exclude_none=True)
 
 
 def test_planner_gguf_sizes_for_smollm2_by_hand():
