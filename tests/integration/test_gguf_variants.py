@@ -18,28 +18,13 @@ from evalq.paired import pair_rows
 from evalq.planner import DTYPE_BYTES
 from evalq.store import Store
 
+from smollm2_matrix import GGUF_VARIANTS, WIKITEXT
+
 pytestmark = pytest.mark.integration
 pytest.importorskip("llama_cpp", reason="the gguf extra (llama-cpp-python) is not installed")
 
-ROOT = Path(__file__).resolve().parents[2]
-WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "test.txt"
 runner = CliRunner()
-VARIANTS = ("fp16", "int8", "nf4", "gguf-bf16", "gguf-q8_0", "gguf-q4_k_m")
-
-COMMON = """\
-suites: [tiny]
-quality: {{path: {wikitext}, tokens: 2048}}
-perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1, 2], warmup: 1, repeats: 2, threads: 1}}
-eval: {{batch_size: 8, limit: {limit}}}
-timeout_s: 1500
-"""
-MATRIX = """\
-name: it-gguf
-models:
-  - name: SmolLM2-135M-Instruct
-    package: smollm2-135m-instruct
-variants:
-""" + "".join(f"  {v}: {{{{}}}}\n" for v in VARIANTS) + COMMON
+VARIANTS = ("fp16", "int8", "nf4") + GGUF_VARIANTS
 
 FAULTS = """\
 name: it-gguf-faults
@@ -49,18 +34,18 @@ models:
 variants:
   gguf-q8_0: {{checkpoint: {broken}}}
   gguf-q4_k_m: {{checkpoint: {other_tokenizer}}}
-""" + COMMON
+suites: [tiny]
+quality: {{path: {wikitext}, tokens: 2048}}
+perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1], warmup: 0, repeats: 1, threads: 1}}
+eval: {{batch_size: 8, limit: 10}}
+timeout_s: 1500
+"""
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    if not WIKITEXT.exists():
-        pytest.fail(f"{WIKITEXT} is missing")
-    folder = tmp_path_factory.mktemp("gguf")
-    (folder / "m.yaml").write_text(MATRIX.format(wikitext=WIKITEXT, limit=40))
-    res = runner.invoke(app, ["run", "--matrix", str(folder / "m.yaml"), "--db", str(folder / "e.db")])
-    assert res.exit_code == 0, res.output
-    return folder
+def run_dir(smollm2_run):
+    """The GGUF variants beside fp16, int8 and nf4 in one database (smollm2_matrix.py)."""
+    return smollm2_run
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +55,7 @@ def store(run_dir):
 
 @pytest.fixture(scope="module")
 def rows(store):
-    return {r.variant: r for r in store.cells()}
+    return {r.variant: r for r in store.cells() if r.variant in VARIANTS}
 
 
 def test_every_variant_ran_ok(rows):
@@ -116,7 +101,7 @@ def test_per_answer_loglikelihoods_match_transformers(store, rows):
 
     base = lls("fp16")
     flat = {v: np.array([x for k in base for x in lls(v)[k]]) for v in ("fp16", "gguf-bf16", "int8")}
-    assert len(base) == 40 and len(flat["gguf-bf16"]) == len(flat["fp16"])
+    assert len(base) == 120 and len(flat["gguf-bf16"]) == len(flat["fp16"])
     # on a bf16 CPU transformers' values are bfloat16 sums (-4.625, -20.0): rounding alone is up to 0.06 nats at 8
     off = {v: np.median(np.abs(flat[v] - flat["fp16"])) for v in ("gguf-bf16", "int8")}
     assert off["gguf-bf16"] < 0.15 and off["gguf-bf16"] < off["int8"] / 3, off
@@ -183,7 +168,7 @@ def test_faults_a_foreign_tokenizer_is_an_error_and_a_broken_kernel_is_flagged(r
     broken = run_dir / "broken-q8_0.gguf"
     assert corrupt_ffn_down(Path(rows["gguf-q8_0"].result["details"]["file"]), broken) == 30
     other = _gguf_file(ModelSpec(name="Gemma-3-270M", package="gemma3-270m"))  # Gemma's own tokenizer
-    (run_dir / "faults.yaml").write_text(FAULTS.format(wikitext=WIKITEXT, limit=10, broken=broken, other_tokenizer=other))
+    (run_dir / "faults.yaml").write_text(FAULTS.format(wikitext=WIKITEXT, broken=broken, other_tokenizer=other))
     res = runner.invoke(app, ["run", "--matrix", str(run_dir / "faults.yaml"), "--db", str(run_dir / "faults.db")])
     assert res.exit_code != 0 or "error" in res.output
     got = {r.variant: r for r in Store(str(run_dir / "faults.db")).cells()}

@@ -1,0 +1,48 @@
+"""SmolLM2-135M in every variant: one matrix, run once per test session (the
+smollm2_run fixture). test_smollm2_variants (transformers' variants) and
+test_gguf_variants (llama.cpp's) read the same database: fp16, int8 and nf4 are
+measured once for both."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "test.txt"
+HF_VARIANTS = ("fp16", "int8", "nf4", "gptq-4")
+GGUF_VARIANTS = ("gguf-bf16", "gguf-q8_0", "gguf-q4_k_m")
+
+SMOLLM2_MATRIX = """\
+name: it-smollm2
+models:
+  - name: SmolLM2-135M-Instruct
+    package: smollm2-135m-instruct
+variants:
+  fp16: {{}}
+  int8: {{}}
+  nf4: {{}}
+  gptq-4:
+    group_size: {group_size}
+    calibration:
+      path: {wikitext}
+      n_samples: 16
+      seq_len: 128
+      skip_tokens: 4096
+{gguf}suites: [tiny]
+quality: {{path: {wikitext}, tokens: 2048}}
+perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1, 2], warmup: 1, repeats: 2, threads: 1}}
+eval: {{batch_size: 8}}
+timeout_s: 1500
+"""
+
+
+def smollm2_variants() -> tuple[str, ...]:
+    """The GGUF variants only where the gguf extra (llama-cpp-python) is installed."""
+    return HF_VARIANTS + (GGUF_VARIANTS if importlib.util.find_spec("llama_cpp") else ())
+
+
+def write_smollm2_matrix(folder: Path, group_size: int = 64) -> Path:
+    gguf = "".join(f"  {v}: {{}}\n" for v in smollm2_variants() if v.startswith("gguf-"))
+    path = folder / f"m{group_size}.yaml"
+    path.write_text(SMOLLM2_MATRIX.format(group_size=group_size, wikitext=WIKITEXT, gguf=gguf))
+    return path
