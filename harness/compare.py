@@ -1,0 +1,217 @@
+"""One comparison engine: two cells that scored the same documents, compared
+document by document.
+
+Every place that says "A is better than B" (a quantized cell against its fp16,
+a big model quantized against a small one at full precision, one night against
+the last) asks this module. For each task the two cells' per-document headline
+scores are matched by (document id, document hash), as the answer flips are;
+documents only one side scored are left out and counted. Then:
+
+- the difference of the task means, with a 95 % interval from a paired
+  bootstrap over documents (seeded; seed and resample count are part of the
+  answer) and a p-value: exact McNemar where the scores are 0/1, else the
+  bootstrap's;
+- the suite's difference (the mean of its task headlines, as the suite average
+  is defined), bootstrapped stratified by task: each task's documents resampled
+  within the task;
+- recovery (A's suite score / B's) with its interval, and the gates MLPerf
+  judges quantized submissions by (99 %, 99.9 %);
+- where nothing is significant, the minimum detectable effect at this sample
+  size (80 % power).
+
+One task's bootstrap draws exactly what `scipy.stats.bootstrap(..., paired=True,
+method="percentile", batch=BATCH)` draws from a Generator with the same seed
+(tests/unit/test_compare.py holds the two side by side).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from evalq.paired import mcnemar_exact
+
+ALPHA = 0.05
+RESAMPLES = 9_999  # scipy.stats.bootstrap's default
+BATCH = 500  # resamples drawn per call: bounds memory on large tasks (MMLU: 14,042 documents)
+SEED = 20261202
+POWER = 0.80
+GATES = (0.99, 0.999)
+
+DocKey = tuple[str, str]  # (lm-eval doc id, doc hash); for a group, the leaf task is in the id
+
+
+def document_scores(samples: Iterable[dict[str, Any]], metric: str, prefix: str = "") -> dict[DocKey, float]:
+    """Per-document values of a headline metric from lm-eval's per-sample records.
+    A filtered metric ("exact_match,strict-match") reads only that filter's records."""
+    name, _, filt = metric.partition(",")
+    out: dict[DocKey, float] = {}
+    for s in samples:
+        if filt and s.get("filter") not in (filt, None):
+            continue
+        value = s.get(name)
+        if isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, (int, float)):
+            out[(f"{prefix}{s.get('doc_id')}", str(s.get("doc_hash")))] = float(value)
+    return out
+
+
+def cell_scores(row: Any, samples: Callable[[str, str], list[dict[str, Any]]], tasks: list[tuple[str, str]]) -> dict[str, dict[DocKey, float]]:
+    """task → per-document headline scores of one stored cell; a group (MMLU) pools
+    its leaf tasks' documents, as lm-eval's size-weighted group mean does."""
+    groups = ((row.result or {}).get("lm_eval") or {}).get("group_subtasks") or {}
+    out = {}
+    for task, metric in tasks:
+        leaves = groups.get(task) or [task]
+        scores: dict[DocKey, float] = {}
+        for leaf in leaves:
+            scores.update(document_scores(samples(row.key, leaf), metric, prefix=f"{leaf}/" if leaf != task else ""))
+        out[task] = scores
+    return out
+
+
+@dataclass
+class Difference:
+    """A − B on the documents both scored: means, difference, its interval and p."""
+
+    n: int
+    a: float
+    b: float
+    lo: float
+    hi: float
+    p: float
+    mde: float | None  # the smallest difference 80 % power would detect here (None: no variation at all)
+    recovery: float | None = None  # a / b
+    recovery_lo: float | None = None
+    recovery_hi: float | None = None
+
+    @property
+    def diff(self) -> float:
+        return self.a - self.b
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "a": self.a, "b": self.b, "diff": self.diff, "lo": self.lo, "hi": self.hi, "p": self.p,
+                "mde": self.mde, "recovery": self.recovery, "recovery_lo": self.recovery_lo, "recovery_hi": self.recovery_hi}
+
+
+@dataclass
+class Comparison:
+    tasks: dict[str, Difference] = field(default_factory=dict)
+    suite: Difference | None = None
+    unpaired: int = 0  # documents only one side scored
+    reason: str | None = None  # why the two cells cannot be compared
+    alpha: float = ALPHA
+    seed: int = SEED
+    resamples: int = RESAMPLES
+
+    @property
+    def comparable(self) -> bool:
+        return self.suite is not None
+
+    def gate(self, gate: float) -> str:
+        """Recovery gate: passes when the interval's lower end clears it, fails when its upper end is below."""
+        s = self.suite
+        if s is None or s.recovery_lo is None or s.recovery_hi is None:
+            return "not comparable"
+        if s.recovery_lo >= gate:
+            return "passes"
+        if s.recovery_hi < gate:
+            return "fails"
+        return f"undetermined at n = {s.n:,}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tasks": {t: d.as_dict() for t, d in self.tasks.items()}, "suite": self.suite.as_dict() if self.suite else None,
+                "unpaired": self.unpaired, "reason": self.reason, "alpha": self.alpha, "seed": self.seed,
+                "resamples": self.resamples, "gates": {f"{g:g}": self.gate(g) for g in GATES}}
+
+
+def _z(power_or_quantile: float) -> float:
+    return NormalDist().inv_cdf(power_or_quantile)
+
+
+def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def _bootstrap_p(values: np.ndarray) -> float:
+    """Two-sided: the smallest α whose percentile interval leaves out 0."""
+    return float(min(1.0, 2 * min(np.mean(values <= 0), np.mean(values >= 0))))
+
+
+def _binary(x: np.ndarray) -> bool:
+    return bool(np.all((x == 0) | (x == 1)))
+
+
+def compare(a: dict[str, dict[DocKey, float]], b: dict[str, dict[DocKey, float]], alpha: float = ALPHA,
+            seed: int = SEED, resamples: int = RESAMPLES) -> Comparison:
+    """A against B, task by task and over the suite (the tasks of `a`)."""
+    out = Comparison(alpha=alpha, seed=seed, resamples=resamples)
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for task, scores in a.items():
+        other = b.get(task) or {}
+        shared = sorted(scores.keys() & other.keys())
+        out.unpaired += len(scores.keys() ^ other.keys())
+        if not shared:
+            out.reason = f"no document of {task} scored by both" if other else f"{task} scored by one side only"
+            return out
+        pairs[task] = (np.array([scores[k] for k in shared]), np.array([other[k] for k in shared]))
+    if not pairs:
+        out.reason = "no task to compare"
+        return out
+
+    rng = np.random.default_rng(seed)
+    means = {t: (np.empty(resamples), np.empty(resamples)) for t in pairs}
+    for lo in range(0, resamples, BATCH):
+        size = min(BATCH, resamples - lo)
+        for task, (x, y) in pairs.items():
+            idx = rng.integers(0, len(x), (size, len(x)))
+            means[task][0][lo : lo + size] = x[idx].mean(axis=1)
+            means[task][1][lo : lo + size] = y[idx].mean(axis=1)
+
+    z = _z(1 - alpha / 2) + _z(POWER)
+    for task, (x, y) in pairs.items():
+        d = means[task][0] - means[task][1]
+        lo_, hi_ = _percentile_interval(d, alpha)
+        if _binary(x) and _binary(y):
+            p = mcnemar_exact(int(np.sum((y == 1) & (x == 0))), int(np.sum((x == 1) & (y == 0))))
+        else:
+            p = _bootstrap_p(d)
+        sd = float(np.std(x - y, ddof=1)) if len(x) > 1 else 0.0
+        out.tasks[task] = Difference(len(x), float(x.mean()), float(y.mean()), lo_, hi_, p,
+                                     z * sd / math.sqrt(len(x)) if sd > 0 else None, *_recovery(x.mean(), y.mean(), means[task], alpha))
+
+    suite_a = np.mean([means[t][0] for t in pairs], axis=0)
+    suite_b = np.mean([means[t][1] for t in pairs], axis=0)
+    d = suite_a - suite_b
+    lo_, hi_ = _percentile_interval(d, alpha)
+    point_a = float(np.mean([x.mean() for x, _ in pairs.values()]))
+    point_b = float(np.mean([y.mean() for _, y in pairs.values()]))
+    se = float(np.std(d, ddof=1))
+    out.suite = Difference(sum(len(x) for x, _ in pairs.values()), point_a, point_b, lo_, hi_, _bootstrap_p(d),
+                           z * se if se > 0 else None, *_recovery(point_a, point_b, (suite_a, suite_b), alpha))
+    return out
+
+
+def _recovery(a: float, b: float, resampled: tuple[np.ndarray, np.ndarray], alpha: float) -> tuple[float | None, float | None, float | None]:
+    ra, rb = resampled
+    if b <= 0 or np.any(rb <= 0):
+        return None, None, None
+    lo, hi = _percentile_interval(ra / rb, alpha)
+    return float(a / b), lo, hi
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment: each p-value as it must be read when all of
+    them are claimed at once (significant where the adjusted p < α)."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted = [1.0] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
