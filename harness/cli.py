@@ -381,6 +381,7 @@ def leaderboard_build(
     out_dir: Path = typer.Option(Path("site"), "--out", help="folder to write the site into"),
     budgets: str | None = typer.Option(None, "--budgets", help="memory budgets in GB, e.g. 8,16,24,48,80 (default: from the data)"),
     gpu_price: float | None = typer.Option(None, "--gpu-price", min=0, help="GPU price per hour, for cost per million tokens"),
+    alpha: float = typer.Option(0.05, "--alpha", min=1e-9, max=0.5, help="significance level of the verdicts (Holm-adjusted over each page)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Render the database as a static site (no server, works from file://); print the path of index.html."""
@@ -390,7 +391,7 @@ def leaderboard_build(
     with user_errors(debug):
         if "://" not in db and not Path(db).exists():
             raise StoreError(f"database {db} does not exist")
-        index = build_from_db(db, out_dir, _budgets(budgets), gpu_price)
+        index = build_from_db(db, out_dir, _budgets(budgets), gpu_price, alpha=alpha)
     print(index.resolve())
 
 

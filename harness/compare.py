@@ -205,6 +205,35 @@ def _recovery(a: float, b: float, resampled: tuple[np.ndarray, np.ndarray], alph
     return float(a / b), lo, hi
 
 
+class Judge:
+    """Compares stored cells (anything with a `key`), reading each cell's
+    per-document headline scores once: `Judge(rows, store.sample_loader())(a, b)`."""
+
+    def __init__(self, rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]] | None,
+                 alpha: float = ALPHA, seed: int = SEED, resamples: int = RESAMPLES):
+        self.rows = {r.key: r for r in rows}
+        self.samples = samples
+        self.alpha, self.seed, self.resamples = alpha, seed, resamples
+        self._scores: dict[str, dict[str, dict[DocKey, float]]] = {}
+
+    def scores(self, key: str) -> dict[str, dict[DocKey, float]]:
+        if key not in self._scores:
+            from evalq.results import PERPLEXITY_METRIC, headlines
+
+            row = self.rows[key]
+            tasks = [(t, h[0]) for t, h in headlines(row.metrics or {}, row.cell).items() if h[0] != PERPLEXITY_METRIC]
+            self._scores[key] = cell_scores(row, self.samples, tasks) if self.samples else {}
+        return self._scores[key]
+
+    def __call__(self, a: Any, b: Any) -> Comparison:
+        sa, sb = self.scores(a.key), self.scores(b.key)
+        missing = [x for x, scores in ((a, sa), (b, sb)) if not any(scores.values())]
+        if missing:
+            return Comparison(reason="no per-document records stored for " + " and ".join(f"{x.model} {x.variant}" for x in missing),
+                              alpha=self.alpha, seed=self.seed, resamples=self.resamples)
+        return compare(sa, sb, self.alpha, self.seed, self.resamples)
+
+
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjustment: each p-value as it must be read when all of
     them are claimed at once (significant where the adjusted p < α)."""

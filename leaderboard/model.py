@@ -5,10 +5,10 @@ No I/O and no HTML here: render.py turns these into pages.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+from evalq.compare import Comparison, Difference, holm
 from evalq.paired import suite_signature
 from evalq.results import PERPLEXITY_METRIC, as_record, headlines, paired_figures, suite_average
 VARIANT_ORDER = ("fp16", "int8", "nf4", "gptq-4")
@@ -163,24 +163,56 @@ def sort_rows(rows: list[Row]) -> list[Row]:
 
 @dataclass
 class Verdict:
-    winner: Row | None  # None: no significant difference
-    a: Row  # the larger model, quantized
-    b: Row  # the smaller model at full precision
-    difference: float  # points, a - b
-    combined_stderr: float
+    """The larger model quantized (a) against the smaller model at full precision
+    (b), from the comparison engine (evalq.compare): paired on the documents both
+    scored, significant when its Holm-adjusted p over the page is below α."""
+
+    a: Row
+    b: Row
+    comparison: Comparison
+    p_adjusted: float | None = None  # set by adjust_for_multiplicity over every verdict a page shows
+    claims: int = 1  # how many distinct comparisons that page makes
+
+    @property
+    def suite(self) -> Difference | None:
+        return self.comparison.suite
 
     @property
     def significant(self) -> bool:
-        return self.winner is not None
+        return self.suite is not None and self.p_adjusted is not None and self.p_adjusted < self.comparison.alpha
+
+    @property
+    def winner(self) -> Row | None:
+        if not self.significant:
+            return None
+        return self.a if self.suite.diff > 0 else self.b
+
+    @property
+    def difference(self) -> float | None:  # points, a − b
+        return 100 * self.suite.diff if self.suite else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:  # points, 95 % (1 − α)
+        return (100 * self.suite.lo, 100 * self.suite.hi) if self.suite else None
+
+    @property
+    def mde(self) -> float | None:  # points: what this many documents could detect with 80 % power
+        return 100 * self.suite.mde if self.suite and self.suite.mde is not None else None
 
 
-def verdict(a: Row, b: Row) -> Verdict | None:
-    if a.accuracy is None or b.accuracy is None or a.accuracy_stderr is None or b.accuracy_stderr is None:
-        return None
-    diff = 100 * (a.accuracy - b.accuracy)
-    se = 100 * math.hypot(a.accuracy_stderr, b.accuracy_stderr)
-    winner = (a if diff > 0 else b) if abs(diff) > se else None
-    return Verdict(winner, a, b, diff, se)
+Judge = Callable[[Row, Row], Comparison]
+
+
+def adjust_for_multiplicity(verdicts: list[Verdict]) -> None:
+    """Holm over the distinct comparisons a page shows (a pair shown at several budgets counts once)."""
+    distinct: dict[tuple[str, str], list[Verdict]] = {}
+    for v in verdicts:
+        if v.suite is not None:
+            distinct.setdefault((v.a.key, v.b.key), []).append(v)
+    adjusted = holm([vs[0].suite.p for vs in distinct.values()])
+    for vs, p in zip(distinct.values(), adjusted):
+        for v in vs:
+            v.p_adjusted, v.claims = p, len(distinct)
 
 
 @dataclass
@@ -194,11 +226,14 @@ class Budget:
 MAX_VERDICTS = 5  # per budget: the best quantized row of this many models, each against its full-precision rival
 
 
-def equal_cost(rows: list[Row], budgets_gb: list[float]) -> list[Budget]:
+def equal_cost(rows: list[Row], budgets_gb: list[float], judge: Judge) -> list[Budget]:
     """For each budget: the ok rows whose measured peak fits, the best by
     accuracy, and verdicts "larger model quantized vs smaller model at full
     precision": for the best quantized row of each of the top models, against
-    the most accurate fp16 row of a smaller model that fits too. Linear in rows."""
+    the most accurate fp16 row of a smaller model that fits too. Linear in rows;
+    each pair judged once. The verdicts' p-values are adjusted by the caller,
+    over the whole page (adjust_for_multiplicity)."""
+    judged: dict[tuple[str, str], Comparison] = {}
     out = []
     for gb in budgets_gb:
         fitting = sorted((r for r in rows if r.ok and r.fit_bytes and r.fit_bytes <= gb * 1e9 and r.accuracy is not None),
@@ -210,9 +245,10 @@ def equal_cost(rows: list[Row], budgets_gb: list[float]) -> list[Budget]:
                 continue
             seen_models.add(a.model)
             b = next((r for r in fp16 if r.model != a.model and (r.params or 0) < (a.params or 0)), None)
-            v = verdict(a, b) if b else None
-            if v:
-                verdicts.append(v)
+            if b is not None:
+                if (a.key, b.key) not in judged:
+                    judged[(a.key, b.key)] = judge(a, b)
+                verdicts.append(Verdict(a, b, judged[(a.key, b.key)]))
             if len(seen_models) == MAX_VERDICTS:
                 break
         out.append(Budget(gb, fitting, fitting[0] if fitting else None, verdicts))

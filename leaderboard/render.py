@@ -18,8 +18,9 @@ from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from evalq.compare import ALPHA, Judge
 from evalq.leaderboard import charts
-from evalq.leaderboard.model import (Row, add_deltas, cost_per_million_tokens, default_budgets, describe_group,
+from evalq.leaderboard.model import (Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens, default_budgets, describe_group,
                                      equal_cost, sort_rows, to_row, variant_rank)
 from evalq.results import current_rows, records_of, to_csv, to_json
 
@@ -32,6 +33,7 @@ class BuildInfo:
     database: str
     budgets_gb: tuple[float, ...] | None = None
     gpu_price_per_hour: float | None = None
+    alpha: float = ALPHA  # of every verdict on the site (evalq.compare)
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,8 +199,10 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     write("index.html", "index.html", columns=table_columns(tasks, priced),
           tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced) for r in rs]
                   for g, rs in by_group.items()})
-    write("equal-cost.html", "equal_cost.html",
-          views={g: equal_cost(rs, budgets) for g, rs in by_group.items()})
+    judge = Judge(db_rows, samples, alpha=info.alpha)
+    views = {g: equal_cost(rs, budgets, judge) for g, rs in by_group.items()}
+    adjust_for_multiplicity([v for view in views.values() for b in view for v in b.verdicts])
+    write("equal-cost.html", "equal_cost.html", views=views, alpha=info.alpha)
     write("frontier.html", "frontier.html", charts_by_group={
         g: (charts.scatter(rs, "memory", "Accuracy vs peak memory", "Peak memory while generating (GB)"),
             charts.scatter(rs, "latency", "Accuracy vs decode latency", "Decode latency at batch 1 (ms/token)"))
@@ -217,11 +221,11 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
 
 
 def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu_price_per_hour: float | None = None,
-                  built_at: str | None = None) -> Path:
+                  built_at: str | None = None, alpha: float = ALPHA) -> Path:
     from evalq.store import Store
 
     stamp = built_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    info = BuildInfo(stamp, db, tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour)
+    info = BuildInfo(stamp, db, tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour, alpha)
     # Rendering 10,000 rows allocates millions of small objects and no cycles worth
     # collecting: the cyclic GC's repeated passes over them cost ~20 % of the build.
     gc_was_enabled = gc.isenabled()

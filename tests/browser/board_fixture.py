@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 from evalq.cell import expand
@@ -59,6 +60,26 @@ def outcome(acc: float, gb: float, tps: float) -> dict:
     }
 
 
+N_DOCS = 3000  # an accuracy's stderr near 0.009, as the metrics say
+
+
+def answers(acc: float, seed: int) -> dict[str, list]:
+    """Per-document records of evalq_demo_mc with exactly acc·N_DOCS right. The
+    documents' difficulty is shared by every cell (as on a real benchmark), plus
+    noise of the cell's own: close cells disagree on a few documents, not all."""
+    import numpy as np
+
+    difficulty = np.random.default_rng(0).random(N_DOCS)
+    score = difficulty + np.random.default_rng(seed).normal(0, 0.15, N_DOCS)
+    right = np.zeros(N_DOCS, dtype=bool)
+    right[np.argsort(score)[: round(acc * N_DOCS)]] = True
+    records = []
+    for i, ok in enumerate(right):
+        lls = [-1.0, -2.0, -3.0, -4.0] if ok else [-2.0, -1.0, -3.0, -4.0]  # choice 0 is the gold answer
+        records.append({"doc_id": i, "doc_hash": f"h{i}", "acc": float(ok), "filtered_resps": [[ll, False] for ll in lls]})
+    return {"evalq_demo_mc": records}
+
+
 def make_fixture_db(folder: Path) -> str:
     (folder / "m.yaml").write_text(MATRIX)
     matrix, suites = load_matrix(folder / "m.yaml")
@@ -67,7 +88,7 @@ def make_fixture_db(folder: Path) -> str:
     for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cuda"):
         key = (cell.model.display_name, cell.variant)
         if key in MEASURED:
-            store.record(cell, outcome(*MEASURED[key]), None, "", 100.0)
+            store.record(cell, outcome(*MEASURED[key]), answers(MEASURED[key][0], zlib.crc32(f"{key[0]}/{key[1]}".encode())), "", 100.0)
         elif cell.model.display_name == XSS_NAME and cell.variant == "int8":
             store.record(cell, {"status": "oom", "error": XSS_ERROR}, None, "", 5.0)
     return db

@@ -10,7 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
 from board_fixture import XSS_NAME, make_fixture_db  # noqa: E402
 
-from evalq.leaderboard.model import default_budgets, to_row, verdict  # noqa: E402
+from evalq.compare import Judge, holm  # noqa: E402
+from evalq.leaderboard.model import Verdict, adjust_for_multiplicity, default_budgets, to_row  # noqa: E402
 from evalq.leaderboard.render import build_from_db  # noqa: E402
 from evalq.store import Store  # noqa: E402
 
@@ -42,12 +43,21 @@ def test_user_controlled_text_is_escaped(fixture_db, tmp_path):
     assert "&lt;img src=x onerror=alert(1)&gt;" in (site / "equal-cost.html").read_text()  # in HTML
 
 
-def test_verdict_needs_the_difference_to_exceed_the_combined_stderr(fixture_db):
-    rows = {(r.model, r.variant): to_row(r) for r in Store(fixture_db).cells()}
-    v = verdict(rows[("Big-13B", "int8")], rows[("Small-7B", "fp16")])
-    assert v.significant and v.winner.model == "Big-13B" and round(v.difference, 1) == 5.5
-    close = verdict(rows[("Small-7B", "int8")], rows[("Small-7B", "fp16")])  # 0.2 points apart, ±1.3
-    assert not close.significant
+def test_verdicts_come_from_the_paired_engine_with_holm_over_the_page(fixture_db):
+    store = Store(fixture_db)
+    cells = store.cells()
+    rows = {(r.model, r.variant): to_row(r) for r in cells}
+    judge = Judge(cells, store.sample_loader())
+    pairs = [(("Big-13B", "int8"), ("Small-7B", "fp16")), (("Small-7B", "int8"), ("Small-7B", "fp16"))]
+    far, close = (Verdict(rows[a], rows[b], judge(rows[a], rows[b])) for a, b in pairs)
+    adjust_for_multiplicity([far, close, far])  # a pair shown at two budgets counts once
+    assert far.claims == close.claims == 2
+    assert far.significant and far.winner.model == "Big-13B" and round(far.difference, 1) == 5.5
+    assert far.interval[0] < 5.5 < far.interval[1] and far.suite.n == 3000
+    assert [far.p_adjusted, close.p_adjusted] == holm([far.suite.p, close.suite.p])
+    assert not close.significant and close.mde is not None and close.mde > abs(close.difference)  # 0.2 points apart
+    xss = rows[("<img src=x onerror=alert(1)>", "int8")]  # an oom cell: no records to compare
+    assert "no per-document records" in judge(xss, rows[("Small-7B", "fp16")]).reason
 
 
 def test_default_budgets_follow_the_data(fixture_db):
