@@ -60,17 +60,20 @@ def choice_kld(base_lls: list[float], lls: list[float]) -> float:
     return max(0.0, sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q) if pi > 0))
 
 
-def mc_answers(samples: Iterable[dict[str, Any]]) -> dict[tuple[str, str], tuple[bool, list[float]]]:
-    """(doc id, doc hash) → (answered correctly, log-likelihood of each choice),
-    for multiple-choice records only (those with `acc` and one score per choice)."""
+def mc_answers(samples: Iterable[dict[str, Any]], metric: str = "acc") -> dict[tuple[str, str], tuple[bool, list[float]]]:
+    """(doc id, doc hash) → (answered correctly by `metric`, log-likelihood of each choice),
+    for multiple-choice records only (those with the metric and one score per choice).
+    The metric is the task's headline (acc_norm for ARC and HellaSwag), so that the
+    flips explain the headline's change exactly."""
     out = {}
     for s in samples:
         resps = s.get("filtered_resps")
-        if not isinstance(s.get("acc"), (int, float)) or not isinstance(resps, list) or not resps:
+        value = s.get(metric, s.get("acc"))
+        if not isinstance(value, (int, float)) or not isinstance(resps, list) or not resps:
             continue
         if not all(isinstance(r, list) and r and isinstance(r[0], (int, float)) for r in resps):
             continue
-        out[(str(s.get("doc_id")), str(s.get("doc_hash")))] = (s["acc"] >= 0.5, [float(r[0]) for r in resps])
+        out[(str(s.get("doc_id")), str(s.get("doc_hash")))] = (value >= 0.5, [float(r[0]) for r in resps])
     return out
 
 
@@ -186,12 +189,15 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
     """Every row's comparison with its model's fp16 row of the same matrix and suites."""
     group = {r.key: suite_signature(r.cell or {}) for r in rows}
     base_of = {(r.matrix, r.model, group[r.key]): r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
+    from evalq.results import headlines
+
     answers: dict[tuple[str, str], dict] = {}
 
-    def mc(key: str, task: str) -> dict:
-        if (key, task) not in answers:
-            answers[(key, task)] = mc_answers(samples(key, task))
-        return answers[(key, task)]
+    def mc(row: Any, task: str) -> dict:
+        if (row.key, task) not in answers:
+            h = headlines(row.metrics or {}, row.cell).get(task)
+            answers[(row.key, task)] = mc_answers(samples(row.key, task), h[0].partition(",")[0] if h else "acc")
+        return answers[(row.key, task)]
 
     out = {}
     for r in rows:
@@ -202,7 +208,7 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
                 paired.weights_ratio = r.weights_bytes / base.weights_bytes
             total = Flips()
             for task in sorted(set(r.metrics or {}) & set(base.metrics or {})):
-                mine, theirs = mc(r.key, task), mc(base.key, task)
+                mine, theirs = mc(r, task), mc(base, task)
                 if mine and theirs:
                     f = flips(theirs, mine)
                     paired.tasks[task] = f.as_dict()

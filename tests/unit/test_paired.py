@@ -114,3 +114,10 @@ def test_results_csv_carries_the_paired_figures(stored):
     int8 = next(line for line in lines if ",int8," in line)
     cols = dict(zip(header.split(","), int8.split(",")))
     assert cols["correct_to_wrong"] == "1" and cols["mcnemar_p"] == "1.0"
+
+
+def test_flips_count_right_and_wrong_by_the_tasks_headline_metric():
+    """ARC is headlined by acc_norm: a document right by acc but wrong by acc_norm is wrong."""
+    record = {"doc_id": 0, "doc_hash": "h", "acc": 1.0, "acc_norm": 0.0, "filtered_resps": [[-1.0, False], [-2.0, False]]}
+    assert mc_answers([record], "acc_norm") == {("0", "h"): (False, [-1.0, -2.0])}
+    assert mc_answers([record])[("0", "h")][0] is True
