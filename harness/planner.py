@@ -23,8 +23,12 @@ from typing import Any, Literal
 # On CUDA: the context and allocator slack, not fitted here (no GPU).
 # "gguf" (every gguf-<type>): the worker (torch imported) and llama.cpp's context
 # beside the mapped weights; the mean of the demo's four GGUF cells (0.50-0.60 GB).
+# fp16 and nf4 raised by 100 MB (2026-12-02): on a Sapphire Rapids VM (AMX) the
+# integration test's bf16 cells kept ~200 MB more than on the AMD EPYC they were
+# fitted on (fp16 1,030,615,040 B for 824,466,432 predicted, nf4 893 MB for 692),
+# the only two outside ±25 %; the constants now sit inside the band on both machines.
 OVERHEAD_BYTES = {
-    "cpu": {"fp16": 530_000_000, "int8": 900_000_000, "nf4": 555_000_000, "gptq-4": 740_000_000, "gguf": 547_000_000},
+    "cpu": {"fp16": 630_000_000, "int8": 900_000_000, "nf4": 655_000_000, "gptq-4": 740_000_000, "gguf": 547_000_000},
     "cuda": {"fp16": 1_000_000_000, "int8": 1_200_000_000, "nf4": 1_100_000_000, "gptq-4": 1_100_000_000, "gguf": 1_000_000_000},
 }
 # bitsandbytes' CPU paths computing in float32 (a CPU without native bf16,
