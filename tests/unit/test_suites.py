@@ -66,7 +66,7 @@ def test_demo_suite_is_what_the_generator_writes(tmp_path):
     assert out.read_text() == (ROOT / "suites" / "demo.yaml").read_text()
     demo = load_suite("demo")
     assert demo.data == "shipped" and [t.task for t in demo.tasks] == ["arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande"]
-    assert all(len(set(t.samples[t.task])) == 50 for t in demo.tasks)
+    assert all(len(set(t.samples[t.task])) == 40 for t in demo.tasks)
 
 
 def test_headline_metrics_are_declared_as_the_leaderboards_report_them():
