@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from evalq.paired import mcnemar_exact
+from evalq.headlines import accuracy_metrics
 
 ALPHA = 0.05
 RESAMPLES = 9_999  # scipy.stats.bootstrap's default
@@ -42,6 +42,16 @@ POWER = 0.80
 GATES = (0.99, 0.999)
 
 DocKey = tuple[str, str]  # (lm-eval doc id, doc hash); for a group, the leaf task is in the id
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant pairs (a binomial
+    test of b against Bin(b + c, 1/2)); exact integer arithmetic."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 def document_scores(samples: Iterable[dict[str, Any]], metric: str, prefix: str = "") -> dict[DocKey, float]:
@@ -218,10 +228,8 @@ class Judge:
 
     def scores(self, key: str) -> dict[str, dict[DocKey, float]]:
         if key not in self._scores:
-            from evalq.results import PERPLEXITY_METRIC, headlines
-
             row = self.rows[key]
-            tasks = [(t, h[0]) for t, h in headlines(row.metrics or {}, row.cell).items() if h[0] != PERPLEXITY_METRIC]
+            tasks = list(accuracy_metrics(row).items())
             self._scores[key] = cell_scores(row, self.samples, tasks) if self.samples else {}
         return self._scores[key]
 

@@ -146,7 +146,7 @@ def judge(name: str, a: dict[str, Any], b: dict[str, Any], alpha: float,
         flipped = paired(b.get("task", ""))
         if flipped is not None:
             to_wrong, to_right = flipped
-            from evalq.paired import mcnemar_exact
+            from evalq.compare import mcnemar_exact
 
             p = mcnemar_exact(to_wrong, to_right)
             if p >= alpha:

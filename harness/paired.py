@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from evalq.cell import BASELINE_VARIANT
+from evalq.compare import Comparison, Judge, holm, mcnemar_exact
+from evalq.headlines import accuracy_metrics
+
 # A quantization that moves perplexity or the next-token distribution more than
 # this is broken rather than lossy (a wrong kernel, a CPU path computing garbage:
 # one llama.cpp build's AMX path gave perplexity 454 where ~23 is right), keyed
@@ -34,16 +37,6 @@ def suite_signature(cell: dict[str, Any]) -> str:
     if key not in _signatures:  # thousands of rows share a handful of signatures
         _signatures[key] = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
     return _signatures[key]
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for b and c discordant pairs (a binomial
-    test of b against Bin(b + c, 1/2)); exact integer arithmetic."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
-    return min(1.0, 2 * tail / 2**n)
 
 
 def _softmax(lls: list[float]) -> list[float]:
@@ -136,10 +129,16 @@ class Paired:
     total: dict[str, Any] | None = None
     weights_ratio: float | None = None
     flags: list[str] = field(default_factory=list)
+    # the comparison engine's answer (difference, interval, recovery, gates) against fp16
+    comparison: Comparison | None = None
+    p_adjusted: float | None = None  # the suite difference's p, Holm-adjusted over every row compared with it
 
     def as_dict(self) -> dict[str, Any]:
+        vs = None
+        if self.comparison is not None:
+            vs = self.comparison.as_dict() | {"p_adjusted": self.p_adjusted}
         return {"baseline_key": self.baseline_key, "group": self.group, "tasks": self.tasks, "total": self.total,
-                "weights_ratio": self.weights_ratio, "flags": self.flags}
+                "weights_ratio": self.weights_ratio, "flags": self.flags, "vs_fp16": vs}
 
 
 def sanity_flags(row: Any, base: Any | None) -> list[str]:
@@ -185,18 +184,19 @@ def _cpu_hint(details: dict[str, Any]) -> str:
     return " (llama.cpp CPU build: see README, choosing the CPU backend)"
 
 
-def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]]) -> dict[str, Paired]:
-    """Every row's comparison with its model's fp16 row of the same matrix and suites."""
+def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]], judge: Judge | None = None) -> dict[str, Paired]:
+    """Every row's comparison with its model's fp16 row of the same matrix and
+    suites: answer flips, and the comparison engine's difference, recovery and
+    gates, their p-values Holm-adjusted over all the rows compared here."""
     group = {r.key: suite_signature(r.cell or {}) for r in rows}
     base_of = {(r.matrix, r.model, group[r.key]): r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
-    from evalq.results import headlines
-
+    judge = judge or Judge(rows, samples)
     answers: dict[tuple[str, str], dict] = {}
 
     def mc(row: Any, task: str) -> dict:
         if (row.key, task) not in answers:
-            h = headlines(row.metrics or {}, row.cell).get(task)
-            answers[(row.key, task)] = mc_answers(samples(row.key, task), h[0].partition(",")[0] if h else "acc")
+            metric = accuracy_metrics(row).get(task, "acc")
+            answers[(row.key, task)] = mc_answers(samples(row.key, task), metric.partition(",")[0])
         return answers[(row.key, task)]
 
     out = {}
@@ -214,5 +214,9 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
                     paired.tasks[task] = f.as_dict()
                     total.add(f)
             paired.total = total.as_dict() if total.n else None
+            paired.comparison = judge(r, base)
         out[r.key] = paired
+    compared = [p for p in out.values() if p.comparison is not None and p.comparison.suite is not None]
+    for p, adjusted in zip(compared, holm([p.comparison.suite.p for p in compared])):
+        p.p_adjusted = adjusted
     return out

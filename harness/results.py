@@ -7,51 +7,10 @@ import json
 from datetime import datetime
 from typing import Any, Callable
 
+from evalq.compare import Judge
+from evalq.headlines import PERPLEXITY_METRIC, Headline, headlines, suite_average, suite_tasks
 from evalq.paired import Paired, pair_rows
 from evalq.store.models import CellRow
-
-# The metric shown for a task whose suite declares none (rows stored before
-# suites declared them): accuracy for multiple choice, word perplexity for
-# rolling-loglikelihood tasks.
-HEADLINE_METRICS = ("acc", "exact_match", "mc2", "word_perplexity")
-PERPLEXITY_METRIC = "word_perplexity"
-
-Headline = tuple[str, float, "float | None"]  # metric, value, stderr
-
-
-def headline(task_metrics: dict[str, Any], metric: str | None = None) -> Headline | None:
-    """A task's headline: the suite's declared metric ("acc_norm", "exact_match,strict-match"),
-    else the first of HEADLINE_METRICS the task reports."""
-    for name in (metric,) if metric else HEADLINE_METRICS:
-        if isinstance(task_metrics.get(name), (int, float)):
-            base, _, filt = name.partition(",")
-            stderr = task_metrics.get(f"{base}_stderr,{filt}" if filt else f"{base}_stderr")
-            return name, task_metrics[name], stderr if isinstance(stderr, (int, float)) and stderr == stderr else None
-    return None
-
-
-def suite_tasks(cell: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """(task, declared headline metric) of a stored cell's suites, in suite order:
-    the tasks a row shows. A group's subtasks (MMLU's subjects) stay in the
-    metrics, collapsed into the group's own score."""
-    return list(dict.fromkeys((t["task"], t.get("metric")) for s in cell.get("suites") or [] for t in s.get("tasks") or []))
-
-
-def headlines(metrics: dict[str, Any], cell: dict[str, Any] | None) -> dict[str, Headline]:
-    """task → headline, for the suite's tasks (every stored task where the cell names no suites)."""
-    tasks = suite_tasks(cell or {}) or [(t, None) for t in sorted(metrics)]
-    return {t: h for t, m in tasks if (h := headline(metrics.get(t) or {}, m))}
-
-
-def suite_average(scores: dict[str, Headline]) -> tuple[float, float | None] | None:
-    """The mean of the accuracy-like headlines (perplexities left out), as the Open LLM
-    Leaderboard v1 averages its six; its stderr combines the tasks' as independent."""
-    accs = [h for h in scores.values() if h[0] != PERPLEXITY_METRIC]
-    if not accs:
-        return None
-    ses = [h[2] for h in accs]
-    se = (sum(x * x for x in ses) ** 0.5) / len(ses) if all(x is not None for x in ses) else None
-    return sum(h[1] for h in accs) / len(accs), se
 
 
 def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
@@ -112,10 +71,12 @@ def current_rows(rows: list[CellRow]) -> list[CellRow]:
     return [r for r in rows if id(r) in keep]
 
 
-def records_of(rows: list[CellRow], samples: Callable[[str, str], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+def records_of(rows: list[CellRow], samples: Callable[[str, str], list[dict[str, Any]]] | None = None,
+               judge: Judge | None = None) -> list[dict[str, Any]]:
     """Each row as a record, with its comparison against its model's fp16 row
-    (flips need the per-sample records: `samples(key, task)`, e.g. Store.samples)."""
-    paired = pair_rows(rows, samples or (lambda key, task: []))
+    (flips and the paired comparison need the per-sample records: `samples(key,
+    task)`, e.g. Store.samples; `judge` sets α and may be shared with other pages)."""
+    paired = pair_rows(rows, samples or (lambda key, task: []), judge)
     return [as_record(r, paired.get(r.key)) for r in rows]
 
 
@@ -137,12 +98,20 @@ def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
     q = rec.get("quality") or {}
     p = rec.get("paired") or {}
     total = p.get("total") or {}
+    vs = p.get("vs_fp16") or {}
+    suite = vs.get("suite") or {}
+    gates = vs.get("gates") or {}
     return {
         "text_ppl": q.get("ppl"), "text_ppl_ratio": q.get("ppl_ratio"), "kld_mean": q.get("kld_mean"),
         "kld_p99": (q.get("kld") or {}).get("p99"), "same_top1": q.get("same_top1"), "dp_rms": q.get("dp_rms"),
         "dp_skew": q.get("dp_skew"), "correct_to_wrong": total.get("correct_to_wrong"),
         "wrong_to_correct": total.get("wrong_to_correct"), "flip_rate": total.get("flip_rate"),
         "mcnemar_p": total.get("mcnemar_p"), "choice_kld": total.get("choice_kld"),
+        # the comparison engine against fp16 (evalq.compare): suite difference, its interval, Holm p, recovery, gates
+        "diff_vs_fp16": suite.get("diff"), "diff_lo": suite.get("lo"), "diff_hi": suite.get("hi"),
+        "p_vs_fp16": suite.get("p"), "p_vs_fp16_holm": vs.get("p_adjusted"), "mde": suite.get("mde"),
+        "recovery": suite.get("recovery"), "recovery_lo": suite.get("recovery_lo"), "recovery_hi": suite.get("recovery_hi"),
+        "gate_99": gates.get("0.99"), "gate_99_9": gates.get("0.999"), "not_compared": vs.get("reason"),
         "weights_ratio": p.get("weights_ratio"), "quantized_modules": (rec.get("details") or {}).get("quantized_modules"),
         "flags": "; ".join(p.get("flags") or []) or None,
     }
@@ -188,6 +157,20 @@ def _num(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _recovery(f: dict[str, Any]) -> str:
+    """Recovery (quantized / fp16 accuracy) with its paired interval, as percentages."""
+    if f["recovery"] is None:
+        return "–"
+    if f["recovery_lo"] is None:
+        return f"{100 * f['recovery']:.1f} %"
+    return f"{100 * f['recovery']:.1f} % ({100 * f['recovery_lo']:.1f}–{100 * f['recovery_hi']:.1f})"
+
+
+def _gate(f: dict[str, Any]) -> str:
+    gate = f["gate_99"]
+    return "–" if gate is None or gate == "not comparable" else gate
+
+
 def to_table(records: list[dict[str, Any]]) -> Any:
     from rich.markup import escape
     from rich.table import Table
@@ -199,7 +182,7 @@ def to_table(records: list[dict[str, Any]]) -> Any:
     for task in tasks:
         table.add_column(task, justify="right")
     table.add_column("average", justify="right")
-    for col in ("text ppl ×", "KLD", "top-1 %", "flips c→w/w→c", "McNemar p"):
+    for col in ("text ppl ×", "KLD", "top-1 %", "flips c→w/w→c", "McNemar p", "recovery (CI)", "99 % gate"):
         table.add_column(col, justify="right")
     table.add_column("TTFT ms", justify="right")
     table.add_column("tok/s (b=1)", justify="right")
@@ -221,7 +204,7 @@ def to_table(records: list[dict[str, Any]]) -> Any:
         cells += [_num(f["text_ppl_ratio"], ".3f"), _num(f["kld_mean"], ".4f"),
                   _num(None if f["same_top1"] is None else 100 * f["same_top1"], ".1f"),
                   "–" if f["correct_to_wrong"] is None else f"{f['correct_to_wrong']}/{f['wrong_to_correct']}",
-                  _num(f["mcnemar_p"], ".3g")]
+                  _num(f["mcnemar_p"], ".3g"), _recovery(f), _gate(f)]
         cells.append(f"{r['ttft_ms']:.0f}" if r["ttft_ms"] else "–")
         cells.append(f"{r['decode_tokens_per_s']:.1f}" if r["decode_tokens_per_s"] else "–")
         cells.append(escape(f["flags"] or ""))

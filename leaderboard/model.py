@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 from evalq.compare import Comparison, Difference, holm
 from evalq.paired import suite_signature
-from evalq.results import PERPLEXITY_METRIC, as_record, headlines, paired_figures, suite_average
+from evalq.headlines import PERPLEXITY_METRIC, headlines, suite_average
+from evalq.results import as_record, paired_figures
+
 VARIANT_ORDER = ("fp16", "int8", "nf4", "gptq-4")
 
 

@@ -64,7 +64,7 @@ def table_columns(tasks: list[str], priced: bool) -> list[tuple[str, str]]:
     cols = [("model", "text"), ("variant", "text"), ("params (B)", "num"), ("bits", "num"), ("details", "text"),
             ("weights GB", "num"), ("peak (gen.) GB", "num"), ("peak (cell) GB", "num"), ("avg acc %", "num")]
     cols += [(t, "num") for t in tasks]
-    cols += [("ppl", "num"), ("Δ acc vs fp16", "num"), ("flips c→w / w→c", "num"), ("McNemar p", "num"),
+    cols += [("ppl", "num"), ("Δ acc vs fp16", "num"), ("recovery %", "num"), ("flips c→w / w→c", "num"), ("McNemar p", "num"),
              ("KLD", "num"), ("same top-1 %", "num"), ("ppl ratio", "num"), ("TTFT ms", "num"), ("decode tok/s", "num")]
     cols += [("$ / M tokens", "num")] if priced else []
     return cols + [("status", "text")]
@@ -87,7 +87,7 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
         s = r.tasks.get(t)
         cells.append(pct(s.value, s.stderr) if s else [None, "–", ""])
     cells += [[r.perplexity, _fmt(r.perplexity, ".2f"), ""],
-              [r.delta_accuracy, _signed(r.delta_accuracy), ""],
+              [r.delta_accuracy, _signed(r.delta_accuracy), ""], _recovery(r),
               _flips(r), [r.paired.get("mcnemar_p"), _fmt(r.paired.get("mcnemar_p"), ".3g"), ""],
               [r.paired.get("kld_mean"), _fmt(r.paired.get("kld_mean"), ".4f"),
                f"p99 {_fmt(r.paired.get('kld_p99'), '.3f')}" if r.paired.get("kld_p99") is not None else ""],
@@ -106,6 +106,15 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
 def _predicted(r: Row, key: str) -> str:
     value = r.plan.get(key)
     return f"pred. {_gb(value)}" if value else ""
+
+
+def _recovery(r: Row) -> list:
+    """Recovery against fp16 (the comparison engine's): the value, and its interval and 99 % gate as detail."""
+    rec, lo, hi = (r.paired.get(k) for k in ("recovery", "recovery_lo", "recovery_hi"))
+    if rec is None:
+        return [None, "–", r.paired.get("not_compared") or ""]
+    detail = f"CI {_pct(lo)}–{_pct(hi)} · 99 % gate: {r.paired.get('gate_99')}" if lo is not None else ""
+    return [rec, _pct(rec), detail]
 
 
 def _flips(r: Row) -> list:
@@ -166,7 +175,9 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     task)` gives a cell's per-sample records, for answer flips against fp16;
     `history`: the nightly runs and their cells, for the history page."""
     db_rows = current_rows(db_rows)
-    records = records_of(db_rows, samples)  # once: the table rows and both downloads use them
+    # one judge for every comparison on the site: each cell's documents read once, one α
+    judge = Judge(db_rows, samples, alpha=info.alpha)
+    records = records_of(db_rows, samples, judge)  # once: the table rows and both downloads use them
     rows, groups = [], {}
     for db_row, rec in zip(db_rows, records):
         row = to_row(db_row, rec)
@@ -199,7 +210,6 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     write("index.html", "index.html", columns=table_columns(tasks, priced),
           tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced) for r in rs]
                   for g, rs in by_group.items()})
-    judge = Judge(db_rows, samples, alpha=info.alpha)
     views = {g: equal_cost(rs, budgets, judge) for g, rs in by_group.items()}
     adjust_for_multiplicity([v for view in views.values() for b in view for v in b.verdicts])
     write("equal-cost.html", "equal_cost.html", views=views, alpha=info.alpha)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from evalq.cli import app
 from evalq.drift import Change, compare, figures_of, judge, key_difference
 from evalq.nightly import Busy, Report, nightly_lock
-from evalq.paired import mcnemar_exact
+from evalq.compare import mcnemar_exact
 from evalq.results import current_rows
 
 NO_PAIRS = lambda task: None  # noqa: E731

@@ -11,7 +11,8 @@ from scipy.stats import binomtest
 
 from evalq.cell import expand
 from evalq.matrix import load_matrix
-from evalq.paired import choice_kld, flips, mc_answers, mcnemar_exact, pair_rows, sanity_flags
+from evalq.compare import mcnemar_exact
+from evalq.paired import choice_kld, flips, mc_answers, pair_rows, sanity_flags
 from evalq.results import records_of, to_csv
 from evalq.store import Store
 
@@ -121,3 +122,70 @@ def test_flips_count_right_and_wrong_by_the_tasks_headline_metric():
     record = {"doc_id": 0, "doc_hash": "h", "acc": 1.0, "acc_norm": 0.0, "filtered_resps": [[-1.0, False], [-2.0, False]]}
     assert mc_answers([record], "acc_norm") == {("0", "h"): (False, [-1.0, -2.0])}
     assert mc_answers([record])[("0", "h")][0] is True
+
+
+def mc_samples(rng, n: int, p_right: float) -> list[dict]:
+    out = []
+    for i in range(n):
+        acc, acc_norm = (float(rng.random() < p_right) for _ in range(2))  # two independent draws
+        out.append({"doc_id": i, "doc_hash": f"h{i}", "acc": acc, "acc_norm": acc_norm,
+                    "filtered_resps": [[-1.0, False], [-2.0, False]]})
+    return out
+
+
+@pytest.fixture
+def three_cells(tmp_path):
+    """SmolLM2 fp16, int8 and nf4 of the demo matrix, each with 200 documents of every demo task."""
+    import random
+
+    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    cells = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[:3]
+    tasks = {t.task: t.metric for s in suites for t in s.tasks}  # acc_norm for ARC and HellaSwag, acc for the rest
+    store = Store(str(tmp_path / "e.db"))
+    for c, p_right in zip(cells, (0.6, 0.58, 0.45)):
+        rng = random.Random(c.variant)
+        samples = {t: mc_samples(rng, 200, p_right) for t in tasks}
+        metrics = {t: {m: sum(s[m] for s in ss) / len(ss) for m in ("acc", "acc_norm")} for t, ss in samples.items()}
+        store.claim(c, lambda status: True)
+        store.record(c, {"status": "ok", "weights_bytes": 1000, "metrics": metrics, "details": {"bits": 8}}, samples, "", 1.0)
+    return store, cells, tasks
+
+
+def test_each_cell_is_compared_with_its_fp16_by_the_engine_on_its_headline_metric(three_cells):
+    from evalq.compare import compare, document_scores, holm
+
+    store, (fp16, int8, nf4), tasks = three_cells
+    paired = pair_rows(store.cells(), store.samples)
+    assert paired[fp16.key].comparison is None  # the reference
+    # by each task's declared headline (acc and acc_norm differ document by document here)
+    scores = {c.key: {t: document_scores(store.samples(c.key, t), m) for t, m in tasks.items()} for c in (fp16, int8, nf4)}
+    for c in (int8, nf4):
+        direct = compare(scores[c.key], scores[fp16.key])
+        got = paired[c.key].comparison
+        assert got.suite.diff == pytest.approx(direct.suite.diff) and got.suite.lo == direct.suite.lo
+        assert got.suite.recovery == pytest.approx(direct.suite.recovery) and got.suite.n == 200 * len(tasks)
+    raw = [paired[c.key].comparison.suite.p for c in (int8, nf4)]
+    assert [paired[c.key].p_adjusted for c in (int8, nf4)] == holm(raw)
+    # nf4 answers 15 points worse on 1,000 documents: clearly below both gates
+    assert paired[nf4.key].comparison.gate(0.99) == "fails" and paired[nf4.key].p_adjusted < 0.001
+
+
+def test_recovery_and_gates_reach_the_json_csv_and_table(three_cells):
+    import json
+
+    from rich.console import Console
+
+    from evalq.results import to_json, to_table
+
+    store, (fp16, int8, nf4), _ = three_cells
+    records = records_of(store.cells(), store.samples)
+    vs = {r["variant"]: r["paired"]["vs_fp16"] for r in json.loads(to_json(records))}
+    assert vs["fp16"] is None and vs["nf4"]["gates"] == {"0.99": "fails", "0.999": "fails"}
+    assert vs["nf4"]["suite"]["recovery_hi"] < 0.99 and vs["nf4"]["seed"] and vs["nf4"]["resamples"] == 9_999
+    header, *lines = to_csv(records).splitlines()
+    cols = dict(zip(header.split(","), next(line for line in lines if ",nf4," in line).split(",")))
+    assert cols["gate_99"] == "fails" and float(cols["recovery"]) == pytest.approx(vs["nf4"]["suite"]["recovery"])
+    console = Console(width=400, record=True)
+    console.print(to_table(records))
+    text = console.export_text()
+    assert "recovery (CI)" in text and "fails" in text
