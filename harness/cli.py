@@ -382,16 +382,19 @@ def leaderboard_build(
     budgets: str | None = typer.Option(None, "--budgets", help="memory budgets in GB, e.g. 8,16,24,48,80 (default: from the data)"),
     gpu_price: float | None = typer.Option(None, "--gpu-price", min=0, help="GPU price per hour, for cost per million tokens"),
     alpha: float = typer.Option(0.05, "--alpha", min=1e-9, max=0.5, help="significance level of the verdicts (Holm-adjusted over each page)"),
+    max_tpot_ms: float | None = typer.Option(None, "--max-tpot-ms", min=0, help="equal cost: only configurations decoding at most this many ms per token (batch 1)"),
+    max_ttft_ms: float | None = typer.Option(None, "--max-ttft-ms", min=0, help="equal cost: only configurations with at most this time to first token (ms)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Render the database as a static site (no server, works from file://); print the path of index.html."""
+    from evalq.leaderboard.model import LatencyTarget
     from evalq.leaderboard.render import build_from_db
     from evalq.store.db import StoreError
 
     with user_errors(debug):
         if "://" not in db and not Path(db).exists():
             raise StoreError(f"database {db} does not exist")
-        index = build_from_db(db, out_dir, _budgets(budgets), gpu_price, alpha=alpha)
+        index = build_from_db(db, out_dir, _budgets(budgets), gpu_price, alpha=alpha, latency=LatencyTarget(max_tpot_ms, max_ttft_ms))
     print(index.resolve())
 
 

@@ -1,10 +1,12 @@
 """Accuracy-vs-cost scatter charts as inline SVG: no script, no CDN, readable
 in a screenshot (axis titles with units, legend, Pareto frontier, one line per
-model joining its variants, a tooltip per point)."""
+model joining its variants, a tooltip per point, each accuracy with its 95 %
+interval as an error bar)."""
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from statistics import NormalDist
 
 from markupsafe import Markup, escape
 
@@ -21,6 +23,16 @@ STYLE = {  # variant: (colour, shape)
     "gguf-q4_k_m": ("#e377c2", "triangle"),
 }
 OTHER = ("#7f7f7f", "circle")
+Z95 = NormalDist().inv_cdf(0.975)  # error bars: value ± 1.96 standard errors
+
+
+def _error_bar(x: float, y_lo: float, y_hi: float, colour: str, cap: float = 4) -> str:
+    return (f'<path class="error-bar" d="M{x:.1f},{y_lo:.1f}V{y_hi:.1f}M{x - cap:.1f},{y_lo:.1f}H{x + cap:.1f}'
+            f'M{x - cap:.1f},{y_hi:.1f}H{x + cap:.1f}" stroke="{colour}" stroke-width="1" fill="none" opacity="0.7"/>')
+
+
+def _half_width(stderr: float | None) -> float:
+    return Z95 * stderr if stderr else 0.0
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
@@ -49,12 +61,13 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
         return Markup(f'<p class="empty">No measured configuration for “{escape(title)}”.</p>')
     xs = [v for _, v in pts]
     ys = [100 * r.accuracy for r, _ in pts]
+    halves = [100 * _half_width(r.accuracy_stderr) for r, _ in pts]
     log = max(xs) / min(xs) > 8
     tx = (lambda v: math.log10(v)) if log else (lambda v: v)
     x_lo, x_hi = tx(min(xs)), tx(max(xs))
     pad = (x_hi - x_lo) * 0.08 or 0.5
     x_lo, x_hi = x_lo - pad, x_hi + pad
-    y_lo, y_hi = min(ys), max(ys)
+    y_lo, y_hi = min(y - h for y, h in zip(ys, halves)), max(y + h for y, h in zip(ys, halves))
     ypad = (y_hi - y_lo) * 0.12 or 2
     y_lo, y_hi = max(0.0, y_lo - ypad), min(100.0, y_hi + ypad)
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
@@ -102,8 +115,11 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
         out.append(f'<polyline points="{" ".join(steps)}" fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="5,3"/>')
     for r, v in sorted(pts, key=lambda p: (p[0].model, p[0].variant)):
         colour, shape = STYLE.get(r.variant, OTHER)
-        tip = f"{r.model} · {r.variant}: {100 * r.accuracy:.1f}% at {v:.3g} {'GB' if x == 'memory' else 'ms/token'}"
-        out.append(f'<g class="point"><title>{escape(tip)}</title>{_marker(shape, px(v), py(100 * r.accuracy), colour)}</g>')
+        half = 100 * _half_width(r.accuracy_stderr)
+        ci = f" (95 % CI {100 * r.accuracy - half:.1f}–{100 * r.accuracy + half:.1f})" if half else ""
+        tip = f"{r.model} · {r.variant}: {100 * r.accuracy:.1f}%{ci} at {v:.3g} {'GB' if x == 'memory' else 'ms/token'}"
+        bar = _error_bar(px(v), py(100 * r.accuracy - half), py(100 * r.accuracy + half), colour) if half else ""
+        out.append(f'<g class="point"><title>{escape(tip)}</title>{bar}{_marker(shape, px(v), py(100 * r.accuracy), colour)}</g>')
     lx, ly = LEFT + pw + 16, TOP + 10
     shown = sorted({r.variant for r, _ in pts} | {v for v in STYLE if not v.startswith("gguf-")}, key=variant_rank)
     for i, variant in enumerate(shown):
@@ -113,7 +129,9 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
     out.append(f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * n}" y2="{ly + 20 * n}" stroke="#d62728" stroke-dasharray="5,3" stroke-width="1.5"/>'
                f'<text x="{lx + 18}" y="{ly + 20 * n + 4}">Pareto frontier</text>'
                f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * (n + 1)}" y2="{ly + 20 * (n + 1)}" stroke="#bbb"/>'
-               f'<text x="{lx + 18}" y="{ly + 20 * (n + 1) + 4}">one model\'s variants</text>')
+               f'<text x="{lx + 18}" y="{ly + 20 * (n + 1) + 4}">one model\'s variants</text>'
+               f'{_error_bar(lx + 7, ly + 20 * (n + 2) - 6, ly + 20 * (n + 2) + 6, "#555")}'
+               f'<text x="{lx + 18}" y="{ly + 20 * (n + 2) + 4}">95 % interval</text>')
     out.append("</svg>")
     return Markup("".join(out))
 
@@ -125,8 +143,9 @@ HLEFT, HRIGHT, HTOP, HBOTTOM = 64, 90, 28, 40
 def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tuple[int, float, bool]]]) -> Markup:
     """One metric of one model over the nightly runs: a line per variant.
     nights: (run id, date) in order; series: variant → (run id, value, flagged
-    a regression that night). A flagged point gets a red ring."""
-    values = [v for pts in series.values() for _, v, _ in pts]
+    a regression that night, half-width of its 95 % interval or None). A
+    flagged point gets a red ring; an interval, an error bar."""
+    values = [v + side * (h or 0) for pts in series.values() for _, v, _, h in pts for side in (-1, 1)]
     if not values or not nights:
         return Markup("")
     index = {run: i for i, (run, _) in enumerate(nights)}
@@ -156,14 +175,16 @@ def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tu
     out.append(f'<text x="{HLEFT + pw / 2}" y="{HH - 6}" text-anchor="middle">nightly run</text>')
     for k, (variant, pts) in enumerate(sorted(series.items())):
         colour, shape = STYLE.get(variant, OTHER)
-        pts = sorted((index[r], v, flag, r) for r, v, flag in pts if r in index)
+        pts = sorted((index[r], v, flag, r, h) for r, v, flag, h in pts if r in index)
         if len(pts) > 1:
-            line = " ".join(f"{px(i):.1f},{py(v):.1f}" for i, v, _, _ in pts)
+            line = " ".join(f"{px(i):.1f},{py(v):.1f}" for i, v, _, _, _ in pts)
             out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        for i, v, flag, run in pts:
-            tip = f"{variant}, night {run} ({nights[i][1]}): {v:.6g}" + (" — regression" if flag else "")
+        for i, v, flag, run, h in pts:
+            ci = f" (95 % CI {v - h:.4g}–{v + h:.4g})" if h else ""
+            tip = f"{variant}, night {run} ({nights[i][1]}): {v:.6g}{ci}" + (" — regression" if flag else "")
             ring = f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="8" fill="none" stroke="#d62728" stroke-width="2"/>' if flag else ""
-            out.append(f'<g class="point"><title>{escape(tip)}</title>{_marker(shape, px(i), py(v), colour)}{ring}</g>')
+            bar = _error_bar(px(i), py(v - h), py(v + h), colour, cap=3) if h else ""
+            out.append(f'<g class="point"><title>{escape(tip)}</title>{bar}{_marker(shape, px(i), py(v), colour)}{ring}</g>')
         out.append(_marker(shape, HLEFT + pw + 14, HTOP + 8 + 16 * k, colour)
                    + f'<text x="{HLEFT + pw + 24}" y="{HTOP + 12 + 16 * k}">{escape(variant)}</text>')
     out.append("</svg>")

@@ -219,27 +219,69 @@ def adjust_for_multiplicity(verdicts: list[Verdict]) -> None:
 
 @dataclass
 class Budget:
-    gb: float
+    limit: float  # in its axis's unit: GB, or $ per million tokens
     fitting: list[Row]
     best: Row | None
     verdicts: list[Verdict]
 
 
+@dataclass(frozen=True)
+class CostAxis:
+    """What a budget limits: a row's cost in one unit (None: not measured, never fits)."""
+
+    name: str
+    unit: str
+    of: Callable[[Row], "float | None"]
+
+
+def memory_axis() -> CostAxis:
+    return CostAxis("memory", "GB", lambda r: r.fit_bytes / 1e9 if r.fit_bytes else None)
+
+
+def price_axis(gpu_price_per_hour: float) -> CostAxis:
+    return CostAxis("cost", "$ per M tokens", lambda r: cost_per_million_tokens(r, gpu_price_per_hour))
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """A serving target every row on the equal-cost page must meet: decode
+    latency per token (TPOT, batch 1) and time to first token, in ms."""
+
+    max_tpot_ms: float | None = None
+    max_ttft_ms: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.max_tpot_ms is not None or self.max_ttft_ms is not None
+
+    def allows(self, r: Row) -> bool:
+        if self.max_tpot_ms is not None and not (r.decode_tokens_per_s and 1000 / r.decode_tokens_per_s <= self.max_tpot_ms):
+            return False
+        return self.max_ttft_ms is None or (r.ttft_ms is not None and r.ttft_ms <= self.max_ttft_ms)
+
+    def describe(self) -> str:
+        parts = ([f"at most {self.max_tpot_ms:g} ms per token (decode, batch 1)"] if self.max_tpot_ms is not None else []) + \
+                ([f"at most {self.max_ttft_ms:g} ms to the first token"] if self.max_ttft_ms is not None else [])
+        return " and ".join(parts)
+
+
 MAX_VERDICTS = 5  # per budget: the best quantized row of this many models, each against its full-precision rival
 
 
-def equal_cost(rows: list[Row], budgets_gb: list[float], judge: Judge) -> list[Budget]:
-    """For each budget: the ok rows whose measured peak fits, the best by
-    accuracy, and verdicts "larger model quantized vs smaller model at full
-    precision": for the best quantized row of each of the top models, against
-    the most accurate fp16 row of a smaller model that fits too. Linear in rows;
-    each pair judged once. The verdicts' p-values are adjusted by the caller,
-    over the whole page (adjust_for_multiplicity)."""
+def equal_cost(rows: list[Row], budgets: list[float], judge: Judge, axis: CostAxis | None = None,
+               latency: LatencyTarget = LatencyTarget()) -> list[Budget]:
+    """For each budget on the axis (peak memory by default): the ok rows whose
+    measured cost fits and that meet the latency target, the best by accuracy,
+    and verdicts "larger model quantized vs smaller model at full precision":
+    for the best quantized row of each of the top models, against the most
+    accurate fp16 row of a smaller model that fits too. Linear in rows; each
+    pair judged once. The verdicts' p-values are adjusted by the caller, over
+    the whole page (adjust_for_multiplicity)."""
+    axis = axis or memory_axis()
     judged: dict[tuple[str, str], Comparison] = {}
+    costed = [(r, c) for r in rows if r.ok and r.accuracy is not None and latency.allows(r) and (c := axis.of(r)) is not None]
     out = []
-    for gb in budgets_gb:
-        fitting = sorted((r for r in rows if r.ok and r.fit_bytes and r.fit_bytes <= gb * 1e9 and r.accuracy is not None),
-                         key=lambda r: (-r.accuracy, r.fit_bytes, r.label))
+    for limit in budgets:
+        fitting = sorted((r for r, c in costed if c <= limit), key=lambda r: (-r.accuracy, axis.of(r), r.label))
         fp16 = [r for r in fitting if r.variant == "fp16"]  # already best first
         verdicts, seen_models = [], set()
         for a in (r for r in fitting if r.quantized):
@@ -253,23 +295,28 @@ def equal_cost(rows: list[Row], budgets_gb: list[float], judge: Judge) -> list[B
                 verdicts.append(Verdict(a, b, judged[(a.key, b.key)]))
             if len(seen_models) == MAX_VERDICTS:
                 break
-        out.append(Budget(gb, fitting, fitting[0] if fitting else None, verdicts))
+        out.append(Budget(limit, fitting, fitting[0] if fitting else None, verdicts))
     return out
 
 
-def default_budgets(rows: list[Row]) -> list[float]:
-    """Budgets at which the set of fitting rows changes, on a 1-2-4-8… GB ladder."""
-    peaks = sorted(r.fit_bytes / 1e9 for r in rows if r.ok and r.fit_bytes)
-    if not peaks:
-        return [8, 16, 24, 48, 80]
-    ladder = [0.5 * 2 ** i for i in range(12)] + [24, 48, 80]
+MEMORY_LADDER = sorted({0.5 * 2 ** i for i in range(12)} | {24, 48, 80})  # GB
+PRICE_LADDER = sorted({m * 10.0 ** e for m in (1, 2, 5) for e in range(-3, 6)})  # $ per M tokens
+
+
+def default_budgets(rows: list[Row], axis: CostAxis | None = None) -> list[float]:
+    """Budgets at which the set of fitting rows changes, on a 1-2-4-8… GB ladder
+    (1-2-5 for money)."""
+    axis = axis or memory_axis()
+    costs = sorted(c for r in rows if r.ok and (c := axis.of(r)) is not None)
+    if not costs:
+        return [8, 16, 24, 48, 80] if axis.name == "memory" else []
     budgets, last = [], None
-    for gb in sorted(set(ladder)):
-        fit = sum(p <= gb for p in peaks)
+    for limit in MEMORY_LADDER if axis.name == "memory" else PRICE_LADDER:
+        fit = sum(c <= limit for c in costs)
         if fit and fit != last:
-            budgets.append(gb)
+            budgets.append(limit)
             last = fit
-        if fit == len(peaks):
+        if fit == len(costs):
             break
     return budgets
 

@@ -20,8 +20,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evalq.compare import ALPHA, Judge
 from evalq.leaderboard import charts
-from evalq.leaderboard.model import (Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens, default_budgets, describe_group,
-                                     equal_cost, sort_rows, to_row, variant_rank)
+from evalq.leaderboard.model import (LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
+                                     default_budgets, describe_group, equal_cost, memory_axis, price_axis, sort_rows, to_row,
+                                     variant_rank)
 from evalq.results import current_rows, records_of, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
@@ -34,6 +35,7 @@ class BuildInfo:
     budgets_gb: tuple[float, ...] | None = None
     gpu_price_per_hour: float | None = None
     alpha: float = ALPHA  # of every verdict on the site (evalq.compare)
+    latency: LatencyTarget = LatencyTarget()  # what every row on the equal-cost page must meet
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,6 +105,13 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
             "fit": r.fit_bytes / 1e9 if r.fit_bytes else None, "failed": not r.ok, "cells": cells}
 
 
+def _cost_of(axis: Any, r: Row) -> str:
+    """A row's cost on an equal-cost axis, with its unit."""
+    if axis.name == "memory":
+        return f"{_gb(r.fit_bytes)} GB"
+    return f"${_fmt(axis.of(r), '.2f')} per M tokens"
+
+
 def _predicted(r: Row, key: str) -> str:
     value = r.plan.get(key)
     return f"pred. {_gb(value)}" if value else ""
@@ -163,8 +172,10 @@ def history_charts(runs: list[Any], cells: list[Any]) -> dict[str, list[Any]]:
         for name, fig in (c.figures.get("metrics") or {}).items():
             if isinstance(fig.get("value"), (int, float)):
                 value = fig["value"] / 1e6 if name.endswith("_bytes") else fig["value"]
+                # accuracies carry their 95 % interval (the other figures' noise is not on the value's scale)
+                half = charts.Z95 * fig["stderr"] if fig.get("test") == "accuracy" and fig.get("stderr") else None
                 data.setdefault(c.model, {}).setdefault(name, {}).setdefault(c.variant, []).append(
-                    (c.run_id, value, (c.run_id, f"{c.model} · {c.variant}") in flagged))
+                    (c.run_id, value, (c.run_id, f"{c.model} · {c.variant}") in flagged, half))
     return {model: [charts.history(f"{model}: {history_title(name)}", nights, series) for name, series in sorted(metrics.items())]
             for model, metrics in sorted(data.items())}
 
@@ -186,7 +197,7 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
             groups[row.group] = describe_group(db_row.cell or {})
     rows = sort_rows(rows)
     add_deltas(rows)
-    budgets = list(info.budgets_gb) if info.budgets_gb else default_budgets(rows)
+    budgets = list(info.budgets_gb) if info.budgets_gb else default_budgets(rows)  # memory, GB
     by_group = {g: [r for r in rows if r.group == g] for g in sorted(groups)}
     tasks = sorted({t for r in rows for t in r.tasks})
     families = sorted({r.family for r in rows})
@@ -195,7 +206,7 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     runs = history[0] if history else []
     context = dict(info=info, rows=rows, groups=groups, by_group=by_group, tasks=tasks, families=families,
                    variants=variants, models=models, budgets=budgets, has_history=bool(runs),
-                   cost=lambda r: cost_per_million_tokens(r, info.gpu_price_per_hour))
+                   cost=lambda r: cost_per_million_tokens(r, info.gpu_price_per_hour), cost_of=_cost_of)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(exist_ok=True)
@@ -210,9 +221,12 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     write("index.html", "index.html", columns=table_columns(tasks, priced),
           tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced) for r in rs]
                   for g, rs in by_group.items()})
-    views = {g: equal_cost(rs, budgets, judge) for g, rs in by_group.items()}
-    adjust_for_multiplicity([v for view in views.values() for b in view for v in b.verdicts])
-    write("equal-cost.html", "equal_cost.html", views=views, alpha=info.alpha)
+    # group → axis → budgets: by peak memory, and by money where a GPU price is given
+    axes = [memory_axis()] + ([price_axis(info.gpu_price_per_hour)] if info.gpu_price_per_hour else [])
+    views = {g: {axis: equal_cost(rs, budgets if axis.name == "memory" else default_budgets(rs, axis), judge, axis, info.latency)
+                 for axis in axes} for g, rs in by_group.items()}
+    adjust_for_multiplicity([v for view in views.values() for bs in view.values() for b in bs for v in b.verdicts])
+    write("equal-cost.html", "equal_cost.html", views=views, alpha=info.alpha, latency=info.latency)
     write("frontier.html", "frontier.html", charts_by_group={
         g: (charts.scatter(rs, "memory", "Accuracy vs peak memory", "Peak memory while generating (GB)"),
             charts.scatter(rs, "latency", "Accuracy vs decode latency", "Decode latency at batch 1 (ms/token)"))
@@ -231,11 +245,11 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
 
 
 def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu_price_per_hour: float | None = None,
-                  built_at: str | None = None, alpha: float = ALPHA) -> Path:
+                  built_at: str | None = None, alpha: float = ALPHA, latency: LatencyTarget = LatencyTarget()) -> Path:
     from evalq.store import Store
 
     stamp = built_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    info = BuildInfo(stamp, db, tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour, alpha)
+    info = BuildInfo(stamp, db, tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour, alpha, latency)
     # Rendering 10,000 rows allocates millions of small objects and no cycles worth
     # collecting: the cyclic GC's repeated passes over them cost ~20 % of the build.
     gc_was_enabled = gc.isenabled()

@@ -145,10 +145,11 @@ def test_history_chart_rings_a_regression_and_escapes_names():
     from evalq.leaderboard import charts
 
     svg = str(charts.history("<m>: perplexity", [(1, "2026-11-01"), (2, "2026-11-02")],
-                             {"fp16": [(1, 20.0, False), (2, 25.0, True)], "<v>": [(1, 21.0, False)]}))
+                             {"fp16": [(1, 20.0, False, None), (2, 25.0, True, None)], "<v>": [(1, 21.0, False, 0.5)]}))
     assert "&lt;m&gt;" in svg and "<m>" not in svg and "&lt;v&gt;" in svg
     assert svg.count('stroke="#d62728"') == 1 and "night 2 (2026-11-02): 25 — regression" in svg
     assert "<polyline" in svg
+    assert svg.count('class="error-bar"') == 1 and "night 1 (2026-11-01): 21 (95 % CI 20.5–21.5)" in svg
 
 
 def test_ray_missing_falls_back_to_the_local_executor(monkeypatch):

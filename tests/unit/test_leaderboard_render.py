@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -134,3 +135,122 @@ def test_model_page_shows_where_the_benchmark_data_came_from(fixture_db, tmp_pat
 def test_the_verdicts_interval_is_labelled_by_alpha(fixture_db, tmp_path):
     page = (build_from_db(fixture_db, tmp_path / "s", built_at="x", alpha=0.1).parent / "equal-cost.html").read_text()
     assert "90&nbsp;% CI" in page and "95&nbsp;% CI" not in page and "α = 0.1" in page
+
+
+def test_frontier_points_carry_their_95_percent_interval(fixture_db):
+    import re
+
+    from evalq.leaderboard import charts
+
+    rows = [to_row(r) for r in Store(fixture_db).cells()]
+    shown = [r for r in rows if r.ok and r.accuracy is not None and r.serve_peak_bytes]
+    svg = str(charts.scatter(rows, "memory", "t", "x"))
+    assert svg.count('class="error-bar"') == len([r for r in shown if r.accuracy_stderr]) + 1  # + the legend's
+    r = next(r for r in shown if r.accuracy_stderr and r.model == "Small-7B")
+    lo, hi = (100 * (r.accuracy + side * 1.959964 * r.accuracy_stderr) for side in (-1, 1))
+    assert f"Small-7B · {r.variant}: {100 * r.accuracy:.1f}% (95 % CI {lo:.1f}–{hi:.1f})" in svg
+
+
+def test_model_pages_show_each_variant_against_fp16_from_the_engine(fixture_db, tmp_path):
+    store = Store(fixture_db)
+    site = build_from_db(fixture_db, tmp_path / "s", built_at="x").parent
+    page = next(p for p in (site / "models").glob("*.html") if ">Small-7B<" in p.read_text())
+    html = page.read_text()
+    int8 = next(r for r in store.cells() if (r.model, r.variant) == ("Small-7B", "int8"))
+    fp16 = next(r for r in store.cells() if (r.model, r.variant) == ("Small-7B", "fp16"))
+    suite = Judge(store.cells(), store.sample_loader())(int8, fp16).suite
+    assert "vs fp16, paired on documents" in html and "99 % gate: " in html
+    assert f"recovery {100 * suite.recovery:.1f} % ({100 * suite.recovery_lo:.1f}–{100 * suite.recovery_hi:.1f})" in html
+    index = (site / "index.html").read_text()
+    assert '"recovery %"' in index or "recovery %" in index
+
+
+VERDICT_WORDS = re.compile(r"\b(beats|significant|passes|fails|undetermined)\b", re.IGNORECASE)
+ENGINE_OUTPUTS = re.compile(r"\bv\.(significant|suite|winner|comparison)|gate_|p_vs_fp16|diff_vs_fp16|recovery")
+JINJA_TAG = re.compile(r"{%-?\s*(if|elif|else|endif)\b(.*?)-?%}", re.DOTALL)
+
+
+def _unconditioned_verdicts(template: str) -> list[str]:
+    """Text saying a verdict word outside every {% if %} whose condition reads an engine output."""
+    chains: list[list[str]] = []  # the conditions of each open if/elif chain
+    found, pos = [], 0
+    for m in [*JINJA_TAG.finditer(template), None]:
+        text = template[pos : m.start() if m else len(template)]
+        if VERDICT_WORDS.search(text) and not any(ENGINE_OUTPUTS.search(c) for chain in chains for c in chain):
+            found.append(text.strip()[:120])
+        if m is None:
+            break
+        kind, cond = m.group(1), m.group(2)
+        if kind == "if":
+            chains.append([cond])
+        elif kind == "elif":
+            chains[-1].append(cond)
+        elif kind == "endif":
+            chains.pop()
+        pos = m.end()
+    return found
+
+
+def test_no_verdict_sentence_is_made_outside_the_engine():
+    """Verdict words reach the pages only under a condition on the engine's output
+    (a Verdict's significance, a gate, a paired difference), and no Python outside
+    the engine (evalq.compare) and the nightly's judge of its tests (evalq.drift)
+    spells a verdict sentence."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    for template in (root / "leaderboard" / "templates").glob("*.html"):
+        assert _unconditioned_verdicts(template.read_text()) == [], template.name
+    assert _unconditioned_verdicts("{% if r.accuracy > 0.5 %}A beats B{% endif %}")  # the check can fail
+    for py in [*(root / "harness").rglob("*.py"), *(root / "leaderboard").glob("*.py")]:
+        if py.name in ("compare.py", "drift.py"):
+            continue
+        tree = ast.parse(py.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                assert not re.search(r"\b(beats|no significant difference|significantly)\b", node.value), f"{py}: {node.value}"
+
+
+def test_a_latency_target_keeps_only_rows_that_meet_it(fixture_db):
+    from evalq.leaderboard.model import LatencyTarget, equal_cost
+
+    store = Store(fixture_db)
+    rows = [to_row(r) for r in store.cells()]
+    judge = Judge(store.cells(), store.sample_loader())
+    tpots = sorted(1000 / r.decode_tokens_per_s for r in rows if r.ok and r.decode_tokens_per_s and r.accuracy is not None)
+    target = LatencyTarget(max_tpot_ms=tpots[len(tpots) // 2])  # half the rows are fast enough
+    (free,), (held,) = (equal_cost(rows, [1e3], judge, latency=t) for t in (LatencyTarget(), target))
+    assert [r.key for r in held.fitting] == [r.key for r in free.fitting if 1000 / r.decode_tokens_per_s <= target.max_tpot_ms]
+    assert 0 < len(held.fitting) < len(free.fitting)
+    assert all(target.allows(v.a) and target.allows(v.b) for v in held.verdicts)
+    slow_start = LatencyTarget(max_ttft_ms=min(r.ttft_ms for r in rows if r.ttft_ms) - 1)
+    assert equal_cost(rows, [1e3], judge, latency=slow_start)[0].fitting == []
+
+
+def test_budgets_by_money_and_latency_reach_the_equal_cost_page(fixture_db, tmp_path):
+    from evalq.leaderboard.model import LatencyTarget, cost_per_million_tokens
+
+    site = build_from_db(fixture_db, tmp_path / "s", gpu_price_per_hour=2.0, built_at="x",
+                         latency=LatencyTarget(max_tpot_ms=50, max_ttft_ms=400)).parent
+    html = (site / "equal-cost.html").read_text()
+    assert "at most 50 ms per token (decode, batch 1) and at most 400 ms to the first token" in html
+    assert 'data-axis="memory"' in html and 'data-axis="cost"' in html and "per GPU hour" in html
+    rows = [to_row(r) for r in Store(fixture_db).cells()]
+    cheapest = min((r for r in rows if r.ok and r.accuracy is not None and LatencyTarget(50, 400).allows(r)),
+                   key=lambda r: cost_per_million_tokens(r, 2.0))
+    from markupsafe import escape
+
+    first_cost_budget = html[html.index('data-axis="cost"'):].split("</section>")[0]
+    assert f"{escape(cheapest.model)} {cheapest.variant} — " in first_cost_budget
+
+
+def test_cli_takes_latency_targets(fixture_db, tmp_path):
+    from typer.testing import CliRunner
+
+    from evalq.cli import app
+
+    res = CliRunner().invoke(app, ["leaderboard", "build", "--db", fixture_db, "--out", str(tmp_path / "s"), "--max-tpot-ms", "20"])
+    assert res.exit_code == 0, res.output
+    assert "at most 20 ms per token" in (tmp_path / "s" / "equal-cost.html").read_text()
