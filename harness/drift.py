@@ -4,9 +4,10 @@ Pure functions: `figures_of` turns a results record into the figures a night
 keeps (each with what its noise is measured by), `compare` judges tonight's
 figures against the previous night's. The tests, per kind of figure:
 
-- accuracy: paired where both cells left lm-eval's per-sample records (exact
-  McNemar on the answers that flipped), else the difference against the
-  combined standard error of the two scores;
+- accuracy: paired where both cells left lm-eval's per-sample records, by the
+  comparison engine (evalq.compare: the figure's own metric, document by
+  document; exact McNemar, and the difference's interval), else the difference
+  against the combined standard error of the two scores;
 - perplexity of the quality slice: ln PPL against the combined standard error
   of the two mean token log-losses; KLD and same-top-1: combined standard error;
 - speed: an exact rank test (Mann–Whitney) on the two nights' repeats, and a
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Callable
 
-from evalq.paired import flips, mc_answers
+from evalq.compare import Difference, compare as compare_cells, document_scores
 
 DEFAULT_ALPHA = 0.01  # a nightly alert wakes someone: one false alarm per 100 judged figures at most
 SPEED_FLOOR = 0.05
@@ -133,8 +134,9 @@ def _direction(before: float, after: float, better: str) -> str:
 
 
 def judge(name: str, a: dict[str, Any], b: dict[str, Any], alpha: float,
-          paired: Callable[[str], tuple[int, int] | None]) -> Change | str | None:
-    """A Change if the figure moved beyond its noise, None if not, or a reason it cannot be judged."""
+          paired: Callable[[str, str], Difference | None]) -> Change | str | None:
+    """A Change if the figure moved beyond its noise, None if not, or a reason it cannot be judged.
+    `paired(task, metric)`: the engine's tonight-minus-last-night difference on the documents both scored."""
     before, after = a.get("value"), b.get("value")
     if before is None or after is None:
         return "not measured on both nights"
@@ -143,16 +145,13 @@ def judge(name: str, a: dict[str, Any], b: dict[str, Any], alpha: float,
     better = b["better"]
     test = b["test"]
     if test == "accuracy":
-        flipped = paired(b.get("task", ""))
-        if flipped is not None:
-            to_wrong, to_right = flipped
-            from evalq.compare import mcnemar_exact
-
-            p = mcnemar_exact(to_wrong, to_right)
-            if p >= alpha:
+        d = paired(b.get("task", ""), name.partition(":")[2])
+        if d is not None:
+            if d.p >= alpha:
                 return None
             return Change(name, before, after, _direction(before, after, better),
-                          f"paired: {to_wrong} right→wrong, {to_right} wrong→right, McNemar p = {p:.2g}", p)
+                          f"paired on {d.n:,} documents: {100 * d.diff:+.1f} points ({100 * (1 - alpha):g} % CI "
+                          f"{100 * d.lo:+.1f} to {100 * d.hi:+.1f}), p = {d.p:.2g}", d.p)
         test = "stderr"
     if test in ("stderr", "log_stderr"):
         sa, sb = a.get("stderr"), b.get("stderr")
@@ -236,14 +235,13 @@ def compare(before: dict[tuple[str, str], dict[str, Any]], after: dict[tuple[str
             drift.status = "fixed"
             continue
 
-        def paired(task: str, a=a, b=b) -> tuple[int, int] | None:
+        def paired(task: str, metric: str, a=a, b=b) -> Difference | None:
             if a["key"] == b["key"]:
                 return None
-            mine, theirs = mc_answers(samples(b["key"], task)), mc_answers(samples(a["key"], task))
-            if not mine or not theirs:
+            tonight, last = (document_scores(samples(x["key"], task), metric) for x in (b, a))
+            if not tonight or not last:
                 return None
-            f = flips(theirs, mine)
-            return (f.correct_to_wrong, f.wrong_to_correct) if f.n else None
+            return compare_cells({task: tonight}, {task: last}, alpha).tasks.get(task)
 
         for name in sorted(set(a["metrics"]) | set(b["metrics"])):
             ma, mb = a["metrics"].get(name), b["metrics"].get(name)

@@ -15,7 +15,26 @@ from evalq.nightly import Busy, Report, nightly_lock
 from evalq.compare import mcnemar_exact
 from evalq.results import current_rows
 
-NO_PAIRS = lambda task: None  # noqa: E731
+NO_PAIRS = lambda task, metric: None  # noqa: E731
+
+
+def flipped(right_to_wrong: int, wrong_to_right: int, n: int = 100, metric: str = "acc"):
+    """The engine's answer for two nights whose answers differ only in these flips."""
+    from evalq.compare import compare
+
+    last = {(str(i), "h"): 1.0 if i < 50 + right_to_wrong else 0.0 for i in range(n)}
+    tonight = dict(last)
+    for i in range(50, 50 + right_to_wrong):
+        tonight[(str(i), "h")] = 0.0
+    for i in range(n - wrong_to_right, n):
+        tonight[(str(i), "h")] = 1.0
+    asked = []
+
+    def paired(task, m):
+        asked.append(m)
+        return compare({task: tonight}, {task: last}).tasks[task] if m == metric else None
+    paired.asked = asked
+    return paired
 
 
 def fig(value, **kw):
@@ -25,12 +44,16 @@ def fig(value, **kw):
 def test_accuracy_is_judged_paired_when_the_answers_are_there():
     a, b = fig(0.60, test="accuracy", stderr=0.05, task="t"), fig(0.50, test="accuracy", stderr=0.05, task="t")
     # 12 answers right→wrong and 2 wrong→right: McNemar p = 0.013, significant at 0.05, not at 0.01
-    change = judge("t:acc", a, b, 0.05, lambda task: (12, 2))
+    change = judge("t:acc", a, b, 0.05, flipped(12, 2))
     assert isinstance(change, Change) and change.verdict == "regression" and change.p == pytest.approx(mcnemar_exact(12, 2))
-    assert judge("t:acc", a, b, 0.01, lambda task: (12, 2)) is None
+    assert "paired on 100 documents: -10.0 points (95 % CI" in change.test
+    assert judge("t:acc", a, b, 0.01, flipped(12, 2)) is None
     # unpaired, the same 10 points against a combined stderr of 0.0707: z = 1.41, not significant
     assert judge("t:acc", a, b, 0.05, NO_PAIRS) is None
     assert judge("t:acc", a, fig(0.30, test="accuracy", stderr=0.05), 0.05, NO_PAIRS).verdict == "regression"
+    # ARC's figure is acc_norm: the answers are compared by acc_norm, not by acc
+    by_norm = flipped(12, 2, metric="acc_norm")
+    assert isinstance(judge("t:acc_norm", a, b, 0.05, by_norm), Change) and by_norm.asked == ["acc_norm"]
 
 
 def test_perplexity_on_the_log_scale_and_lower_is_better():
