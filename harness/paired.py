@@ -132,13 +132,14 @@ class Paired:
     # the comparison engine's answer (difference, interval, recovery, gates) against fp16
     comparison: Comparison | None = None
     p_adjusted: float | None = None  # the suite difference's p, Holm-adjusted over every row compared with it
+    floor: dict[str, Any] | None = None  # the baseline's own noise floor (measure/quality.noise_floor)
 
     def as_dict(self) -> dict[str, Any]:
         vs = None
         if self.comparison is not None:
             vs = self.comparison.as_dict() | {"p_adjusted": self.p_adjusted}
         return {"baseline_key": self.baseline_key, "group": self.group, "tasks": self.tasks, "total": self.total,
-                "weights_ratio": self.weights_ratio, "flags": self.flags, "vs_fp16": vs}
+                "weights_ratio": self.weights_ratio, "flags": self.flags, "vs_fp16": vs, "floor": self.floor}
 
 
 def sanity_flags(row: Any, base: Any | None) -> list[str]:
@@ -203,6 +204,8 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
     for r in rows:
         base = base_of.get((r.matrix, r.model, group[r.key]))
         paired = Paired(base.key if base else None, group[r.key], flags=sanity_flags(r, base))
+        if base is not None:
+            paired.floor = (((base.result or {}).get("quality") or {}).get("floor"))
         if base is not None and r.status == "ok" and r is not base:
             if base.weights_bytes and r.weights_bytes:
                 paired.weights_ratio = r.weights_bytes / base.weights_bytes

@@ -107,6 +107,8 @@ def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
         "dp_skew": q.get("dp_skew"), "correct_to_wrong": total.get("correct_to_wrong"),
         "wrong_to_correct": total.get("wrong_to_correct"), "flip_rate": total.get("flip_rate"),
         "mcnemar_p": total.get("mcnemar_p"), "choice_kld": total.get("choice_kld"),
+        # the floor: the fp16 weights in another dtype against the baseline (None where not measured)
+        "kld_floor": (p.get("floor") or {}).get("kld_mean"), "same_top1_floor": (p.get("floor") or {}).get("same_top1"),
         # the comparison engine against fp16 (evalq.compare): suite difference, its interval, Holm p, recovery, gates
         "diff_vs_fp16": suite.get("diff"), "diff_lo": suite.get("lo"), "diff_hi": suite.get("hi"),
         "p_vs_fp16": suite.get("p"), "p_vs_fp16_holm": vs.get("p_adjusted"), "mde": suite.get("mde"),
@@ -201,7 +203,8 @@ def to_table(records: list[dict[str, Any]]) -> Any:
                 cells.append(_pm(h[1], h[2]))
         cells.append(_pm(r["average"]["value"], r["average"]["stderr"]) if r["average"] else "–")
         f = paired_figures(r)
-        cells += [_num(f["text_ppl_ratio"], ".3f"), _num(f["kld_mean"], ".4f"),
+        kld = _num(f["kld_mean"], ".4f") + (f" (floor {f['kld_floor']:.4f})" if f["kld_floor"] is not None else "")
+        cells += [_num(f["text_ppl_ratio"], ".3f"), kld,
                   _num(None if f["same_top1"] is None else 100 * f["same_top1"], ".1f"),
                   "–" if f["correct_to_wrong"] is None else f"{f['correct_to_wrong']}/{f['wrong_to_correct']}",
                   _num(f["mcnemar_p"], ".3g"), _recovery(f), _gate(f)]

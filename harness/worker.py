@@ -169,6 +169,10 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
             phase("quality")
             started = time.perf_counter()
             quality = compare(model, quality_slice, baseline)
+            if cell.variant == BASELINE_VARIANT:  # how close two faithful computations already are
+                from evalq.measure.quality import noise_floor
+
+                quality["floor"] = noise_floor(model, quality_slice, baseline, cell.device)
         quality["seconds"] = time.perf_counter() - started
         del baseline
     memory = peak.finish()

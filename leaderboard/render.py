@@ -91,8 +91,7 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
     cells += [[r.perplexity, _fmt(r.perplexity, ".2f"), ""],
               [r.delta_accuracy, _signed(r.delta_accuracy), ""], _recovery(r),
               _flips(r), [r.paired.get("mcnemar_p"), _fmt(r.paired.get("mcnemar_p"), ".3g"), ""],
-              [r.paired.get("kld_mean"), _fmt(r.paired.get("kld_mean"), ".4f"),
-               f"p99 {_fmt(r.paired.get('kld_p99'), '.3f')}" if r.paired.get("kld_p99") is not None else ""],
+              [r.paired.get("kld_mean"), _fmt(r.paired.get("kld_mean"), ".4f"), _kld_detail(r)],
               [r.paired.get("same_top1"), _pct(r.paired.get("same_top1")), ""],
               [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""], [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""],
               [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]]
@@ -115,6 +114,13 @@ def _cost_of(axis: Any, r: Row) -> str:
 def _predicted(r: Row, key: str) -> str:
     value = r.plan.get(key)
     return f"pred. {_gb(value)}" if value else ""
+
+
+def _kld_detail(r: Row) -> str:
+    parts = [f"p99 {_fmt(r.paired.get('kld_p99'), '.3f')}"] if r.paired.get("kld_p99") is not None else []
+    if r.paired.get("kld_floor") is not None:
+        parts.append(f"floor {_fmt(r.paired['kld_floor'], '.4f')}")
+    return " · ".join(parts)
 
 
 def _recovery(r: Row) -> list:

@@ -348,3 +348,38 @@ def ngram_overlap(windows: list[list[int]], ids: list[int], n: int = 32) -> floa
     seen = {tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)}
     hits = sum(any(tuple(w[i : i + n]) in seen for i in range(len(w) - n + 1)) for w in windows)
     return hits / len(windows) if windows else 0.0
+
+
+# --- the noise floor of the arithmetic ----------------------------------------
+
+def floor_dtype(current: str, device: str, native_bf16: bool) -> tuple[str | None, str | None]:
+    """The other dtype the baseline's own weights run in to measure the floor: float32
+    against a 16-bit baseline, else bfloat16 where it is native; (None, why) where not."""
+    if current in ("bfloat16", "float16"):
+        return "float32", None
+    if device == "cuda" or native_bf16:
+        return "bfloat16", None
+    return None, ("bfloat16 is emulated on this CPU (no AVX512_BF16/AMX), several times slower than the float32 "
+                  "baseline's own pass: not measured")
+
+
+def noise_floor(model: Any, sl: Slice, baseline: Baseline, device: str) -> dict[str, Any]:
+    """KLD and same-top-1 of the baseline's own weights computed in another dtype
+    against the stored baseline: how far two faithful computations of the same
+    model already differ, the floor a quantized variant's figures sit on."""
+    import torch
+
+    from evalq.cpu import native_bf16
+
+    current = baseline.meta["dtype"]
+    other, why = floor_dtype(current, device, device != "cuda" and native_bf16())
+    if other is None:
+        return {"against": current, "skipped": why}
+    model.to(getattr(torch, other))
+    try:
+        s = compare(model, sl, baseline)
+    finally:
+        model.to(getattr(torch, current))
+    return {"dtype": other, "against": current, "n_tokens": s["n_tokens"], "kld_mean": s["kld_mean"],
+            "kld_stderr": s["kld_stderr"], "kld_p99": s["kld"]["p99"], "same_top1": s["same_top1"],
+            "same_top1_stderr": s["same_top1_stderr"], "ppl_ratio": s["ppl_ratio"]}

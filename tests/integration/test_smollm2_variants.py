@@ -210,6 +210,19 @@ def test_every_variant_is_compared_with_the_fp16_baseline_on_wikitext(rows):
     assert q["int8"]["kld_mean"] * 3 < min(q["nf4"]["kld_mean"], q["gptq-4"]["kld_mean"])
 
 
+def test_the_fp16_cell_measures_the_noise_floor_where_the_other_dtype_is_native(rows):
+    from evalq.cpu import native_bf16
+
+    floor = rows["fp16"].result["quality"]["floor"]
+    assert floor["against"] == AUTO
+    if AUTO == "float32" and not native_bf16():  # an AVX2-only CPU: bf16 would be emulated
+        assert "emulated" in floor["skipped"]
+        return
+    assert floor["dtype"] == ("float32" if AUTO != "float32" else "bfloat16") and floor["n_tokens"] == 4 * 255
+    # the arithmetic alone moves the distributions, far less than 8-bit weights do
+    assert 0 < floor["kld_mean"] < rows["int8"].result["quality"]["kld_mean"] and floor["same_top1"] > 0.95
+
+
 def test_baseline_is_stored_once_in_the_model_dtype_within_its_size_bound(rows):
     from evalq.cache import cache_dir
 

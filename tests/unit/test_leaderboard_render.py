@@ -86,6 +86,10 @@ def test_rows_that_ran_remote_code_are_marked(tmp_path):
     assert "trust_remote_code" in model_page.read_text()
 
 
+FLOOR = {"dtype": "float32", "against": "bfloat16", "n_tokens": 2040, "kld_mean": 0.0007, "kld_stderr": 0.0001,
+         "kld_p99": 0.004, "same_top1": 0.991, "same_top1_stderr": 0.002, "ppl_ratio": 1.0003}
+
+
 def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
     from evalq.cell import expand
     from evalq.matrix import load_matrix
@@ -103,7 +107,8 @@ def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
                "same_top1_stderr": 0.006, "ppl": 22.0, "ppl_ratio": 1.02, "dp_rms": 0.03, "dp_skew": -1.7,
                "dp": {"p1": -0.1, "p99": 0.07}, "n_tokens": 2040, "convention": "llama.cpp", "context": 512}
     outcomes = {
-        "fp16": ({"weights_bytes": 1000, "details": {"bits": 16, "quantized_modules": 0}}, [True] * 8 + [False] * 2),
+        "fp16": ({"weights_bytes": 1000, "details": {"bits": 16, "quantized_modules": 0},
+                  "quality": {**quality, "kld_mean": 0.0, "floor": FLOOR}}, [True] * 8 + [False] * 2),
         "int8": ({"weights_bytes": 600, "details": {"bits": 8, "quantized_modules": 210}, "quality": quality,
                   "plan": {"predicted_weights_bytes": 600, "predicted_peak_bytes": 5_120_000_000}},
                  [True] * 7 + [False] * 2 + [True]),
@@ -122,6 +127,14 @@ def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
     assert "KL divergence to fp16 is exactly 0" in page and "no quantized module" in page
     assert "1 right→wrong, 1 wrong→right" in page and "210 quantized modules" in page
     assert "predicted 5.12" in page and '"pred. 5.12"' in index  # the planner's peak beside the measured one
+    # the noise floor measured by the fp16 cell, beside every variant's KLD
+    assert "noise floor" in page and "float32 against bfloat16: KLD 0.0007 ± 0.0001 · same top-1 99.1 %" in page
+    assert '"floor 0.0007"' in index or "floor 0.0007" in index
+    from evalq.results import records_of, to_csv
+
+    header, *lines = to_csv(records_of(store.cells(), store.samples)).splitlines()
+    int8 = dict(zip(header.split(","), next(line for line in lines if ",int8," in line).split(",")))
+    assert float(int8["kld_floor"]) == 0.0007 and float(int8["same_top1_floor"]) == 0.991
 
 
 def test_model_page_shows_where_the_benchmark_data_came_from(fixture_db, tmp_path):

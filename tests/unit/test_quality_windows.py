@@ -65,3 +65,33 @@ def test_ngram_overlap_finds_windows_cut_from_the_evaluation_text():
     windows = [text[100:400], list(range(20_000, 20_300)), text[9_990:] + list(range(30_000, 30_290))]
     assert ngram_overlap(windows, text[:5000]) == pytest.approx(1 / 3)
     assert ngram_overlap(windows, text) == pytest.approx(1 / 3)  # 10 tokens in common is not a 32-token run
+
+
+def test_the_noise_floor_runs_the_baselines_own_weights_in_the_other_dtype(tmp_path):
+    """A real (tiny, random) Llama in bfloat16 as the baseline: the floor is the same
+    weights in float32 against it, the model is handed back in its own dtype, and the
+    floor's figures are those of a direct comparison in float32."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from evalq.measure.quality import Baseline, Slice, compare, floor_dtype, noise_floor, write_baseline
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, max_position_embeddings=128)
+    model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    ids = np.random.default_rng(0).integers(0, 320, 256).tolist()
+    sl = Slice(ids, plan_windows(len(ids), "llama.cpp", 64, None, 128, None))
+    write_baseline(tmp_path, model, sl, "tiny")
+    base = Baseline.open(tmp_path)
+    assert compare(model, sl, base)["kld_mean"] == 0  # the same arithmetic: no distance at all
+
+    floor = noise_floor(model, sl, base, "cpu")
+    assert floor["dtype"] == "float32" and floor["against"] == "bfloat16" and floor["n_tokens"] == sl.windows.n_scored
+    assert next(model.parameters()).dtype == torch.bfloat16  # handed back as it came
+    direct = compare(model.float(), sl, base)
+    assert 0 < floor["kld_mean"] == direct["kld_mean"] and floor["same_top1"] == direct["same_top1"]
+
+    assert floor_dtype("float32", "cpu", native_bf16=True) == ("bfloat16", None)
+    skipped, why = floor_dtype("float32", "cpu", native_bf16=False)
+    assert skipped is None and "emulated" in why
