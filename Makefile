@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	# library (LLAVA_BUILD=OFF: evalq never loads it) and never from pip's
 	# wheel cache, which keys a built wheel by the source file alone and would hand a CPU build
 	# to a later CMAKE_ARGS=-DGGML_CUDA=on install
-	rm -rf $(VENV)/sdist && $(BIN)/python -m pip download -q --no-deps --no-binary :all: "$(LLAMA_CPP_SPEC)" -d $(VENV)/sdist
+	rm -rf $(VENV)/sdist && $(BIN)/python -m pip download -q --no-deps --no-binary llama-cpp-python "$(LLAMA_CPP_SPEC)" -d $(VENV)/sdist
 	CMAKE_ARGS="$(CMAKE_ARGS) -DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q --no-cache-dir $(VENV)/sdist/llama_cpp_python-*.tar.gz
 	$(BIN)/python -m pip install -q -e ".[gguf]" "$(TORCH_SPEC)"
 	$(BIN)/evalq gguf-converter --sdist $(VENV)/sdist/llama_cpp_python-*.tar.gz
