@@ -190,7 +190,7 @@ def to_table(records: list[dict[str, Any]]) -> Any:
     table.add_column("tok/s (b=1)", justify="right")
     table.add_column("flags")
     for r in records:
-        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {(r['error'] or '')[:60]}"
+        status = f"{r['status']}: {r['error'][:60]}" if r["status"] != "ok" and r["error"] else r["status"]
         cells = [escape(r["model"]), escape(r["variant"]), escape(status),
                  r["dtype"] or "–", _mb(r["weights_bytes"]), _mb(r["peak_memory_bytes"])]
         for task in tasks:
