@@ -7,6 +7,7 @@ lock, so a run killed mid-build never leaves a half-written entry behind.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -46,9 +47,11 @@ class BuildError(RuntimeError):
 
 
 def _child(fn: Callable[..., Any], tmp: Path, parent_pid: int, args: tuple) -> None:
-    from evalq.worker import die_with_parent
+    from evalq.lifeline import die_with_parent
+    from evalq.threads import apply_from_env
 
     die_with_parent(parent_pid)
+    apply_from_env()
     try:
         fn(tmp, *args)
     except BaseException as exc:  # report to the parent, whatever it was
@@ -88,3 +91,31 @@ def build_once(target: Path, fn: Callable[..., Any], *args: Any, isolated: bool 
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+_sha_memo: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, remembered (here and on disk) by path, size and
+    mtime: a weights file is hashed once per change, not once per run."""
+    st = path.stat()
+    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo_key in _sha_memo:
+        return _sha_memo[memo_key]
+    memo = cache_dir("sha256") / hashlib.sha256(repr(memo_key).encode()).hexdigest()
+    try:
+        known = memo.read_text().strip()
+    except OSError:
+        known = ""
+    if len(known) != 64:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        known = digest.hexdigest()
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(known)
+        os.replace(tmp, memo)
+    _sha_memo[memo_key] = known
+    return known

@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from evalq.backends.base import get_backend
+from evalq.backends.base import BASELINE_VARIANT, get_backend  # noqa: F401 (BASELINE_VARIANT: cell's API)
 from evalq.backends.hf import resolve_auto_dtypes
-from evalq.models import file_sha256
-from evalq.matrix import EvalSettings, Matrix, ModelSpec, PerfSettings, QualitySettings, merged_options
+from evalq.cache import file_sha256
+from evalq.env import COMMON_LIBRARIES, library_versions
+from evalq.threads import PHASES, resolve
+from evalq.matrix import EvalSettings, Matrix, ModelSpec, PerfSettings, QualitySettings, variant_options
 from evalq.suites import Suite
-
-# Versions that change accuracy or speed of every cell; each backend adds its own.
-COMMON_LIBRARIES = ("torch", "transformers", "lm_eval")
-
-
-def library_versions(names: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
-
 
 class Cell(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,12 +49,23 @@ class Cell(BaseModel):
                                        exclude_none=True)
         return hashlib.sha256(content.encode()).hexdigest()[:32]
 
+    def threads(self, phase: str) -> int:
+        """The CPU threads of one phase (threads.PHASES): timing with perf.threads on the
+        CPU, everything else with eval.threads; None in the matrix means every core."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}: one of {', '.join(PHASES)}")
+        if phase == "speed":
+            return resolve(self.perf.threads if self.device == "cpu" else None)
+        return resolve(self.eval.threads)
+
+    def thread_plan(self) -> dict[str, int]:
+        return {phase: self.threads(phase) for phase in PHASES}
+
     @property
     def name(self) -> str:
         return f"{self.model.display_name} · {self.variant}"
 
 
-BASELINE_VARIANT = "fp16"
 
 
 def resolve_device(requested: str) -> str:
@@ -89,13 +87,10 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
         revision = resolve_revision(model)
         baseline = None
         if matrix.quality:
-            baseline = resolve_auto_dtypes(get_backend(BASELINE_VARIANT).Config.model_validate(
-                merged_options(matrix, model, BASELINE_VARIANT) if BASELINE_VARIANT in matrix.variants else {}).model_dump(mode="json"),
-                device)
+            baseline = resolve_auto_dtypes(variant_options(matrix, model, BASELINE_VARIANT).model_dump(mode="json"), device)
         for variant in matrix.variants:
             backend = get_backend(variant)
-            options = resolve_auto_dtypes(backend.Config.model_validate(merged_options(matrix, model, variant)).model_dump(mode="json"),
-                                          device)
+            options = resolve_auto_dtypes(variant_options(matrix, model, variant).model_dump(mode="json"), device)
             cells.append(
                 Cell(
                     model=model,
@@ -116,3 +111,21 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
                 )
             )
     return cells
+
+
+def key_difference(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """What differs between two cells' definitions, in words: why a key changed."""
+    if not before or not after:
+        return []
+    out = []
+    for name in sorted(set(before) | set(after)):
+        if name in ("matrix", "timeout_s"):
+            continue
+        a, b = before.get(name), after.get(name)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{name}.{k}: {a.get(k)!s:.60} → {b.get(k)!s:.60}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{name} changed" if isinstance(a, (dict, list)) or isinstance(b, (dict, list)) else f"{name}: {a} → {b}")
+    return out

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 app = typer.Typer(help="Measure big-quantized against small-full-precision LLMs: accuracy, speed, memory.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True)  # --install-completion / --show-completion for bash, zsh, fish
 err = Console(stderr=True, soft_wrap=True)  # no wrapping inside paths and messages
 out = Console(soft_wrap=True)
 
@@ -28,11 +28,24 @@ class Format(str, Enum):
     json = "json"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from evalq import __version__
+
+        out.print(f"evalq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit")) -> None:
+    """Measure big-quantized against small-full-precision LLMs: accuracy, speed, memory."""
+
+
 @contextmanager
 def user_errors(debug: bool) -> Iterator[None]:
     """Bad input ends with exit code 2 and one message; --debug shows the traceback."""
     from evalq.matrix import MatrixError
-    from evalq.models import ModelError
+    from evalq.model_sources import ModelError
     from evalq.store.db import StoreError
     from evalq.suites import SuiteNotFound
 
@@ -51,19 +64,28 @@ def validate(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Check a matrix without running it: schema, variants and their options, suites and tasks, models."""
-    from evalq import preflight
-    from evalq.matrix import MatrixError, load_matrix
+    from evalq.api import load_matrix
 
     with user_errors(debug):
-        matrix, suites = load_matrix(matrix_file)
-        checked = preflight.check(matrix, suites, resolve_models=False)
-        for note in checked.notes:
+        matrix, suites, notes = load_matrix(matrix_file, resolve_models=False)
+        for note in notes:
             out.print(f"  note: {escape(note)}")
-        if checked.problems:
-            raise MatrixError(str(matrix_file), checked.problems)
         n_cells = len(matrix.models) * len(matrix.variants)
         out.print(f"[green]ok[/green] {escape(str(matrix_file))}: {escape(matrix.name)} — {len(matrix.models)} models × "
                   f"{len(matrix.variants)} variants = {n_cells} cells; suites: {escape(', '.join(s.name for s in suites))}")
+
+
+def _fail_on(text: str) -> tuple[str, ...]:
+    from evalq.outcome import Status
+
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if names == ("none",):
+        return ()
+    known = [s.value for s in Status if s not in (Status.ok, Status.running)]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise typer.BadParameter(f"--fail-on takes statuses from {', '.join(known)} (comma-separated) or none, got {text!r}")
+    return names
 
 
 @app.command()
@@ -78,100 +100,44 @@ def run(
                                           "ray: each cell a Ray task on a cluster (pip install 'evalq[ray]')"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (auto: the running cluster; "
                                        "default: start a local one)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list each cell that would run and why; load nothing, write nothing"),
+    fail_on: str = typer.Option(",".join(("error", "oom", "timeout", "killed")), "--fail-on",
+                                help="exit 1 when a cell of this run ends in one of these statuses (comma-separated; "
+                                     "also unsupported, skipped; none: always 0)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the workers' output"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
-    """Run every cell of the matrix not already stored ok; record each end in the database."""
-    from evalq import preflight
-    from evalq.cell import expand
-    from evalq.matrix import MatrixError, load_matrix
-    from evalq.models import resolve_revision
-    from evalq.orchestrator import run_cells
-    from evalq.store import Store
+    """Run every cell of the matrix not already stored ok; record each end in the database.
+    Exit 0: every cell ran or was stored; 1: a cell of this run ended in a --fail-on status; 2: bad input."""
+    from evalq import api
 
+    statuses = _fail_on(fail_on)
     with user_errors(debug):
-        matrix, suites = load_matrix(matrix_file)
-        checked = preflight.check(matrix, suites)
-        if checked.problems:
-            raise MatrixError(str(matrix_file), checked.problems)
-        cells = expand(matrix, suites, resolve_revision)
-        wont_fit = _predicted_too_big(matrix, cells, gpu_memory, str(matrix_file))
-        store = Store(db)  # opened only once the input is known good: nothing partial is written
-    runner = _executor(executor, address, matrix, gpu_memory, verbose)
-    summary = run_cells(cells, store, force=force, rerun_failed=rerun_failed, echo=verbose, console=err, wont_fit=wont_fit,
-                        executor=runner)
+        prepared = api.prepare(matrix_file, gpu_memory)
+        if dry_run:
+            plan = api.dry_run(prepared, db, force, rerun_failed)
+            for p in plan:
+                out.print(f"{'run ' if p.would_run else 'keep'}  {escape(p.cell.name)}  [dim]{p.cell.key[:12]}[/dim]  {escape(p.reason)}")
+            out.print(f"{sum(p.would_run for p in plan)} of {len(plan)} cells would run (dry run: nothing loaded or written)")
+            return
+        store = api.Store(db)
+    summary = api.run(prepared, store, force=force, rerun_failed=rerun_failed, executor=executor.value, address=address,
+                      verbose=verbose, console=err, log=lambda text: err.print(escape(text)))
     ran = ", ".join(f"{n} {s}" for s, n in sorted(summary.ran.items())) or "none"
     elsewhere = f", {summary.elsewhere} taken by another evalq run" if summary.elsewhere else ""
     err.print(f"{summary.total} cells: {summary.skipped} already stored{elsewhere}, ran {ran}. "
               f"Results: evalq results --db {escape(db)}")
-
-
-def _executor(name: ExecutorName, address: str | None, matrix, gpu_memory: str | None, verbose: bool):
-    from evalq.executors import make_executor
-    from evalq.models import read_config
-    from evalq.planner import PlanError, parse_bytes, plan_cell
-
-    configs = {m.display_name: _config_or_none(m, read_config) for m in matrix.models} if name is ExecutorName.ray else {}
-
-    def plan(cell):  # the GPUs a Ray task asks for come from the planner
-        config = configs.get(cell.model.display_name)
-        try:
-            return plan_cell(cell.variant, cell.options, cell.perf, cell.device, config) if config else None
-        except (PlanError, KeyError, TypeError):
-            return None
-
-    limit = None
-    if gpu_memory:
-        try:
-            limit = parse_bytes(gpu_memory)
-        except PlanError:
-            limit = None  # already reported by _predicted_too_big
-    return make_executor(name.value, address, plan, echo=verbose, gpu_memory=limit,
-                         log=lambda text: err.print(escape(text)))
-
-
-def _predicted_too_big(matrix, cells, gpu_memory: str | None, file: str) -> dict[str, dict]:
-    """Cells whose predicted peak exceeds the memory available, as `skipped` outcomes."""
-    from evalq.matrix import MatrixError
-    from evalq.models import read_config
-    from evalq.planner import PlanError, parse_bytes, plan_cell
-
-    if gpu_memory is None and cells and cells[0].device == "cuda":
-        import torch
-
-        limit = torch.cuda.get_device_properties(0).total_memory
-    elif gpu_memory is None:
-        return {}
-    else:
-        try:
-            limit = parse_bytes(gpu_memory)
-        except PlanError as exc:
-            raise MatrixError(file, [f"--gpu-memory: {exc}"]) from None
-    configs = {m.display_name: _config_or_none(m, read_config) for m in matrix.models}
-    out = {}
-    for cell in cells:
-        config = configs.get(cell.model.display_name)
-        if config is None:
-            continue  # no config here: the cell runs and the worker records what it needed
-        try:
-            plan = plan_cell(cell.variant, cell.options, cell.perf, cell.device, config)
-        except (PlanError, KeyError, TypeError):
-            continue
-        if plan["predicted_peak_bytes"] > limit:
-            out[cell.key] = {"status": "skipped", "plan": plan,
-                             "error": f"predicted peak {plan['predicted_peak_bytes'] / 1e9:.2f} GB exceeds "
-                                      f"{limit / 1e9:.2f} GB (weights {plan['predicted_weights_bytes'] / 1e9:.2f} GB)"}
-    return out
+    failed = api.failures(summary, statuses)
+    if failed:
+        err.print(f"[red]{len(failed)} cell(s) ended in {', '.join(sorted({o.status.value for o in failed.values()}))}[/red] "
+                  f"(--fail-on {','.join(statuses)})")
+        raise typer.Exit(1)
 
 
 def existing_store(db: str):
-    """The store of a database that must exist already (reading commands)."""
-    from evalq.store import Store
-    from evalq.store.db import StoreError
+    from evalq.api import existing_store
 
-    if "://" not in db and not Path(db).exists():
-        raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
-    return Store(db)
+    return existing_store(db)
 
 
 @app.command()
@@ -183,12 +149,11 @@ def results(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Print the stored cells (the newest of each model, variant and suites unless --all)."""
-    from evalq.results import current_rows, records_of, to_csv, to_json, to_table
+    from evalq.api import results as stored_results
+    from evalq.results import to_csv, to_json, to_table
 
     with user_errors(debug):
-        store = existing_store(db)
-        rows = store.cells(matrix)
-        records = records_of(rows if all_rows else current_rows(rows), store.sample_loader())
+        records = stored_results(db, matrix, all_rows)
     if fmt is Format.json:
         sys.stdout.write(to_json(records) + "\n")
     elif fmt is Format.csv:
@@ -211,14 +176,14 @@ def export(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Write each stored ok cell as lm-eval writes its output: results JSON and per-task samples JSONL."""
+    from evalq.api import stored_rows
     from evalq.export import NotExportable, export_lm_eval
-    from evalq.results import current_rows
     from evalq.store.db import StoreError
 
     with user_errors(debug):
         store = existing_store(db)
         try:
-            folders = export_lm_eval(current_rows(store.cells(matrix)), store.samples, out_dir)
+            folders = export_lm_eval(stored_rows(store, matrix), store.samples, out_dir)
         except NotExportable as exc:
             raise StoreError(str(exc)) from None
     for folder in folders:
@@ -259,29 +224,22 @@ def plan(
     """Predict each cell's memory from config.json alone (no weights loaded) and whether it fits."""
     import json
 
-    from evalq.matrix import MatrixError, load_matrix
-    from evalq.models import ModelError, read_config
-    from evalq.planner import PlanError, parse_bytes, plan_matrix
+    from evalq.api import memory_plan
+    from evalq.matrix import MatrixError
+    from evalq.planner import PlanError, parse_bytes
 
     with user_errors(debug):
-        matrix, _ = load_matrix(matrix_file)
         try:
             gpu_bytes = parse_bytes(gpu_memory)
             given = dict(_name_path(item) for item in config)
-            configs = {}
-            for m in matrix.models:
-                path = given.pop(m.display_name, None)
-                configs[m.display_name] = json.loads(Path(path).read_text()) if path else _config_or_none(m, read_config)
-            if given:
-                raise PlanError(f"--config names no model of the matrix: {', '.join(given)}")
-            train = None
-            if training is not None:
-                train = {"method": training.value, "zero": zero, "sequence": seq, "batch": batch, "recompute": recompute.value,
-                         "optimizer": "adamw8bit" if adam8bit else "adamw", "offload_optimizer": offload,
-                         "shard_group": shard_group, "lora_rank": lora_rank}
-            rows = plan_matrix(matrix, {k: v for k, v in configs.items() if v is not None}, gpu_bytes, gpus, training=train)
-        except (PlanError, OSError, ValueError, ModelError) as exc:
+        except PlanError as exc:
             raise MatrixError(str(matrix_file), [str(exc)]) from None
+        train = None
+        if training is not None:
+            train = {"method": training.value, "zero": zero, "sequence": seq, "batch": batch, "recompute": recompute.value,
+                     "optimizer": "adamw8bit" if adam8bit else "adamw", "offload_optimizer": offload,
+                     "shard_group": shard_group, "lora_rank": lora_rank}
+        rows = memory_plan(matrix_file, gpu_bytes, gpus, given, train)
     if fmt is Format.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -301,15 +259,6 @@ def _name_path(item: str) -> tuple[str, str]:
     return name, path
 
 
-def _config_or_none(model, read_config):
-    from evalq.models import ModelError
-
-    try:
-        return read_config(model)
-    except ModelError:
-        return None
-
-
 @app.command()
 def nightly(
     matrix_file: Path = typer.Option(..., "--matrix", "-m", help="matrix YAML"),
@@ -325,15 +274,14 @@ def nightly(
     """Unattended: run what changed, rebuild the leaderboard with its history, compare with the
     previous night. Exit 0: no regression (or another nightly holds the lock); 1: a regression
     or a failing cell (see report.md); 2: bad input."""
+    from evalq.api import prepare
     from evalq.nightly import Busy, lock_path, nightly_lock, run_nightly
 
     with user_errors(debug):
         try:
             with nightly_lock(lock_path(db, site)):
-                report = run_nightly(
-                    matrix_file, db, site, full=full, alpha=alpha, console=err, log=lambda text: err.print(escape(text)),
-                    executor_for=lambda matrix: _executor(executor, address, matrix, gpu_memory, False),
-                    wont_fit=lambda matrix, cells: _predicted_too_big(matrix, cells, gpu_memory, str(matrix_file)))
+                report = run_nightly(prepare(matrix_file, gpu_memory), db, site, full=full, alpha=alpha, console=err,
+                                     log=lambda text: err.print(escape(text)), executor=executor.value, address=address)
         except Busy as exc:
             err.print(escape(str(exc)))
             raise typer.Exit(0) from None
@@ -387,16 +335,13 @@ def leaderboard_build(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Render the database as a static site (no server, works from file://); print the path of index.html."""
-    from evalq.leaderboard.model import LatencyTarget
-    from evalq.leaderboard.render import build_from_db
-    from evalq.store.db import StoreError
+    from evalq.api import build_leaderboard
+    from evalq.leaderboard.pages import LatencyTarget
 
     with user_errors(debug):
-        if "://" not in db and not Path(db).exists():
-            raise StoreError(f"database {db} does not exist")
-        index = build_from_db(db, out_dir, _budgets(budgets), gpu_price, alpha=alpha, latency=LatencyTarget(max_tpot_ms, max_ttft_ms))
+        index = build_leaderboard(db, out_dir, _budgets(budgets), gpu_price, alpha=alpha, latency=LatencyTarget(max_tpot_ms, max_ttft_ms))
     print(index.resolve())
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="evalq")

@@ -5,7 +5,7 @@ keeps (each with what its noise is measured by), `compare` judges tonight's
 figures against the previous night's. The tests, per kind of figure:
 
 - accuracy: paired where both cells left lm-eval's per-sample records, by the
-  comparison engine (evalq.compare: the figure's own metric, document by
+  comparison engine (evalq.verdicts: the figure's own metric, document by
   document; exact McNemar, and the difference's interval), else the difference
   against the combined standard error of the two scores;
 - perplexity of the quality slice: ln PPL against the combined standard error
@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Callable
 
-from evalq.compare import Difference, compare as compare_cells, document_scores
+from evalq.backends.base import BASELINE_VARIANT
+from evalq.cell import key_difference
+from evalq.verdicts import Difference, compare_documents, document_scores
 
 DEFAULT_ALPHA = 0.01  # a nightly alert wakes someone: one false alarm per 100 judged figures at most
 SPEED_FLOOR = 0.05
@@ -45,7 +47,7 @@ def figures_of(rec: dict[str, Any]) -> dict[str, Any]:
     q = rec.get("quality") or {}
     if q.get("ppl"):
         figs["text_ppl"] = _metric(q["ppl"], "lower", "log_stderr", stderr=q.get("nll_stderr"))
-    if rec.get("variant") != "fp16" and q.get("kld_mean") is not None:
+    if rec.get("variant") != BASELINE_VARIANT and q.get("kld_mean") is not None:
         figs["kld_mean"] = _metric(q["kld_mean"], "lower", "stderr", stderr=q.get("kld_stderr"))
         figs["same_top1"] = _metric(q["same_top1"], "higher", "stderr", stderr=q.get("same_top1_stderr"))
     for batch, s in sorted((rec.get("speed_by_batch") or {}).items(), key=lambda kv: int(kv[0])):
@@ -185,25 +187,7 @@ def judge(name: str, a: dict[str, Any], b: dict[str, Any], alpha: float,
     return Change(name, before, after, _direction(before, after, better), "exact: any change is real")
 
 
-def key_difference(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
-    """What differs between two cells' definitions, in words: why a key changed."""
-    if not before or not after:
-        return []
-    out = []
-    for name in sorted(set(before) | set(after)):
-        if name in ("matrix", "timeout_s"):
-            continue
-        a, b = before.get(name), after.get(name)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{name}.{k}: {a.get(k)!s:.60} → {b.get(k)!s:.60}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        else:
-            out.append(f"{name} changed" if isinstance(a, (dict, list)) or isinstance(b, (dict, list)) else f"{name}: {a} → {b}")
-    return out
-
-
-def compare(before: dict[tuple[str, str], dict[str, Any]], after: dict[tuple[str, str], dict[str, Any]],
+def compare_nights(before: dict[tuple[str, str], dict[str, Any]], after: dict[tuple[str, str], dict[str, Any]],
             reran: set[str], cell_json: Callable[[str], dict[str, Any] | None],
             samples: Callable[[str, str], list[dict[str, Any]]], alpha: float = DEFAULT_ALPHA) -> list[CellDrift]:
     """Tonight (`after`) against the previous night (`before`), by (model, variant)."""
@@ -241,7 +225,7 @@ def compare(before: dict[tuple[str, str], dict[str, Any]], after: dict[tuple[str
             tonight, last = (document_scores(samples(x["key"], task), metric) for x in (b, a))
             if not tonight or not last:
                 return None
-            return compare_cells({task: tonight}, {task: last}, alpha).tasks.get(task)
+            return compare_documents({task: tonight}, {task: last}, alpha).tasks.get(task)
 
         for name in sorted(set(a["metrics"]) | set(b["metrics"])):
             ma, mb = a["metrics"].get(name), b["metrics"].get(name)

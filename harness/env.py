@@ -4,11 +4,25 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from evalq.cell import library_versions
 from evalq.cpu import cpu_features
+
+# Versions that change accuracy or speed of every cell; each backend adds its own.
+COMMON_LIBRARIES = ("torch", "transformers", "lm_eval")
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
 
 RECORDED_LIBRARIES = ("torch", "transformers", "accelerate", "bitsandbytes", "gptqmodel", "llama_cpp_python", "lm_eval", "evalq")
 
@@ -46,7 +60,6 @@ def environment(device: str) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_features": cpu_features(),  # the flags that decide kernels, and the dtype `auto` means here
-        "torch_threads": torch.get_num_threads(),
         "device": device,
         "libraries": library_versions(RECORDED_LIBRARIES),
         "evalq_git_sha": evalq_git_sha(),

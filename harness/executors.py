@@ -16,7 +16,8 @@ import time
 from typing import Any, Callable, Protocol
 
 from evalq.cell import Cell
-from evalq.orchestrator import WorkerEnd, run_worker
+from evalq.outcome import CellOutcome, Status
+from evalq.worker_process import WorkerEnd, run_worker
 
 Phase = Callable[[str], None]
 # What a Ray worker needs from the driver's environment to run a cell the same way.
@@ -108,7 +109,7 @@ class RayExecutor:
     def resources(self, cell: Cell) -> tuple[dict[str, Any], int, int | None]:
         """Ray resource options, GPUs to shard over, and the weights' share of each GPU."""
         if cell.device != "cuda":
-            return {"num_cpus": max(1, cell.perf.threads or 1)}, 0, None
+            return {"num_cpus": self.cpus_for(cell)}, 0, None
         plan = self.plan(cell)
         gpus, per_gpu = 1, None
         if plan and self.gpu_memory:
@@ -119,13 +120,20 @@ class RayExecutor:
             per_gpu = self.gpu_memory - (plan["predicted_peak_bytes"] - plan["predicted_weights_bytes"])
         return {"num_cpus": 1, "num_gpus": gpus}, gpus, per_gpu
 
+    def cpus_for(self, cell: Cell) -> int:
+        """The most threads any phase of the cell uses (Cell.threads); a phase left at
+        "every core" asks for this machine's cores, at most the cluster's CPUs."""
+        explicit = [n for n in (cell.perf.threads, cell.eval.threads) if n]
+        every_core = [min(os.cpu_count() or 1, max(1, self.cpus))] if len(explicit) < 2 else []
+        return max(explicit + every_core)
+
     def start(self, cell: Cell, on_phase: Phase) -> None:
         options, gpus, per_gpu = self.resources(cell)
         have = {"num_gpus": self.gpus, "num_cpus": self.cpus}
         short = [f"{v} {k.removeprefix('num_')[:-1].upper()}s" for k, v in options.items() if v > have[k]]
         if short:  # Ray would queue it forever
             error = (f"needs {' and '.join(short)}; the Ray cluster has {self.cpus} CPUs and {self.gpus} GPUs")
-            self._done.append((cell, WorkerEnd("skipped", {"status": "skipped", "error": error}, None, "", 0.0)))
+            self._done.append((cell, WorkerEnd(CellOutcome(status=Status.skipped, error=error))))
             return
         on_phase(f"queued on ray ({', '.join(f'{k}={v}' for k, v in options.items())})")
         ref = self._task.options(**options, max_retries=0, name=cell.name).remote(
@@ -148,10 +156,10 @@ class RayExecutor:
             except self.ray.exceptions.RayError as exc:  # the task, not the cell, failed: a lost node, OOM killer
                 lost = isinstance(exc, (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError,
                                         self.ray.exceptions.OutOfMemoryError))
-                status = "killed" if lost else "error"
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-                end = WorkerEnd(status, {"status": status, "error": f"ray: {exc.__class__.__name__}: {first}"[:2000]},
-                                None, "", time.monotonic() - started)
+                end = WorkerEnd(CellOutcome(status=Status.killed if lost else Status.error,
+                                            error=f"ray: {exc.__class__.__name__}: {first}"[:2000]),
+                                wall_seconds=time.monotonic() - started)
             out.append((cell, end))
         return out
 

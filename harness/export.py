@@ -26,7 +26,7 @@ def model_args(row: Any) -> str:
 
 
 def lm_eval_results(row: Any) -> dict[str, Any]:
-    raw = (row.result or {}).get("lm_eval")
+    raw = row.outcome.lm_eval
     if not raw:
         raise NotExportable(f"{row.model} · {row.variant}: stored before evalq kept lm-eval's own results "
                             f"(re-run the cell with --force to export it)")
@@ -40,7 +40,7 @@ def lm_eval_results(row: Any) -> dict[str, Any]:
         "model_dtype": row.dtype,
         "evalq": {"key": row.key, "matrix": row.matrix, "model": row.model, "variant": row.variant,
                   "options": cell.get("options"), "device": cell.get("device"),
-                  "details": (row.result or {}).get("details"), "task_data": (row.result or {}).get("task_data")},
+                  "details": row.outcome.details, "task_data": row.outcome.task_data},
     }
     return results
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from evalq.backends.base import backend_names, get_backend
+from evalq.backends.base import BackendConfig, backend_names, get_backend
 from evalq.suites import Suite, SuiteNotFound, load_suite
 from evalq.yamlpos import PositionedYAMLError, line_for, load_with_lines, read_text
 
@@ -34,7 +34,7 @@ class ModelSpec(Strict):
     revision: str | None = Field(None, description="hub branch, tag or commit")
     path: str | None = Field(None, description="local folder with config.json and weights")
     gguf: str | None = Field(None, description="local GGUF file, dequantized to a 16-bit baseline")
-    package: str | None = Field(None, description="a model shipped in a Python package (see evalq.models)")
+    package: str | None = Field(None, description="a model shipped in a Python package (see evalq.model_sources)")
     family: str | None = None
     params: float | None = Field(None, gt=0, description="parameter count, for display")
     trust_remote_code: bool = False
@@ -233,6 +233,12 @@ def merged_options(matrix: Matrix, model: ModelSpec, variant: str) -> dict[str, 
     return base
 
 
+def variant_options(matrix: Matrix, model: ModelSpec, variant: str) -> BackendConfig:
+    """The one place a variant's options are validated: the matrix's, then the
+    model's override, through the backend's Config (raises pydantic's ValidationError)."""
+    return get_backend(variant).Config.model_validate(merged_options(matrix, model, variant))
+
+
 def _resolve_paths(data: dict, base: Path) -> None:
     """Make local paths relative to the matrix file absolute, so cells don't depend on cwd."""
     for m in data.get("models") or []:
@@ -284,7 +290,7 @@ def load_matrix(path: str | Path) -> tuple[Matrix, list[Suite]]:
         for name in matrix.variants:
             if name in backend_names():
                 try:
-                    get_backend(name).Config.model_validate(merged_options(matrix, model, name))
+                    variant_options(matrix, model, name)
                 except ValidationError as exc:
                     problems += _pydantic_problems(exc, get_backend(name).Config, lines, ("models", i, "variants", name))
     suites: list[Suite] = []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from evalq.drift import DEFAULT_ALPHA, CellDrift, compare, figures_of
+from evalq.drift import DEFAULT_ALPHA, CellDrift, compare_nights, figures_of
 
 EXIT_OK, EXIT_REGRESSION = 0, 1
 
@@ -127,31 +127,23 @@ class Report:
         return "\n".join(lines)
 
 
-def run_nightly(matrix_file: Path, db: str, site: Path, full: bool = False, alpha: float = DEFAULT_ALPHA,
-                console: Any = None, log: Callable[[str], None] = print,
-                executor_for: Callable[[Any], Any] | None = None,
-                wont_fit: Callable[[Any, list], dict] | None = None) -> Report:
+def run_nightly(prepared: Any, db: str, site: Path, full: bool = False, alpha: float = DEFAULT_ALPHA,
+                console: Any = None, log: Callable[[str], None] = print, executor: str = "local",
+                address: str | None = None) -> Report:
     """Run the nightly (the caller holds its lock) and return its report.
-    `executor_for(matrix)`: where cells run (default: here, one at a time);
-    `wont_fit(matrix, cells)`: the cells predicted not to fit (cli's --gpu-memory)."""
+    `prepared`: api.prepare's matrix (or a matrix file); the cells run as `api.run`
+    runs them, with failed ones always re-run (`full`: every cell)."""
     from datetime import datetime, timezone
 
-    from evalq import preflight
-    from evalq.cell import expand
+    from evalq import api
     from evalq.leaderboard.render import build_from_db
-    from evalq.matrix import MatrixError, load_matrix
-    from evalq.models import resolve_revision
-    from evalq.orchestrator import run_cells
     from evalq.results import records_of
     from evalq.store import Store
 
     now = lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")  # noqa: E731
-    matrix, suites = load_matrix(matrix_file)
-    checked = preflight.check(matrix, suites)
-    if checked.problems:
-        raise MatrixError(str(matrix_file), checked.problems)
-    cells = expand(matrix, suites, resolve_revision)
-    too_big = wont_fit(matrix, cells) if wont_fit else {}
+    if not isinstance(prepared, api.Prepared):
+        prepared = api.prepare(prepared)
+    matrix, cells = prepared.matrix, prepared.cells
     store = Store(db)
     previous = store.nightly_runs(matrix.name)
     previous_run = previous[-1] if previous else None
@@ -159,8 +151,8 @@ def run_nightly(matrix_file: Path, db: str, site: Path, full: bool = False, alph
     started = now()
     status = "failed"
     try:
-        summary = run_cells(cells, store, force=full, rerun_failed=True, console=console, wont_fit=too_big,
-                            executor=executor_for(matrix) if executor_for else None)
+        summary = api.run(prepared, store, force=full, rerun_failed=True, executor=executor, address=address,
+                          console=console, log=log)
         keys = {c.key for c in cells}
         stored = store.cells(matrix.name)  # tonight's cells and the older keys they replaced
         rows = [r for r in stored if r.key in keys]
@@ -170,7 +162,7 @@ def run_nightly(matrix_file: Path, db: str, site: Path, full: bool = False, alph
         if previous_run is not None:
             before = {(c.model, c.variant): {**c.figures, "key": c.cell_key} for c in store.nightly_cells([previous_run.id])}
         cell_json = {r.key: r.cell for r in stored}
-        drift = compare(before, tonight, set(summary.keys_ran), cell_json.get, loader, alpha)
+        drift = compare_nights(before, tonight, set(summary.keys_ran), cell_json.get, loader, alpha)
         report = Report(run_id, previous_run.id if previous_run else None, matrix.name, started, now(),
                         dict(summary.ran), summary.skipped, drift, alpha)
         status = "regression" if report.exit_code else "ok"

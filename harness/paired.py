@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from evalq.cell import BASELINE_VARIANT
-from evalq.compare import Comparison, Judge, holm, mcnemar_exact
+from evalq.backends.base import BASELINE_VARIANT
+from evalq.verdicts import Comparison, Judge, holm, mcnemar_exact
+from evalq.outcome import Quality
 from evalq.headlines import accuracy_metrics
 
 # A quantization that moves perplexity or the next-token distribution more than
@@ -146,31 +147,31 @@ def sanity_flags(row: Any, base: Any | None) -> list[str]:
     """Evidence that a 'quantized' cell is not really quantized, or is broken."""
     if row.variant == BASELINE_VARIANT or row.status != "ok":
         return []
-    result = row.result or {}
-    details = result.get("details") or {}
-    quality = result.get("quality") or {}
-    flags = list(result.get("warnings") or [])
+    outcome = row.outcome
+    details = outcome.details
+    quality = outcome.quality or Quality()
+    flags = list(outcome.warnings)
     if (details.get("bits") or 0) >= 16:  # a 16-bit GGUF: nothing to quantize, only to compute right
         return flags + _implausible(details, quality)
     if details.get("quantized_modules") == 0:
         flags.append("no quantized module in the loaded model")
     if base is not None and base.weights_bytes and row.weights_bytes and row.weights_bytes >= base.weights_bytes:
         flags.append(f"weights footprint {row.weights_bytes / base.weights_bytes:.2f}× fp16's: not quantized?")
-    if quality and quality.get("kld_mean") == 0:
+    if quality.kld_mean == 0:
         flags.append("KL divergence to fp16 is exactly 0: the same numbers as fp16")
     return flags + _implausible(details, quality)
 
 
-def _implausible(details: dict[str, Any], quality: dict[str, Any]) -> list[str]:
+def _implausible(details: dict[str, Any], quality: Quality) -> list[str]:
     """Perplexity or KLD beyond what the bits allow: computed wrong, not merely lossy."""
     flags = []
     bits = details.get("bits")
-    ratio = quality.get("ppl_ratio")
+    ratio = quality.ppl_ratio
     limit = PLAUSIBLE_PPL_RATIO.get(bits, DEFAULT_PLAUSIBLE_PPL_RATIO)
     if ratio and ratio > limit:
         flags.append(f"perplexity {ratio:.2f}× fp16's, beyond the {limit}× a {bits or '?'}-bit "
                      f"quantization allows: a broken kernel or backend?{_cpu_hint(details)}")
-    kld = quality.get("kld_mean")
+    kld = quality.kld_mean
     kld_limit = PLAUSIBLE_KLD.get(bits, DEFAULT_PLAUSIBLE_KLD)
     if kld and kld > kld_limit:
         flags.append(f"KL divergence to fp16 {kld:.3g}, beyond the {kld_limit} a {bits or '?'}-bit "
@@ -185,12 +186,20 @@ def _cpu_hint(details: dict[str, Any]) -> str:
     return " (llama.cpp CPU build: see README, choosing the CPU backend)"
 
 
+def baselines(rows: list[Any]) -> dict[str, Any]:
+    """The one baseline finder: each row's key → the row it is compared against,
+    the ok fp16 row of the same matrix, model and suites (absent: no baseline)."""
+    group = {r.key: suite_signature(r.cell or {}) for r in rows}
+    base_of = {(r.matrix, r.model, group[r.key]): r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
+    return {r.key: base_of[(r.matrix, r.model, group[r.key])] for r in rows if (r.matrix, r.model, group[r.key]) in base_of}
+
+
 def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]], judge: Judge | None = None) -> dict[str, Paired]:
     """Every row's comparison with its model's fp16 row of the same matrix and
     suites: answer flips, and the comparison engine's difference, recovery and
     gates, their p-values Holm-adjusted over all the rows compared here."""
     group = {r.key: suite_signature(r.cell or {}) for r in rows}
-    base_of = {(r.matrix, r.model, group[r.key]): r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
+    base_of = baselines(rows)
     judge = judge or Judge(rows, samples)
     answers: dict[tuple[str, str], dict] = {}
 
@@ -202,10 +211,10 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
 
     out = {}
     for r in rows:
-        base = base_of.get((r.matrix, r.model, group[r.key]))
+        base = base_of.get(r.key)
         paired = Paired(base.key if base else None, group[r.key], flags=sanity_flags(r, base))
         if base is not None:
-            paired.floor = (((base.result or {}).get("quality") or {}).get("floor"))
+            paired.floor = base.outcome.quality.floor if base.outcome.quality else None
         if base is not None and r.status == "ok" and r is not base:
             if base.weights_bytes and r.weights_bytes:
                 paired.weights_ratio = r.weights_bytes / base.weights_bytes

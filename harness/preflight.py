@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from evalq.backends.base import get_backend
 from evalq.cell import BASELINE_VARIANT
-from evalq.matrix import Matrix, merged_options
-from evalq.models import ModelError, read_config, resolve_revision
+from evalq.matrix import Matrix, variant_options
+from evalq.model_sources import ModelError, read_config, resolve_revision
 from evalq.suites import Suite
 
 
@@ -54,7 +54,7 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
             out.problems.append(f"{where}, quality: {problem}")
         for variant in matrix.variants:
             backend = get_backend(variant)
-            message = backend.check_model(backend.Config.model_validate(merged_options(matrix, model, variant)), config)
+            message = backend.check_model(variant_options(matrix, model, variant), config)
             if message:
                 out.problems.append(f"{where}, variants.{variant}: {message}")
     return out

@@ -7,15 +7,15 @@ import json
 from datetime import datetime
 from typing import Any, Callable
 
-from evalq.compare import Judge
+from evalq.verdicts import Judge
 from evalq.headlines import PERPLEXITY_METRIC, Headline, headlines, suite_average, suite_tasks
 from evalq.paired import Paired, pair_rows
-from evalq.store.models import CellRow
+from evalq.store.tables import CellRow
 
 
 def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
-    result = row.result or {}
-    speed = result.get("speed") or {}
+    outcome = row.outcome
+    speed = outcome.speed
     scores = headlines(row.metrics or {}, row.cell)
     # a suite average over some of its tasks would pass for the whole suite's
     average = suite_average(scores) if all(t in scores for t, _ in suite_tasks(row.cell or {})) else None
@@ -34,22 +34,34 @@ def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
         "prepare_seconds": row.prepare_seconds,
         "ttft_ms": row.ttft_ms,
         "decode_tokens_per_s": row.decode_tokens_per_s,
-        "speed_by_batch": speed.get("by_batch"),
-        "speed_threads": speed.get("threads"),
+        "speed_by_batch": speed.by_batch if speed else None,
+        "speed_threads": speed.threads if speed else None,
         "metrics": row.metrics or {},
         "headline": {t: {"metric": h[0], "value": h[1], "stderr": h[2]} for t, h in scores.items()},
         "average": {"value": average[0], "stderr": average[1]} if average else None,  # the mean of the headline accuracies
-        "n_samples": result.get("n_samples"),
-        "task_data": result.get("task_data"),  # shipped data: source, licence, deviations
-        "details": result.get("details"),
-        "memory": result.get("memory"),
-        "plan": result.get("plan"),  # the memory planner's prediction, from config.json alone
-        "quality": result.get("quality"),  # token-level, against the fp16 baseline
+        "n_samples": outcome.n_samples,
+        "task_data": outcome.task_data,  # shipped data: source, licence, deviations
+        "details": outcome.details if "details" in outcome.model_fields_set else None,
+        "memory": _section(outcome.memory),
+        "plan": _section(outcome.plan),  # the memory planner's prediction, from config.json alone
+        "quality": _section(outcome.quality),  # token-level, against the fp16 baseline
         "paired": paired.as_dict() if paired else None,  # answer flips, footprint ratio, sanity flags
         "attempts": row.attempts,
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
         "wall_seconds": row.wall_seconds,
     }
+
+
+def _section(section: Any) -> dict[str, Any] | None:
+    """A typed section as the JSON output shows it: the keys the worker stored."""
+    return section.model_dump(mode="json", exclude_unset=True) if section is not None else None
+
+
+def display_order(rows: list[CellRow]) -> list[CellRow]:
+    """By model, then variants in their backends' order (fp16, int8, nf4, gptq-4, llama.cpp's types by bits)."""
+    from evalq.backends.base import variant_rank
+
+    return sorted(rows, key=lambda r: (r.model, variant_rank(r.variant)))
 
 
 def _started(r: CellRow) -> datetime:
@@ -109,7 +121,7 @@ def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
         "mcnemar_p": total.get("mcnemar_p"), "choice_kld": total.get("choice_kld"),
         # the floor: the fp16 weights in another dtype against the baseline (None where not measured)
         "kld_floor": (p.get("floor") or {}).get("kld_mean"), "same_top1_floor": (p.get("floor") or {}).get("same_top1"),
-        # the comparison engine against fp16 (evalq.compare): suite difference, its interval, Holm p, recovery, gates
+        # the comparison engine against fp16 (evalq.verdicts): suite difference, its interval, Holm p, recovery, gates
         "diff_vs_fp16": suite.get("diff"), "diff_lo": suite.get("lo"), "diff_hi": suite.get("hi"),
         "p_vs_fp16": suite.get("p"), "p_vs_fp16_holm": vs.get("p_adjusted"), "mde": suite.get("mde"),
         "recovery": suite.get("recovery"), "recovery_lo": suite.get("recovery_lo"), "recovery_hi": suite.get("recovery_hi"),
@@ -136,9 +148,14 @@ def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
     return flat
 
 
-def to_csv(records: list[dict[str, Any]]) -> str:
+def flat_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat dict per record: the CSV's rows (and api.results_frame's)."""
     tasks = _tasks(records)
-    flats = [_flat(rec, tasks) for rec in records]
+    return [_flat(rec, tasks) for rec in records]
+
+
+def to_csv(records: list[dict[str, Any]]) -> str:
+    flats = flat_rows(records)
     fields = list(dict.fromkeys(k for f in flats for k in f))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from evalq.cell import BASELINE_VARIANT
-
-PHASE_PREFIX = "@@evalq phase="
+from evalq.lifeline import PHASE_PREFIX, die_with_parent
+from evalq.outcome import CellOutcome, Status
 
 
 def phase(name: str) -> None:
@@ -39,22 +39,6 @@ def _oom_status(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
 
 
-def die_with_parent(parent_pid: int | None) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies: a killed
-    orchestrator must not leave workers holding a GPU. No-op elsewhere."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl
-        os._exit(1)
-
-
 def _memory_in_use(device: str) -> dict[str, int]:
     from evalq.measure.memory import current_rss_bytes
 
@@ -67,40 +51,35 @@ def _memory_in_use(device: str) -> dict[str, int]:
     return out
 
 
-def run_cell(cell_json: str, out_dir: Path) -> dict[str, Any]:
+def run_cell(cell_json: str, out_dir: Path) -> CellOutcome:
     from evalq.cell import Cell
 
     cell = Cell.model_validate_json(cell_json)
-    result: dict[str, Any] = {"status": "error", "error": None}
     try:
-        result.update(_measure(cell, out_dir))
+        return _measure(cell, out_dir)
     except BaseException as exc:  # noqa: BLE001 - every end of a cell is recorded
         traceback.print_exc()
         last = f"{exc.__class__.__name__}: {exc}".strip().splitlines()
-        result["error"] = last[0] if last else exc.__class__.__name__
+        error = last[0] if last else exc.__class__.__name__
         if _oom_status(exc):
-            result["status"] = "oom"
-            result["memory_at_failure"] = _memory_in_use(cell.device)
-        elif isinstance(exc, Unsupported):
-            result["status"] = "unsupported"
-        else:
-            result["status"] = "error"
-    return result
+            return CellOutcome(status=Status.oom, error=error, memory_at_failure=_memory_in_use(cell.device))
+        return CellOutcome(status=Status.unsupported if isinstance(exc, Unsupported) else Status.error, error=error)
 
 
 class Unsupported(RuntimeError):
     """This variant cannot run this model here (missing library, invalid config for the model)."""
 
 
-def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
+def _measure(cell: Any, out_dir: Path) -> CellOutcome:
     import torch
 
     from evalq.backends.base import get_backend
     from evalq.env import environment
     from evalq.measure.accuracy import evaluate
     from evalq.measure.memory import PeakMemory, module_types, parameter_dtypes, quantized_modules, weights_footprint
-    from evalq.measure.speed import measure_speed, torch_threads
-    from evalq.models import materialize
+    from evalq.measure.speed import measure_speed
+    from evalq.threads import using as using_threads
+    from evalq.model_sources import materialize
 
     torch.manual_seed(cell.seed)
     backend = get_backend(cell.variant)
@@ -124,9 +103,10 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
         phase("baseline")
         baseline = ensure_baseline_elsewhere(cell, files)
 
+    threads = cell.thread_plan()
     peak = PeakMemory(cell.device)
     phase("load")
-    with peak.phase("load"):
+    with peak.phase("load"), using_threads(threads["prepare"]):
         started = time.perf_counter()
         loaded = backend.load(files, cfg, cell.device, str(out_dir))
         load_seconds = time.perf_counter() - started - loaded.prepare_seconds
@@ -137,13 +117,13 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
     if cell.quality:
         from evalq.measure.quality import prepare_slice
 
-        with torch_threads(cell.eval.threads):
+        with using_threads(threads["quality"]):
             quality_slice = prepare_slice(loaded.tokenizer, cell, model_config)
         warnings += calibration_warnings(backend, cfg, loaded.tokenizer, quality_slice)
 
     phase("accuracy")
     started = time.perf_counter()
-    with peak.phase("accuracy"), torch_threads(cell.eval.threads, model) as eval_threads:
+    with peak.phase("accuracy"), using_threads(threads["accuracy"], model):
         acc = evaluate(model, loaded.tokenizer, cell.suites, cell.eval.batch_size, cell.eval.limit, cell.seed)
     accuracy_seconds = time.perf_counter() - started
     with gzip.open(out_dir / "samples.json.gz", "wt", encoding="utf-8") as fh:
@@ -152,23 +132,23 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
     phase("speed")
     release_buffers(model)
     with peak.phase("speed"):
-        speed = measure_speed(model, loaded.tokenizer, cell.perf, cell.device)
+        speed = measure_speed(model, loaded.tokenizer, cell.perf, cell.device, threads["speed"])
 
     # last: writing the baseline (the fp16 cell, from the model it has loaded), its
     # float64 comparison and the mapped baseline must not count in the speed
     # phase's peak, the memory a server of this variant needs
     quality = None
     if quality_slice is not None:
-        from evalq.measure.quality import compare
+        from evalq.measure.quality import against_baseline
 
         release_buffers(model)
-        with peak.phase("quality"), torch_threads(cell.eval.threads, model):
+        with peak.phase("quality"), using_threads(threads["quality"], model):
             if baseline is None:
                 phase("baseline")
                 baseline = ensure_baseline_here(cell, files, model, quality_slice)
             phase("quality")
             started = time.perf_counter()
-            quality = compare(model, quality_slice, baseline)
+            quality = against_baseline(model, quality_slice, baseline)
             if cell.variant == BASELINE_VARIANT:  # how close two faithful computations already are
                 from evalq.measure.quality import noise_floor
 
@@ -177,30 +157,31 @@ def _measure(cell: Any, out_dir: Path) -> dict[str, Any]:
         del baseline
     memory = peak.finish()
 
-    return {
-        "status": "ok",
-        "dtype": loaded.dtype,
-        "details": {**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model),
-                    "quantized_modules": quantized_modules(model)},
-        "quality": quality,
-        "warnings": warnings,
-        "plan": predicted,
-        "weights_bytes": weights,
-        "peak_memory_bytes": memory["peak_memory_bytes"],
-        "memory": memory,
-        "load_seconds": load_seconds,
-        "prepare_seconds": loaded.prepare_seconds,
-        "accuracy_seconds": accuracy_seconds,
-        "eval_threads": eval_threads,
-        "metrics": acc["metrics"],
-        "n_samples": acc["n_samples"],
-        "task_versions": acc["task_versions"],
-        "task_data": acc["data"],  # shipped data: source, licence, deviations from lm-eval's hub data
-        "lm_eval": acc["lm_eval"],  # simple_evaluate's own result (evalq export --format lm-eval)
-        "speed": speed,
-        "model_path": files.path,
-        "env": environment(cell.device),
-    }
+    return CellOutcome(
+        status=Status.ok,
+        error=None,
+        dtype=loaded.dtype,
+        details={**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model),
+                 "quantized_modules": quantized_modules(model)},
+        quality=quality,
+        warnings=warnings,
+        plan=predicted,
+        weights_bytes=weights,
+        peak_memory_bytes=memory["peak_memory_bytes"],
+        memory=memory,
+        load_seconds=load_seconds,
+        prepare_seconds=loaded.prepare_seconds,
+        accuracy_seconds=accuracy_seconds,
+        threads=threads,
+        metrics=acc["metrics"],
+        n_samples=acc["n_samples"],
+        task_versions=acc["task_versions"],
+        task_data=acc["data"],
+        lm_eval=acc["lm_eval"],
+        speed=speed,
+        model_path=files.path,
+        env=environment(cell.device),
+    )
 
 
 def release_buffers(model: Any) -> None:
@@ -253,15 +234,16 @@ def _baseline_in_child(out: Path, cell_json: str) -> None:
     from evalq.backends.base import get_backend
     from evalq.cell import Cell
     from evalq.measure.quality import prepare_slice, write_baseline
-    from evalq.measure.speed import torch_threads
-    from evalq.models import materialize
+    from evalq.model_sources import materialize
+    from evalq.threads import using as using_threads
 
     cell = Cell.model_validate_json(cell_json)
     backend = get_backend(BASELINE_VARIANT)
     files = materialize(cell.model)
     model_config = json.loads((Path(files.path) / "config.json").read_text())
-    loaded = backend.load(files, backend.Config.model_validate(cell.baseline_options or {}), cell.device, str(out))
-    with torch_threads(cell.eval.threads):
+    with using_threads(cell.threads("prepare")):
+        loaded = backend.load(files, backend.Config.model_validate(cell.baseline_options or {}), cell.device, str(out))
+    with using_threads(cell.threads("quality")):
         write_baseline(out, loaded.model, prepare_slice(loaded.tokenizer, cell, model_config), cell.model.display_name)
 
 
@@ -269,8 +251,7 @@ def calibration_warnings(backend: Any, cfg: Any, tokenizer: Any, quality_slice: 
     """A variant calibrated on the text it is evaluated on looks better than it is."""
     from evalq.measure.quality import ngram_overlap
 
-    windows = getattr(backend, "calibration_windows", None)
-    cal = windows(cfg, tokenizer) if windows else None
+    cal = backend.calibration_windows(cfg, tokenizer)
     if not cal:
         return []
     share = ngram_overlap(cal, quality_slice.ids)
@@ -283,9 +264,9 @@ def calibration_warnings(backend: Any, cfg: Any, tokenizer: Any, quality_slice: 
 def main(argv: list[str]) -> int:
     die_with_parent(int(os.environ.get("EVALQ_PARENT_PID", "0")) or None)
     cell_path, out_dir = Path(argv[0]), Path(argv[1])
-    result = run_cell(cell_path.read_text(), out_dir)
+    outcome = run_cell(cell_path.read_text(), out_dir)
     tmp = out_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, default=str))
+    tmp.write_text(json.dumps(outcome.stored(), default=str))
     os.replace(tmp, out_dir / "result.json")
     return 0
 

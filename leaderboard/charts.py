@@ -10,19 +10,11 @@ from statistics import NormalDist
 
 from markupsafe import Markup, escape
 
-from evalq.leaderboard.model import Row, getattr_x, pareto, variant_rank
+from evalq.backends.base import variant_rank, variant_style
+from evalq.leaderboard.pages import Row, getattr_x, pareto
 
 W, H = 820, 480
 LEFT, RIGHT, TOP, BOTTOM = 70, 190, 30, 60
-STYLE = {  # variant: (colour, shape)
-    "fp16": ("#1f77b4", "circle"),
-    "int8": ("#ff7f0e", "square"),
-    "nf4": ("#2ca02c", "triangle"),
-    "gptq-4": ("#9467bd", "diamond"),
-    "gguf-q8_0": ("#8c564b", "square"),
-    "gguf-q4_k_m": ("#e377c2", "triangle"),
-}
-OTHER = ("#7f7f7f", "circle")
 Z95 = NormalDist().inv_cdf(0.975)  # error bars: value ± 1.96 standard errors
 
 
@@ -114,16 +106,16 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
             steps.append(f"{px(v):.1f},{py(100 * r.accuracy):.1f}")
         out.append(f'<polyline points="{" ".join(steps)}" fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="5,3"/>')
     for r, v in sorted(pts, key=lambda p: (p[0].model, p[0].variant)):
-        colour, shape = STYLE.get(r.variant, OTHER)
+        colour, shape = variant_style(r.variant)
         half = 100 * _half_width(r.accuracy_stderr)
         ci = f" (95 % CI {100 * r.accuracy - half:.1f}–{100 * r.accuracy + half:.1f})" if half else ""
         tip = f"{r.model} · {r.variant}: {100 * r.accuracy:.1f}%{ci} at {v:.3g} {'GB' if x == 'memory' else 'ms/token'}"
         bar = _error_bar(px(v), py(100 * r.accuracy - half), py(100 * r.accuracy + half), colour) if half else ""
         out.append(f'<g class="point"><title>{escape(tip)}</title>{bar}{_marker(shape, px(v), py(100 * r.accuracy), colour)}</g>')
     lx, ly = LEFT + pw + 16, TOP + 10
-    shown = sorted({r.variant for r, _ in pts} | {v for v in STYLE if not v.startswith("gguf-")}, key=variant_rank)
+    shown = sorted({r.variant for r, _ in pts}, key=variant_rank)  # the legend names what is plotted
     for i, variant in enumerate(shown):
-        colour, shape = STYLE.get(variant, OTHER)
+        colour, shape = variant_style(variant)
         out.append(_marker(shape, lx + 6, ly + 20 * i, colour) + f'<text x="{lx + 18}" y="{ly + 20 * i + 4}">{escape(variant)}</text>')
     n = len(shown)
     out.append(f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * n}" y2="{ly + 20 * n}" stroke="#d62728" stroke-dasharray="5,3" stroke-width="1.5"/>'
@@ -174,7 +166,7 @@ def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tu
             out.append(f'<text x="{px(i):.1f}" y="{HTOP + ph + 14}" text-anchor="middle">{run}</text>')
     out.append(f'<text x="{HLEFT + pw / 2}" y="{HH - 6}" text-anchor="middle">nightly run</text>')
     for k, (variant, pts) in enumerate(sorted(series.items())):
-        colour, shape = STYLE.get(variant, OTHER)
+        colour, shape = variant_style(variant)
         pts = sorted((index[r], v, flag, r, h) for r, v, flag, h in pts if r in index)
         if len(pts) > 1:
             line = " ".join(f"{px(i):.1f},{py(v):.1f}" for i, v, _, _, _ in pts)

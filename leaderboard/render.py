@@ -18,12 +18,12 @@ from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from evalq.compare import ALPHA, Judge
+from evalq.verdicts import ALPHA, Judge
 from evalq.leaderboard import charts
-from evalq.leaderboard.model import (LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
-                                     default_budgets, describe_group, equal_cost, memory_axis, price_axis, sort_rows, to_row,
-                                     variant_rank)
-from evalq.results import current_rows, records_of, to_csv, to_json
+from evalq.leaderboard.pages import (LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
+                                     default_budgets, describe_group, equal_cost, memory_axis, price_axis, sort_rows, to_row)
+from evalq.backends.base import variant_rank
+from evalq.results import current_rows, display_order, records_of, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
 
@@ -34,7 +34,7 @@ class BuildInfo:
     database: str
     budgets_gb: tuple[float, ...] | None = None
     gpu_price_per_hour: float | None = None
-    alpha: float = ALPHA  # of every verdict on the site (evalq.compare)
+    alpha: float = ALPHA  # of every verdict on the site (evalq.verdicts)
     latency: LatencyTarget = LatencyTarget()  # what every row on the equal-cost page must meet
 
 
@@ -264,7 +264,7 @@ def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu
         store = Store(db)
         runs = store.nightly_runs()
         history = (runs, store.nightly_cells([r.id for r in runs])) if runs else None
-        return build(store.cells(), out, info, store.sample_loader(), history)
+        return build(display_order(store.cells()), out, info, store.sample_loader(), history)
     finally:
         if gc_was_enabled:
             gc.enable()

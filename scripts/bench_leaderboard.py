@@ -20,7 +20,7 @@ def synthetic_db(path: Path, n_cells: int) -> str:
     from evalq.cell import expand
     from evalq.matrix import load_matrix
     from evalq.store import Store
-    from evalq.store.models import CellRow
+    from evalq.store.tables import CellRow
 
     matrix = path.parent / "m.yaml"
     matrix.write_text("name: bench\nmodels:\n  - hub: org/m\nvariants:\n  fp16: {}\nsuites: [demo]\n")

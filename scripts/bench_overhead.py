@@ -45,7 +45,7 @@ def bare_greedy_tokens_per_s(model, input_ids, new_tokens: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="fp16", choices=["fp16", "int8", "nf4"])
-    ap.add_argument("--model", default="smollm2-135m-instruct", help="a packaged model (evalq.models.EMBEDDED)")
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="a packaged model (evalq.model_sources.EMBEDDED)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--prompt-tokens", type=int, default=64)
@@ -62,7 +62,7 @@ def main() -> None:
     from evalq.matrix import ModelSpec, PerfSettings
     from evalq.measure.accuracy import evaluate
     from evalq.measure.speed import measure_speed, prompt_ids
-    from evalq.models import materialize
+    from evalq.model_sources import materialize
     from evalq.suites import include_paths, load_suite
 
     torch.set_num_threads(args.threads)

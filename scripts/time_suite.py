@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--suite", default="core")
     ap.add_argument("--limit", type=int, default=8, help="documents per task (per subject for a group)")
     ap.add_argument("--variant", default="fp16", choices=["fp16", "int8", "nf4"])
-    ap.add_argument("--model", default="smollm2-135m-instruct", help="a packaged model (evalq.models.EMBEDDED)")
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="a packaged model (evalq.model_sources.EMBEDDED)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
@@ -34,7 +34,7 @@ def main() -> None:
     from evalq.env import cpu_model
     from evalq.matrix import ModelSpec
     from evalq.measure.accuracy import evaluate
-    from evalq.models import materialize
+    from evalq.model_sources import materialize
     from evalq.suites import Suite, load_suite
 
     from lm_eval.models.huggingface import HFLM

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("EVALQ_TEST_CACHE", ROOT / ".evalq-cache"))
-SHARED = ROOT.parent / "shared"
+SHARED_DATA = ROOT.parent / "shared" / "data"  # real public data (its README); never copied into the project
 
 _ENV = {
     "EVALQ_CACHE": str(CACHE / "evalq"),
@@ -37,6 +37,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def wikitext() -> Path:
+    """WikiText-2's test split from ../shared/data: the one way tests find the shared data.
+    Missing data fails the test that needs it, never skips it."""
+    path = SHARED_DATA / "wikitext-2" / "test.txt"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: tests calibrate GPTQ and measure quality on it (see ../shared/data/README)")
+    return path
 
 
 @pytest.fixture

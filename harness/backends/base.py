@@ -12,6 +12,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+# Rows of vocabulary-wide float64 arrays turned at a time (262k vocabulary: 134 MB each):
+# measure/quality's KL divergence and the llama.cpp scorer's log-softmax.
+ROW_CHUNK = 64
+
 
 class BackendConfig(BaseModel):
     """Base of every backend's options: a misspelled option is an error."""
@@ -76,12 +80,17 @@ class Backend(Protocol):
 
     `load` returns the model on `device` ("cpu" or "cuda"); `unavailable_reason`
     says why this variant cannot run here (None when it can), checked before any
-    weights are read.
+    weights are read. Everything else evalq knows about a variant is asked of
+    its backend too (defaults in `BackendBase`): the planner's bytes per weight
+    and overhead, the leaderboard's order, detail fields and marker, the
+    worker's calibration text.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[BackendConfig]]
     libraries: ClassVar[tuple[str, ...]]  # distributions whose version changes the numbers
+    detail_fields: ClassVar[tuple[tuple[str, str], ...]]  # (label, details key) for the leaderboard
+    style: ClassVar[tuple[str, str]]  # chart colour and marker: circle, square, triangle or diamond
 
     def unavailable_reason(self, device: str) -> str | None: ...
 
@@ -89,6 +98,66 @@ class Backend(Protocol):
 
     def load(self, files: ModelFiles, cfg: BackendConfig, device: str, workdir: str) -> Loaded: ...
 
+    def rank(self) -> tuple: ...
+
+    def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int: ...
+
+    def activation_bytes(self, shape: Any, sequence: int, batch: int, dtype_bytes: int) -> int: ...
+
+    def overhead(self, device: str, dtype_bytes: int) -> int: ...
+
+    def calibration_windows(self, cfg: BackendConfig, tokenizer: Any) -> list[list[int]] | None: ...
+
+
+class BackendBase:
+    """Defaults of the Backend protocol: a new variant subclasses this and
+    overrides what differs (at least name, Config, load and weights_bytes)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BackendConfig]] = BackendConfig
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers")
+    detail_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
+    style: ClassVar[tuple[str, str]] = ("#7f7f7f", "circle")
+    # The framework's own memory beside weights, KV cache and activations while
+    # generating, by device (planner; fitted values and how in README "Memory
+    # planner"); `cpu_float32` where a CPU without native bf16 keeps more.
+    overhead_bytes: ClassVar[dict[str, int]] = {}
+    cpu_float32_overhead_bytes: ClassVar[int | None] = None
+    rank_key: ClassVar[tuple] = (2, 0)  # leaderboard order: lower first; ties by name
+
+    def unavailable_reason(self, device: str) -> str | None:
+        return None
+
+    def check_model(self, cfg: BackendConfig, model_config: dict[str, Any]) -> str | None:
+        return None
+
+    def rank(self) -> tuple:
+        return (*self.rank_key, self.name)
+
+    def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
+        from evalq.architecture import PlanError
+
+        raise PlanError(f"no weights formula for variant {self.name!r}")
+
+    def activation_bytes(self, shape: Any, sequence: int, batch: int, dtype_bytes: int) -> int:
+        from evalq.architecture import activation_bytes
+
+        return activation_bytes(shape, sequence, batch, dtype_bytes)
+
+    def overhead(self, device: str, dtype_bytes: int) -> int:
+        from evalq.architecture import DEFAULT_OVERHEAD_BYTES
+
+        if device == "cpu" and dtype_bytes == 4 and self.cpu_float32_overhead_bytes:
+            return self.cpu_float32_overhead_bytes
+        return self.overhead_bytes.get(device, self.overhead_bytes.get("cpu", DEFAULT_OVERHEAD_BYTES))
+
+    def calibration_windows(self, cfg: BackendConfig, tokenizer: Any) -> list[list[int]] | None:
+        """Token windows the variant was calibrated on (None: no calibration)."""
+        return None
+
+
+# The variant every other is compared against (paired quality, recovery, deltas).
+BASELINE_VARIANT = "fp16"
 
 # Lazy registry: importing a backend only when a matrix names it keeps optional
 # dependencies optional.
@@ -125,13 +194,48 @@ FAMILIES: dict[str, str] = {
 
 
 def _family_members() -> dict[str, str]:
-    from evalq.backends.gguf import variant_names
-
-    return {name: FAMILIES["gguf-"] for name in variant_names()}
+    """Each family's class lists its members (`variant_names()`), imported here by
+    name like every backend: base sits below the backends it registers."""
+    out: dict[str, str] = {}
+    for target in FAMILIES.values():
+        module_name, class_name = target.split(":")
+        for name in getattr(importlib.import_module(module_name), class_name).variant_names():
+            out[name] = target
+    return out
 
 
 def backend_names() -> list[str]:
     return list({**REGISTRY, **_family_members(), **_plugins()})
+
+
+def variant_rank(name: str) -> tuple:
+    """Display order of a variant (its backend's `rank`); unknown names last, by name."""
+    try:
+        return get_backend(name).rank()
+    except KeyError:
+        return (9, 0, name)
+
+
+def variant_style(name: str) -> tuple[str, str]:
+    """Chart colour and marker of a variant (its backend's `style`); unknown names grey circles."""
+    try:
+        return get_backend(name).style
+    except KeyError:
+        return BackendBase.style
+
+
+def variant_details(name: str, details: dict[str, Any]) -> str:
+    """The leaderboard's details cell: the backend's detail fields that were recorded, else the dtype."""
+    try:
+        fields = get_backend(name).detail_fields
+    except KeyError:
+        fields = ()
+    parts = []
+    for label, key in fields:
+        value = details.get(key)
+        if value is not None and value != []:
+            parts.append(f"{label} {', '.join(value) if isinstance(value, list) else value}")
+    return ", ".join(parts) or str(details.get("dtype") or "")
 
 
 def get_backend(name: str) -> Backend:

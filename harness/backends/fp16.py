@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from evalq.backends.base import BackendConfig, Loaded, ModelFiles
+from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
 from evalq.backends.hf import DtypeName, baseline_dtype, load_causal_lm
 
 
@@ -11,16 +11,16 @@ class FP16Config(BackendConfig):
     dtype: DtypeName = "auto"  # auto: float16 on CUDA, bfloat16 on CPU
 
 
-class FP16Backend:
+class FP16Backend(BackendBase):
     name: ClassVar[str] = "fp16"
     Config: ClassVar[type[BackendConfig]] = FP16Config
     libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers")
+    rank_key: ClassVar[tuple] = (0, 0)
+    style: ClassVar[tuple[str, str]] = ("#1f77b4", "circle")
+    overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 630_000_000, "cuda": 1_000_000_000}
 
-    def unavailable_reason(self, device: str) -> str | None:
-        return None
-
-    def check_model(self, cfg: FP16Config, model_config: dict[str, Any]) -> str | None:
-        return None
+    def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
+        return shape.linear_params * dtype_bytes + shape.unquantized_bytes(dtype_bytes)
 
     def load(self, files: ModelFiles, cfg: FP16Config, device: str, workdir: str) -> Loaded:
         dtype = baseline_dtype(cfg.dtype, device)

@@ -22,9 +22,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from evalq.backends.base import BackendConfig, Loaded, ModelFiles
+from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
 from evalq.backends.hf import missing_module
-from evalq.cache import build_once, cache_dir
+from evalq.cache import build_once, cache_dir, file_sha256
 from evalq.cpu import cpu_flags
 
 PREFIX = "gguf-"
@@ -52,6 +52,10 @@ GGUF_TYPES: dict[str, tuple[str, int, str]] = {
 }
 UNQUANTIZED = ("f32", "f16", "bf16")  # written by the converter itself
 CONVERTER_ENV = "EVALQ_LLAMA_CPP_CONVERTER"
+STYLES = {"q8_0": ("#8c564b", "square"), "q4_k_m": ("#e377c2", "triangle")}  # chart colour and marker; others grey
+# llama.cpp quantizes a matrix whose rows are not a multiple of a k-quant's 256
+# with another type (llama-quant.cpp); e.g. SmolLM2's 576-wide rows: Q4_K → Q5_0
+K_QUANT_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 
 def variant_names() -> list[str]:
@@ -97,9 +101,13 @@ def converter_home(llama_cpp_version: str) -> Path:
     return Path(sys.prefix) / "share" / "evalq" / f"llama.cpp-{llama_cpp_version}"
 
 
-class GGUFBackend:
+class GGUFBackend(BackendBase):
     Config: ClassVar[type[BackendConfig]] = GGUFConfig
     libraries: ClassVar[tuple[str, ...]] = ("llama_cpp_python",)
+    detail_fields: ClassVar[tuple[tuple[str, str], ...]] = (("llama.cpp", "file_type"), ("GPU layers", "n_gpu_layers"))
+    # the worker (torch imported) and llama.cpp's context beside the mapped weights;
+    # the mean of the demo's four GGUF cells (0.50-0.60 GB)
+    overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 547_000_000, "cuda": 1_000_000_000}
 
     def __init__(self, name: str = "gguf-q4_k_m"):
         gguf_type = name.removeprefix(PREFIX)
@@ -108,6 +116,22 @@ class GGUFBackend:
         self.name = name
         self.gguf_type = gguf_type
         self.ftype_name, self.bits, self.ggml_type = GGUF_TYPES[gguf_type]
+        self.style = STYLES.get(gguf_type, BackendBase.style)
+
+    def rank(self) -> tuple:
+        return (1, -self.bits, self.name)  # after the transformers variants, most bits first
+
+    def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
+        return gguf_weights_bytes(shape, self.gguf_type)
+
+    def activation_bytes(self, shape: Any, sequence: int, batch: int, dtype_bytes: int) -> int:
+        from evalq.architecture import llama_cpp_activation_bytes
+
+        return llama_cpp_activation_bytes(shape, sequence, batch)
+
+    @staticmethod
+    def variant_names() -> list[str]:
+        return variant_names()
 
     def unavailable_reason(self, device: str) -> str | None:
         missing = missing_module("llama_cpp", "pip install 'evalq[gguf]', see README: it builds llama.cpp")
@@ -202,7 +226,6 @@ def resolve_checkpoint(checkpoint: str) -> Path:
 
 
 def wide_key(files: ModelFiles, cfg: GGUFConfig, converter: Path) -> str:
-    from evalq.models import file_sha256
 
     payload = {"revision": files.revision, "outtype": cfg.outtype, "converter": file_sha256(converter),
                "llama_cpp_python": version("llama_cpp_python")}
@@ -278,3 +301,37 @@ def install_converter(sdist: Path | None = None, log: Any = print) -> Path:
         shutil.move(str(staging), home)
     log(f"llama.cpp's converter for llama-cpp-python {installed} is in {home}")
     return home
+
+
+def gguf_weights_bytes(shape: Any, gguf_type: str) -> int:
+    """Every matrix in the type's main ggml type, with llama-quant.cpp's main
+    exceptions: the output matrix (the embedding when tied) in Q6_K, and for
+    Q4_K_M/Q5_K_M attn_v and ffn_down in Q6_K on its `use_more_bits` layers;
+    llama.cpp's fallback where a row length does not fit the block; norms in
+    float32. Other mixes' rules (Q3_K_*, IQ*) are not modelled."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    main = GGUF_TYPES[gguf_type][2]
+
+    def matrix(kind: str, rows_len: int, rows: int) -> int:
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[kind]]
+        if rows_len % block:
+            kind = K_QUANT_FALLBACK.get(kind, "F16")
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType[kind]]
+            if rows_len % block:
+                block, size = 1, 2
+        return rows_len * rows // block * size
+
+    n = shape.layers
+    more_bits = gguf_type in ("q4_k_m", "q5_k_m")
+    total = 0
+    for layer in range(n):
+        use_more_bits = layer < n // 8 or layer >= 7 * n // 8 or (layer - n // 8) % 3 == 2
+        for j, (i, o) in enumerate(shape.linears()):
+            promoted = more_bits and use_more_bits and j in (2, 6)  # v_proj, down_proj
+            total += matrix("Q6_K" if promoted else main, i, o)
+    output_kind = main if main in ("Q8_0", "F16", "BF16", "F32", "Q6_K") else "Q6_K"
+    total += matrix(output_kind, shape.hidden, shape.vocab)  # the output (the embedding when tied)
+    if not shape.tied:
+        total += matrix(main, shape.hidden, shape.vocab)
+    return total + 4 * shape.norm_params

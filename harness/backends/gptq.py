@@ -8,6 +8,7 @@ own GPTQConfig route delegates to gptqmodel anyway (and was ~20x slower here).
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import os
 import random
@@ -18,11 +19,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from evalq.backends.base import BackendConfig, Loaded, ModelFiles
+from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
 from evalq.backends.hf import DtypeName, baseline_dtype, missing_module
 from evalq.cache import build_once, cache_dir
 
 VALID_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
+GPTQ_KERNEL_BYTES = 32  # gptqmodel's CPU kernels keep an 8×int32 shift table per module
 
 
 class Calibration(BackendConfig):
@@ -76,10 +78,26 @@ def linear_in_features(model_config: dict[str, Any]) -> dict[str, int]:
     return {k: v for k, v in found.items() if isinstance(v, int)}
 
 
-class GPTQBackend:
+class GPTQBackend(BackendBase):
     name: ClassVar[str] = "gptq-4"
     Config: ClassVar[type[BackendConfig]] = GPTQConfig
     libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "gptqmodel")
+    rank_key: ClassVar[tuple] = (0, 3)
+    style: ClassVar[tuple[str, str]] = ("#9467bd", "diamond")
+    detail_fields: ClassVar[tuple[tuple[str, str], ...]] = (("group", "group_size"), ("desc_act", "desc_act"), ("kernel", "kernel"))
+    overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 740_000_000, "cuda": 1_100_000_000}
+
+    def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
+        group = options.get("group_size", 128)
+        total = 0
+        for i, o in shape.all_linears():
+            groups = 1 if group == -1 else math.ceil(i / group)
+            total += i * o // 2  # qweight: 8 4-bit values per int32
+            total += groups * o // 2  # qzeros: 4-bit, packed
+            total += groups * o * dtype_bytes  # scales: in the dtype the model computes in (float16 as saved)
+            total += i * 4  # g_idx: int32, kept even without act-order
+            total += GPTQ_KERNEL_BYTES
+        return total + shape.unquantized_bytes(dtype_bytes)
 
     def unavailable_reason(self, device: str) -> str | None:
         return missing_module("gptqmodel", "pip install gptqmodel")
@@ -144,7 +162,9 @@ class GPTQBackend:
 def _gptqmodel_env() -> None:
     # On a 2-core machine gptqmodel's default pool asks for more workers than
     # its parent pool has ("Virtual pool 'model_loader:cpu' requests 2 workers").
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, os.cpu_count() or 2)))
+    from evalq.threads import current
+
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, current())))
 
 
 def quantized_key(files: ModelFiles, cfg: GPTQConfig) -> str:

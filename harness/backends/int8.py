@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from evalq.backends.base import BackendConfig, Loaded, ModelFiles
+from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
 from evalq.backends.hf import DtypeName, baseline_dtype, load_causal_lm, missing_module
 
 
@@ -17,16 +17,24 @@ class Int8Config(BackendConfig):
     skip_modules: list[str] | None = None
 
 
-class Int8Backend:
+class Int8Backend(BackendBase):
     name: ClassVar[str] = "int8"
     Config: ClassVar[type[BackendConfig]] = Int8Config
     libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "bitsandbytes")
+    rank_key: ClassVar[tuple] = (0, 1)
+    style: ClassVar[tuple[str, str]] = ("#ff7f0e", "square")
+    detail_fields: ClassVar[tuple[tuple[str, str], ...]] = (("threshold", "threshold"),)
+    overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 900_000_000, "cuda": 1_200_000_000}
+    # bitsandbytes' CPU int8 path in float32 is erratic (SmolLM2-135M, AVX2-only CPU, 2026-12-02):
+    # 1,513,582,592, 1,497,079,808 and 1,871,937,536 B in three runs where the bf16 constant predicted 1,155,321,088
+    cpu_float32_overhead_bytes: ClassVar[int | None] = 1_345_000_000
 
     def unavailable_reason(self, device: str) -> str | None:
         return missing_module("bitsandbytes", "pip install bitsandbytes")
 
-    def check_model(self, cfg: Int8Config, model_config: dict[str, Any]) -> str | None:
-        return None
+    def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
+        # int8 weights + one float32 scale per output row (SCB)
+        return sum(i * o + 4 * o for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
 
     def load(self, files: ModelFiles, cfg: Int8Config, device: str, workdir: str) -> Loaded:
         from transformers import BitsAndBytesConfig

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from evalq.gguf_header import GGUFHeader, read_header
+from evalq.threads import current
 
 MAX_DEFAULT_CTX = 8192  # lm-eval's HFLM scores rolling windows of the model's length; capped for the KV cache
 UNQUANTIZED_GGML = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"}
@@ -65,7 +66,7 @@ def quantize(source: str, target: str, ftype_name: str, threads: int | None = No
     L = _lib()
     params = L.llama_model_quantize_default_params()
     params.ftype = getattr(L, "LLAMA_FTYPE_" + ftype_name if ftype_name == "ALL_F32" else "LLAMA_FTYPE_MOSTLY_" + ftype_name)
-    params.nthread = threads or os.cpu_count() or 1
+    params.nthread = threads or current()
     rc = L.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params))
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize to {ftype_name} failed ({rc})")
@@ -134,7 +135,7 @@ class LlamaCppModel:
         self.system_info = L.llama_print_system_info().decode().strip()
         self.compute_dtype = "float32"  # ggml's activations; the KV cache is float16
         self.tokenizer = LlamaCppTokenizer(self)
-        self.threads = os.cpu_count() or 1
+        self.threads = current()  # the loading phase's (evalq.threads); each phase sets its own
         self._ctx = None
         self._ctx_shape: tuple[int, int, int] | None = None
         self._cached: list[int] = []  # tokens whose KV the context of sequence 0 holds

@@ -17,7 +17,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tqdm import tqdm
 
-from evalq.measure.quality import ROW_CHUNK  # rows turned to float64 at a time (262k vocabulary: 134 MB each)
+from evalq.backends.base import ROW_CHUNK
 
 DEFAULT_MAX_GEN_TOKS = 256
 

@@ -23,10 +23,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from evalq.backends.base import is_foreign
+from evalq.backends.base import ROW_CHUNK, is_foreign
 
 LLAMA_CPP_CONTEXT = 512
-ROW_CHUNK = 64  # rows of vocabulary-wide float64 arrays at a time (262k vocab: 134 MB each)
 KLD_PERCENTILES = (50, 90, 95, 99, 99.9)
 DP_PERCENTILES = (0.1, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9)
 
@@ -285,7 +284,7 @@ def check_tokens(baseline: Baseline, ids: list[int]) -> None:
     raise QualityError(msg + ". The distributions cannot be compared token for token.")
 
 
-def compare(model: Any, sl: Slice, baseline: Baseline) -> dict[str, Any]:
+def against_baseline(model: Any, sl: Slice, baseline: Baseline) -> dict[str, Any]:
     """Run the variant over the slice and summarize it against the stored baseline."""
     check_tokens(baseline, sl.ids)
     w = sl.windows
@@ -377,7 +376,7 @@ def noise_floor(model: Any, sl: Slice, baseline: Baseline, device: str) -> dict[
         return {"against": current, "skipped": why}
     model.to(getattr(torch, other))
     try:
-        s = compare(model, sl, baseline)
+        s = against_baseline(model, sl, baseline)
     finally:
         model.to(getattr(torch, current))
     return {"dtype": other, "against": current, "n_tokens": s["n_tokens"], "kld_mean": s["kld_mean"],

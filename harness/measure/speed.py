@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from evalq.backends.base import is_foreign
+from evalq.threads import using as using_threads
 
 # Any fixed English text: only its token count matters, and it must not change.
 PROMPT_TEXT = (
@@ -71,27 +71,6 @@ class TokenClock:
         return [m - self.marks[0] for m in self.marks]
 
 
-@contextmanager
-def torch_threads(n: int | None, model: Any = None) -> Iterator[int]:
-    """torch's intra-op threads set to n (None: left as they are) for the block;
-    a ForeignModel (llama.cpp) given the same count."""
-    import torch
-
-    before = torch.get_num_threads()
-    foreign = model if is_foreign(model) else None
-    foreign_before = foreign.threads if foreign else None
-    if n:
-        torch.set_num_threads(n)
-    if foreign:
-        foreign.set_threads(torch.get_num_threads())
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-        if foreign:
-            foreign.set_threads(foreign_before)
-
-
 def generate_timed(model: Any, input_ids: Any, new_tokens: int, pad_token_id: int | None) -> tuple[float, list[float]]:
     """One greedy generation; returns (time to first token, per-token decode latencies), seconds."""
     import torch
@@ -130,13 +109,13 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def measure_speed(model: Any, tokenizer: Any, perf: Any, device: str) -> dict[str, Any]:
-    """TTFT, per-token decode latency and tokens/s for each batch size in perf."""
+def measure_speed(model: Any, tokenizer: Any, perf: Any, device: str, threads: int) -> dict[str, Any]:
+    """TTFT, per-token decode latency and tokens/s for each batch size in perf, on `threads` CPU threads."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out: dict[str, Any] = {"prompt_tokens": perf.prompt_tokens, "new_tokens": perf.new_tokens,
                            "warmup": perf.warmup, "repeats": perf.repeats, "timer": "cuda_event" if device == "cuda" else "perf_counter",
                            "by_batch": {}}
-    with torch_threads(perf.threads if device == "cpu" else None, model) as threads:
+    with using_threads(threads, model):
         out["threads"] = threads
         for batch in perf.batch_sizes:
             ids = prompt_ids(tokenizer, perf.prompt_tokens, batch)

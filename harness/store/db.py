@@ -14,8 +14,9 @@ from sqlalchemy import create_engine, delete, event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from evalq.outcome import CellOutcome, Status
 from evalq.store.migrations import MIGRATIONS, migrate, schema_version
-from evalq.store.models import CellRow, NightlyCell, NightlyRun, SampleRow
+from evalq.store.tables import CellRow, NightlyCell, NightlyRun, SampleRow
 
 
 class StoreError(RuntimeError):
@@ -125,7 +126,7 @@ class Store:
         with Session(self.engine) as s, s.begin():
             row = s.get(CellRow, cell.key)
             status = row.status if row else None
-            if status == "running" and row.owner and row.owner != owner and owner_alive(row.owner):
+            if status == Status.running and row.owner and row.owner != owner and owner_alive(row.owner):
                 return False
             if not wanted(status):
                 return False
@@ -137,7 +138,7 @@ class Store:
             row.variant = cell.variant
             row.revision = cell.revision
             row.cell = cell.model_dump(mode="json")
-            row.status = "running"
+            row.status = Status.running.value
             row.error = None
             row.attempts = (row.attempts or 0) + 1
             row.started_at = _now()
@@ -145,45 +146,45 @@ class Store:
             row.owner = owner
             return True
 
-    def record(self, cell: Any, outcome: dict[str, Any], samples: dict[str, list] | None, log_tail: str, wall_seconds: float) -> None:
-        """Store how a cell ended, its measurements and its per-sample records, in one transaction."""
+    def record(self, cell: Any, outcome: CellOutcome | dict[str, Any], samples: dict[str, list] | None = None,
+               log_tail: str = "", wall_seconds: float = 0.0) -> None:
+        """Store how a cell ended, its measurements and its per-sample records, in one transaction
+        (`outcome` may be given as stored JSON)."""
+        if not isinstance(outcome, CellOutcome):
+            outcome = CellOutcome.from_stored(outcome)
         with Session(self.engine) as s, s.begin():
             row = s.get(CellRow, cell.key)
             if row is None:
                 row = CellRow(key=cell.key, attempts=1, matrix=cell.matrix, model=cell.model.display_name,
                               variant=cell.variant, revision=cell.revision, cell=cell.model_dump(mode="json"))
                 s.add(row)
-            row.status = outcome["status"]
-            row.error = outcome.get("error")
+            row.status = outcome.status.value
+            row.error = outcome.error
             row.finished_at = _now()
             row.wall_seconds = wall_seconds
             row.log_tail = log_tail
-            speed = outcome.get("speed") or {}
-            row.dtype = outcome.get("dtype")
-            row.weights_bytes = outcome.get("weights_bytes")
-            row.peak_memory_bytes = outcome.get("peak_memory_bytes")
-            row.load_seconds = outcome.get("load_seconds")
-            row.prepare_seconds = outcome.get("prepare_seconds")
-            row.ttft_ms = speed.get("ttft_ms")
-            row.decode_tokens_per_s = speed.get("decode_tokens_per_s")
-            row.metrics = outcome.get("metrics")
-            row.result = json.loads(json.dumps(outcome, default=str))
+            row.dtype = outcome.dtype
+            row.weights_bytes = outcome.weights_bytes
+            row.peak_memory_bytes = outcome.peak_memory_bytes
+            row.load_seconds = outcome.load_seconds
+            row.prepare_seconds = outcome.prepare_seconds
+            row.ttft_ms = outcome.speed.ttft_ms if outcome.speed else None
+            row.decode_tokens_per_s = outcome.speed.decode_tokens_per_s if outcome.speed else None
+            row.metrics = outcome.metrics
+            row.result = json.loads(json.dumps(outcome.stored(), default=str))
             s.execute(delete(SampleRow).where(SampleRow.cell_key == cell.key))
             for task, records in (samples or {}).items():
                 blob = zlib.compress(json.dumps(records, default=str).encode(), 6)
                 s.add(SampleRow(cell_key=cell.key, task=task, n=len(records), data=blob))
 
     def cells(self, matrix: str | None = None) -> list[CellRow]:
-        """Stored cells by model, then variants in registry order (fp16, int8, nf4, gptq-4)."""
-        from evalq.backends.base import backend_names
-
-        order = {name: i for i, name in enumerate(backend_names())}
+        """Stored cells by model and variant name (display order is the caller's: results.display_order)."""
         with Session(self.engine, expire_on_commit=False) as s:
             query = select(CellRow)
             if matrix:
                 query = query.where(CellRow.matrix == matrix)
             rows = list(s.scalars(query))
-        return sorted(rows, key=lambda r: (r.model, order.get(r.variant, len(order)), r.variant))
+        return sorted(rows, key=lambda r: (r.model, r.variant))
 
     def sample_loader(self) -> Callable[[str, str], list[dict[str, Any]]]:
         """`samples` that asks the database only for records that exist: one query

@@ -100,8 +100,8 @@ def test_speed_on_cuda_uses_cuda_events(files):
 def test_a_whole_cell_on_cuda(model_dir, tmp_path):
     from evalq.cell import expand
     from evalq.matrix import load_matrix
-    from evalq.models import resolve_revision
-    from evalq.orchestrator import run_worker
+    from evalq.model_sources import resolve_revision
+    from evalq.worker_process import run_worker
 
     matrix_file = tmp_path / "m.yaml"
     matrix_file.write_text(f"""\
@@ -121,8 +121,8 @@ device: cuda
     matrix, suites = load_matrix(matrix_file)
     for cell in expand(matrix, suites, resolve_revision):
         end = run_worker(cell)
-        assert end.status == "ok", end.outcome.get("error") or end.log_tail[-3000:]
-        out = end.outcome
+        assert end.status == "ok", end.outcome.error or end.log_tail[-3000:]
+        out = end.outcome.stored()
         assert out["env"]["gpu"] and out["env"]["cuda"]
         mem = out["memory"]
         assert mem["cuda_max_allocated_bytes"] > out["weights_bytes"]

@@ -24,17 +24,15 @@ def fault_backends(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def smollm2_run(tmp_path_factory) -> Path:
+def smollm2_run(tmp_path_factory, wikitext) -> Path:
     """SmolLM2-135M in every variant, run once (smollm2_matrix.py): the folder
     with the matrix m64.yaml and its database e.db."""
     from typer.testing import CliRunner
 
     from evalq.cli import app
-    from smollm2_matrix import WIKITEXT, write_smollm2_matrix
+    from smollm2_matrix import write_smollm2_matrix
 
-    if not WIKITEXT.exists():
-        pytest.fail(f"{WIKITEXT} is missing: the integration tests calibrate GPTQ and measure quality on it")
     folder = tmp_path_factory.mktemp("smollm2")
-    res = CliRunner().invoke(app, ["run", "--matrix", str(write_smollm2_matrix(folder)), "--db", str(folder / "e.db")])
+    res = CliRunner().invoke(app, ["run", "--matrix", str(write_smollm2_matrix(folder, wikitext)), "--db", str(folder / "e.db")])
     assert res.exit_code == 0, res.output
     return folder

@@ -8,7 +8,6 @@ import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "test.txt"
 HF_VARIANTS = ("fp16", "int8", "nf4", "gptq-4")
 GGUF_VARIANTS = ("gguf-bf16", "gguf-q8_0", "gguf-q4_k_m")
 
@@ -41,8 +40,8 @@ def smollm2_variants() -> tuple[str, ...]:
     return HF_VARIANTS + (GGUF_VARIANTS if importlib.util.find_spec("llama_cpp") else ())
 
 
-def write_smollm2_matrix(folder: Path, group_size: int = 64) -> Path:
+def write_smollm2_matrix(folder: Path, wikitext: Path, group_size: int = 64) -> Path:
     gguf = "".join(f"  {v}: {{}}\n" for v in smollm2_variants() if v.startswith("gguf-"))
     path = folder / f"m{group_size}.yaml"
-    path.write_text(SMOLLM2_MATRIX.format(group_size=group_size, wikitext=WIKITEXT, gguf=gguf))
+    path.write_text(SMOLLM2_MATRIX.format(group_size=group_size, wikitext=wikitext, gguf=gguf))
     return path

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evalq.cli import app
-from evalq.orchestrator import LOG_TAIL_BYTES
+from evalq.worker_process import LOG_TAIL_BYTES
 from evalq.store import Store
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,8 @@ def test_each_fault_is_recorded_and_the_matrix_goes_on(tmp_path, tiny):
                 "  fault-flood: {megabytes: 300}\n  fault-oom: {megabytes: 256}\n")
     db = str(tmp_path / "e.db")
     res = runner.invoke(app, ["run", "--matrix", str(matrix(tmp_path, tiny, variants)), "--db", db])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # --fail-on's default: error, oom, timeout, killed
+    assert "5 cell(s) ended in error, killed, oom, timeout" in res.output
     rows = {r.variant: r for r in Store(db).cells()}
     print("\nfault → status recorded → time to recover (cell wall time)")
     for variant, r in rows.items():
@@ -80,6 +81,16 @@ def test_each_fault_is_recorded_and_the_matrix_goes_on(tmp_path, tiny):
     oom = rows["fault-oom"].result
     assert "allocate" in oom["error"] and oom["memory_at_failure"]["rss_bytes"] > 0
     assert all(r.attempts == 1 for r in rows.values())
+
+
+def test_fail_on_none_exits_0_and_fail_on_decides_which_ends_fail(tmp_path, tiny):
+    path = str(matrix(tmp_path, tiny, "  fault-raise: {}\n"))
+    res = runner.invoke(app, ["run", "--matrix", path, "--db", str(tmp_path / "a.db"), "--fail-on", "none"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["run", "--matrix", path, "--db", str(tmp_path / "b.db"), "--fail-on", "oom,unsupported"])
+    assert res.exit_code == 0, res.output  # it ended in error, not one of these
+    res = runner.invoke(app, ["run", "--matrix", path, "--db", str(tmp_path / "b.db")])
+    assert res.exit_code == 0, res.output  # stored failed, not re-run (no --rerun-failed): this run failed nothing
 
 
 def cell_states(db) -> dict[str, str]:

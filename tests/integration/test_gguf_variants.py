@@ -18,7 +18,7 @@ from evalq.paired import pair_rows
 from evalq.planner import DTYPE_BYTES
 from evalq.store import Store
 
-from smollm2_matrix import GGUF_VARIANTS, WIKITEXT
+from smollm2_matrix import GGUF_VARIANTS
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("llama_cpp", reason="the gguf extra (llama-cpp-python) is not installed")
@@ -161,14 +161,14 @@ def corrupt_ffn_down(source: Path, target: Path) -> int:
     return hit
 
 
-def test_faults_a_foreign_tokenizer_is_an_error_and_a_broken_kernel_is_flagged(run_dir, rows):
+def test_faults_a_foreign_tokenizer_is_an_error_and_a_broken_kernel_is_flagged(run_dir, rows, wikitext):
     from evalq.matrix import ModelSpec
-    from evalq.models import _gguf_file
+    from evalq.model_sources import _gguf_file
 
     broken = run_dir / "broken-q8_0.gguf"
     assert corrupt_ffn_down(Path(rows["gguf-q8_0"].result["details"]["file"]), broken) == 30
     other = _gguf_file(ModelSpec(name="Gemma-3-270M", package="gemma3-270m"))  # Gemma's own tokenizer
-    (run_dir / "faults.yaml").write_text(FAULTS.format(wikitext=WIKITEXT, broken=broken, other_tokenizer=other))
+    (run_dir / "faults.yaml").write_text(FAULTS.format(wikitext=wikitext, broken=broken, other_tokenizer=other))
     res = runner.invoke(app, ["run", "--matrix", str(run_dir / "faults.yaml"), "--db", str(run_dir / "faults.db")])
     assert res.exit_code != 0 or "error" in res.output
     got = {r.variant: r for r in Store(str(run_dir / "faults.db")).cells()}
@@ -193,7 +193,7 @@ def test_the_lm_eval_adapter_encodes_as_hflm_does(package):
     from evalq.backends.llamacpp import LlamaCppModel
     from evalq.backends.llamacpp_lm import LlamaCppLM
     from evalq.matrix import ModelSpec
-    from evalq.models import _gguf_file, materialize
+    from evalq.model_sources import _gguf_file, materialize
 
     spec = ModelSpec(package=package)
     hf = AutoTokenizer.from_pretrained(materialize(spec).path)

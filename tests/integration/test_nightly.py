@@ -16,7 +16,6 @@ from evalq.store import Store
 pytestmark = pytest.mark.integration
 
 runner = CliRunner()
-WIKITEXT = Path(__file__).resolve().parents[3] / "shared" / "data" / "wikitext-2" / "test.txt"
 
 
 def scale_lm_head(folder: Path, factor: float) -> None:
@@ -30,7 +29,7 @@ def scale_lm_head(folder: Path, factor: float) -> None:
     model.save_pretrained(folder)
 
 
-def test_two_nightlies_report_exactly_the_cells_that_changed(tmp_path, tiny_model_factory):
+def test_two_nightlies_report_exactly_the_cells_that_changed(tmp_path, tiny_model_factory, wikitext):
     models = {}
     for name in ("tiny-a", "tiny-b"):
         models[name] = tmp_path / name
@@ -41,7 +40,7 @@ def test_two_nightlies_report_exactly_the_cells_that_changed(tmp_path, tiny_mode
 models:
 {listed}variants: {{fp16: {{}}, int8: {{}}}}
 suites: [tiny]
-quality: {{path: {WIKITEXT}, tokens: 1024}}
+quality: {{path: {wikitext}, tokens: 1024}}
 perf: {{prompt_tokens: 8, new_tokens: 4, batch_sizes: [1], warmup: 0, repeats: 2, threads: 1}}
 eval: {{batch_size: 8, limit: 20}}
 timeout_s: 300

@@ -21,7 +21,6 @@ pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray")
 
 HERE = Path(__file__).resolve().parent
-WIKITEXT = HERE.parents[2] / "shared" / "data" / "wikitext-2" / "test.txt"
 RAY = str(Path(sys.executable).with_name("ray"))
 runner = CliRunner()
 
@@ -58,7 +57,7 @@ def comparable(db: str) -> dict[str, tuple]:
     return out
 
 
-def test_ray_cluster_stores_what_the_local_executor_stores(tmp_path, tiny_model_factory, ray_cluster):
+def test_ray_cluster_stores_what_the_local_executor_stores(tmp_path, tiny_model_factory, ray_cluster, wikitext):
     tiny = tiny_model_factory()
     matrix = tmp_path / "m.yaml"
     matrix.write_text(f"""name: ray-test
@@ -72,7 +71,7 @@ variants:
   fault-sigkill: {{}}
   fault-hang: {{}}
 suites: [tiny]
-quality: {{path: {WIKITEXT}, tokens: 1024}}
+quality: {{path: {wikitext}, tokens: 1024}}
 perf: {{prompt_tokens: 8, new_tokens: 4, batch_sizes: [1], warmup: 0, repeats: 1, threads: 1}}
 eval: {{batch_size: 8, limit: 10}}
 timeout_s: 45
@@ -81,11 +80,11 @@ timeout_s: 45
     started = time.monotonic()
     local = runner.invoke(app, ["run", "--matrix", str(matrix), "--db", local_db])
     local_s = time.monotonic() - started
-    assert local.exit_code == 0, local.output
+    assert local.exit_code == 1, local.output  # the failing cells: error, killed, timeout (--fail-on)
     started = time.monotonic()
     on_ray = runner.invoke(app, ["run", "--matrix", str(matrix), "--db", ray_db, "--executor", "ray", "--address", ray_cluster])
     ray_s = time.monotonic() - started
-    assert on_ray.exit_code == 0, on_ray.output
+    assert on_ray.exit_code == 1 and "3 cell(s) ended in error, killed, timeout" in on_ray.output, on_ray.output
     assert "ray cluster: 2 CPUs" in on_ray.output
     print(f"\nlocal executor {local_s:.1f} s, ray executor (2 CPU workers) {ray_s:.1f} s: {local_s / ray_s:.2f}×")
 

@@ -163,7 +163,7 @@ def test_group_and_filtered_metrics_of_real_lm_eval_results(stored, tmp_path):
     from evalq.backends.fp16 import FP16Backend, FP16Config
     from evalq.matrix import ModelSpec
     from evalq.measure.accuracy import evaluate
-    from evalq.models import materialize
+    from evalq.model_sources import materialize
     from evalq.headlines import headline, headlines, suite_average
     from evalq.suites import load_suite
     from evalq.suites.offline import MMLU_SUBJECTS

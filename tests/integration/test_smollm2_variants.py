@@ -13,7 +13,7 @@ from evalq.cpu import auto_cpu_dtype
 from evalq.planner import DTYPE_BYTES
 from evalq.store import Store
 
-from smollm2_matrix import HF_VARIANTS, WIKITEXT, smollm2_variants, write_smollm2_matrix
+from smollm2_matrix import HF_VARIANTS, smollm2_variants, write_smollm2_matrix
 
 AUTO = auto_cpu_dtype()  # what fp16's `auto` runs here: bfloat16 where native, else float32
 
@@ -27,8 +27,8 @@ def run_dir(smollm2_run):
     return smollm2_run
 
 
-def write_matrix(folder: Path, group_size: int = 64) -> Path:
-    return write_smollm2_matrix(folder, group_size)
+def write_matrix(folder: Path, wikitext: Path, group_size: int = 64) -> Path:
+    return write_smollm2_matrix(folder, wikitext, group_size)
 
 
 @pytest.fixture(scope="session")
@@ -96,18 +96,18 @@ def test_per_sample_records_are_stored(run_dir, rows):
     assert len(samples) == 120 and {"doc_id", "doc_hash", "resps"} <= set(samples[0])
 
 
-def test_rerunning_a_finished_matrix_loads_no_model(run_dir, rows):
+def test_rerunning_a_finished_matrix_loads_no_model(run_dir, rows, wikitext):
     attempts = {v: r.attempts for v, r in rows.items()}
-    res = runner.invoke(app, ["run", "--matrix", str(write_matrix(run_dir)), "--db", str(run_dir / "e.db")])
+    res = runner.invoke(app, ["run", "--matrix", str(write_matrix(run_dir, wikitext)), "--db", str(run_dir / "e.db")])
     assert res.exit_code == 0, res.output
     n = len(smollm2_variants())
     assert f"{n} cells: {n} already stored, ran none" in res.output
     assert {r.variant: r.attempts for r in Store(str(run_dir / "e.db")).cells() if r.variant in attempts} == attempts
 
 
-def test_group_size_that_does_not_divide_is_refused_before_anything_runs(run_dir):
+def test_group_size_that_does_not_divide_is_refused_before_anything_runs(run_dir, wikitext):
     # read from the GGUF header: no weights loaded, no database written
-    res = runner.invoke(app, ["run", "--matrix", str(write_matrix(run_dir, group_size=128)), "--db", str(run_dir / "g.db")])
+    res = runner.invoke(app, ["run", "--matrix", str(write_matrix(run_dir, wikitext, group_size=128)), "--db", str(run_dir / "g.db")])
     assert res.exit_code == 2, res.output
     assert "group_size 128 does not divide hidden_size" in res.output and "[16, 32, 64]" in res.output
     assert not (run_dir / "g.db").exists()
@@ -127,7 +127,7 @@ def test_group_size_check_agrees_on_the_converted_config(rows):
 def fp16_in_process(rows):
     from evalq.backends.fp16 import FP16Backend, FP16Config
     from evalq.matrix import ModelSpec
-    from evalq.models import materialize
+    from evalq.model_sources import materialize
 
     files = materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct"))
     return FP16Backend().load(files, FP16Config(), "cpu", "")
@@ -157,7 +157,7 @@ def test_gptq_checkpoint_is_reused_from_the_cache(rows):
     from evalq.backends.gptq import GPTQBackend, GPTQConfig, quantized_key
     from evalq.cache import cache_dir
     from evalq.matrix import ModelSpec
-    from evalq.models import materialize
+    from evalq.model_sources import materialize
 
     files = materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct"))
     cfg = GPTQConfig.model_validate(rows["gptq-4"].cell["options"])
@@ -174,10 +174,10 @@ def test_demo_perplexity_text_has_at_least_3000_tokens(fp16_in_process):
     assert sum(len(tok(d["text"]).input_ids) for d in docs) >= 3000
 
 
-def test_the_same_cell_run_again_gives_identical_accuracy(run_dir, rows):
+def test_the_same_cell_run_again_gives_identical_accuracy(run_dir, rows, wikitext):
     """Seeds fixed, accuracy batch size fixed: a second run of the fp16 cell, in
     another database, stores exactly the same metrics under the same key."""
-    text = write_matrix(run_dir).read_text()
+    text = write_matrix(run_dir, wikitext).read_text()
     only_fp16 = text[: text.index("  int8: {}")] + text[text.index("suites:"):]
     path = run_dir / "repro.yaml"
     path.write_text(only_fp16)
@@ -245,19 +245,19 @@ def test_kld_equals_a_direct_float64_computation_on_the_same_logits(rows, fp16_i
     from evalq.backends.int8 import Int8Backend, Int8Config
     from evalq.cache import cache_dir
     from evalq.cell import Cell
-    from evalq.measure.quality import Baseline, compare, prepare_slice, window_logits
+    from evalq.measure.quality import Baseline, against_baseline, prepare_slice, window_logits
 
     cell = Cell.model_validate(rows["int8"].cell)
     files_path = rows["int8"].result["model_path"]
     model_config = json.loads((Path(files_path) / "config.json").read_text())
     baseline = Baseline.open(cache_dir("baselines") / rows["int8"].result["quality"]["baseline"])
     from evalq.matrix import ModelSpec
-    from evalq.models import materialize
+    from evalq.model_sources import materialize
 
     int8 = Int8Backend().load(materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct")),
                               Int8Config(), "cpu", "")
     sl = prepare_slice(int8.tokenizer, cell, model_config)
-    ours = compare(int8.model, sl, baseline)
+    ours = against_baseline(int8.model, sl, baseline)
 
     if AUTO == "bfloat16":  # the baseline as raw bfloat16 bits, decoded by hand: bf16 is the top half of a float32
         p_logits = (np.asarray(baseline.logits, dtype=np.uint32) << 16).view(np.float32).astype(np.float64)
@@ -297,7 +297,7 @@ def test_answer_flips_against_fp16_and_a_cell_against_itself(run_dir, rows):
         assert paired[rows[v].key].flags == [], (v, paired[rows[v].key].flags)
 
 
-def test_calibration_on_the_quality_text_is_warned_about(rows, tmp_path):
+def test_calibration_on_the_quality_text_is_warned_about(rows, tmp_path, wikitext):
     from evalq.backends.gptq import GPTQBackend, GPTQConfig
     from evalq.cell import Cell
     from evalq.measure.quality import prepare_slice
@@ -310,7 +310,7 @@ def test_calibration_on_the_quality_text_is_warned_about(rows, tmp_path):
     sl = prepare_slice(tok, cell, model_config)
     options = rows["gptq-4"].cell["options"]
     excerpt = tmp_path / "wiki-start.txt"  # calibration drawn from the first ~5,000 tokens of the same text
-    excerpt.write_text(WIKITEXT.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
+    excerpt.write_text(wikitext.read_text(encoding="utf-8")[:20_000], encoding="utf-8")
     on_slice = GPTQConfig.model_validate({**options, "calibration": {**options["calibration"], "path": str(excerpt), "skip_tokens": 0}})
     (warning,) = calibration_warnings(GPTQBackend(), on_slice, tok, sl)
     assert "calibration overlaps the quality text" in warning

@@ -9,24 +9,23 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-WIKITEXT = Path(__file__).resolve().parents[3] / "shared" / "data" / "wikitext-2" / "test.txt"
 
 
 @pytest.fixture(scope="module")
 def smollm2():
     from evalq.matrix import ModelSpec
-    from evalq.models import materialize
+    from evalq.model_sources import materialize
 
     return materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct"))
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_a_training_step_needs_what_the_planner_predicts(smollm2, method):
+def test_a_training_step_needs_what_the_planner_predicts(smollm2, method, wikitext):
     from evalq.measure.training import measure_training_step
     from evalq.planner import Shape, lora_params, plan_training
 
     shape = Shape.from_config(json.loads((Path(smollm2.path) / "config.json").read_text()))
-    measured = measure_training_step(smollm2.path, method, str(WIKITEXT), sequence=256, steps=2)
+    measured = measure_training_step(smollm2.path, method, str(wikitext), sequence=256, steps=2)
     plan = plan_training(shape, method=method, sequence=256, batch=1, precision="fp32")
     assert measured["trainable_params"] == (shape.params if method == "full" else lora_params(shape, 16))
     assert measured["losses"][1] < measured["losses"][0] + 0.5  # it trained, it did not blow up

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evalq.cli import app
-from evalq.models import EMBEDDED
+from evalq.model_sources import EMBEDDED
 from evalq.store import Store
 
 runner = CliRunner()

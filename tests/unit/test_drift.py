@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from evalq.cli import app
-from evalq.drift import Change, compare, figures_of, judge, key_difference
+from evalq.drift import Change, compare_nights, figures_of, judge, key_difference
 from evalq.nightly import Busy, Report, nightly_lock
-from evalq.compare import mcnemar_exact
+from evalq.verdicts import mcnemar_exact
 from evalq.results import current_rows
 
 NO_PAIRS = lambda task, metric: None  # noqa: E731
@@ -20,7 +20,7 @@ NO_PAIRS = lambda task, metric: None  # noqa: E731
 
 def flipped(right_to_wrong: int, wrong_to_right: int, n: int = 100, metric: str = "acc"):
     """The engine's answer for two nights whose answers differ only in these flips."""
-    from evalq.compare import compare
+    from evalq.verdicts import compare_documents
 
     last = {(str(i), "h"): 1.0 if i < 50 + right_to_wrong else 0.0 for i in range(n)}
     tonight = dict(last)
@@ -32,7 +32,7 @@ def flipped(right_to_wrong: int, wrong_to_right: int, n: int = 100, metric: str 
 
     def paired(task, m):
         asked.append(m)
-        return compare({task: tonight}, {task: last}).tasks[task] if m == metric else None
+        return compare_documents({task: tonight}, {task: last}).tasks[task] if m == metric else None
     paired.asked = asked
     return paired
 
@@ -118,7 +118,7 @@ def test_compare_names_the_cells_that_moved_and_why():
              ("new", "int8"): figures_of(record("k6")),
              ("busy", "int8"): figures_of(record("k7", status="running"))}
     cells = {"k2": {"revision": "a", "libraries": {"torch": "2.12"}}, "k2b": {"revision": "a", "libraries": {"torch": "2.13"}}}
-    drift = {(d.model, d.variant): d for d in compare(before, after, {"k2b", "k3b", "k4b", "k6"}, cells.get, lambda k, t: [])}
+    drift = {(d.model, d.variant): d for d in compare_nights(before, after, {"k2b", "k3b", "k4b", "k6"}, cells.get, lambda k, t: [])}
     assert drift[("m", "int8")].status == "unchanged" and not drift[("m", "int8")].reran
     nf4 = drift[("m", "nf4")]
     assert nf4.status == "regression" and [c.metric for c in nf4.changes] == ["text_ppl"]

@@ -29,8 +29,18 @@ def test_a_cell_asking_more_cpus_than_the_cluster_has_ends_skipped_instead_of_qu
     ex.start(cell, lambda phase: None)
     assert ex.in_flight() == 1
     [(done, end)] = ex.wait()
-    assert done is cell and end.status == "skipped" and "needs 4 CPUs" in end.outcome["error"]
+    assert done is cell and end.status == "skipped" and "needs 4 CPUs" in end.outcome.error
     assert ex.resources(demo_cell(threads=2))[0] == {"num_cpus": 2}
+
+
+def test_ray_reserves_the_threads_of_the_busiest_phase():
+    import os
+
+    ex = executor(cpus=64, gpus=0, gpu_memory=None)
+    cell = demo_cell(threads=1)  # timing on 1 thread; eval.threads null: accuracy on every core
+    assert ex.cpus_for(cell) == min(os.cpu_count(), 64) == max(cell.thread_plan().values())
+    pinned = cell.model_copy(update={"eval": cell.eval.model_copy(update={"threads": 3})})
+    assert ex.cpus_for(pinned) == 3 == pinned.threads("accuracy") and ex.resources(pinned)[0] == {"num_cpus": 3}
 
 
 def test_gpus_per_task_come_from_the_planner():
@@ -42,7 +52,7 @@ def test_gpus_per_task_come_from_the_planner():
     small = executor(cpus=64, gpus=1, gpu_memory=80e9, plan=lambda cell: plan)
     small.start(demo_cell(device="cuda"), lambda phase: None)
     [(_, end)] = small.wait()
-    assert end.status == "skipped" and "needs 2 GPUs" in end.outcome["error"]
+    assert end.status == "skipped" and "needs 2 GPUs" in end.outcome.error
 
 
 def test_a_cell_given_several_gpus_is_sharded_by_accelerate(monkeypatch):

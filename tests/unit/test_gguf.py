@@ -6,14 +6,14 @@ import io
 import json
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from evalq.backends.base import backend_names, get_backend
 from evalq.backends.gguf import GGUF_TYPES, GGUFConfig, extra_buffer_types, install_converter
-from evalq.leaderboard.model import variant_rank
+from evalq.backends.base import variant_rank
+from evalq.store.tables import CellRow
 from evalq.matrix import MatrixError, load_matrix
 from evalq.measure.quality import Baseline, QualityError, check_tokens, first_difference, tokens_sha
 from evalq.paired import sanity_flags
@@ -109,7 +109,7 @@ def test_the_first_differing_token_is_named(tmp_path):
 
 
 def row(variant, weights, **result):
-    return SimpleNamespace(variant=variant, status="ok", weights_bytes=weights, result=result)
+    return CellRow(key=variant, variant=variant, status="ok", weights_bytes=weights, result=result)
 
 
 def test_a_llama_cpp_build_computing_garbage_is_flagged_with_the_cpu_hint():
@@ -158,7 +158,8 @@ def test_the_converter_is_taken_from_the_matching_source_distribution(tmp_path, 
 def test_the_gguf_plan_counts_only_the_last_tokens_logits():
     """transformers' generate() holds logits and their float32 log-softmax for the
     prompt; llama.cpp computes float32 activations and one row of logits per sequence."""
-    from evalq.planner import activation_bytes, plan_inference
+    from evalq.architecture import activation_bytes
+    from evalq.planner import plan_inference
 
     s = Shape.from_config(SMOLLM2)
     plan = plan_inference(s, "gguf-q8_0", {}, "cpu", sequence=80, batch=4)

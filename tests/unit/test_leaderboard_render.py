@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
 from board_fixture import XSS_NAME, make_fixture_db  # noqa: E402
 
-from evalq.compare import Judge, holm  # noqa: E402
-from evalq.leaderboard.model import Verdict, adjust_for_multiplicity, default_budgets, to_row  # noqa: E402
+from evalq.verdicts import Judge, holm  # noqa: E402
+from evalq.leaderboard.pages import Verdict, adjust_for_multiplicity, default_budgets, to_row  # noqa: E402
 from evalq.leaderboard.render import build_from_db  # noqa: E402
 from evalq.store import Store  # noqa: E402
 
@@ -207,7 +207,7 @@ def _unconditioned_verdicts(template: str) -> list[str]:
 def test_no_verdict_sentence_is_made_outside_the_engine():
     """Verdict words reach the pages only under a condition on the engine's output
     (a Verdict's significance, a gate, a paired difference), and no Python outside
-    the engine (evalq.compare) and the nightly's judge of its tests (evalq.drift)
+    the engine (evalq.verdicts) and the nightly's judge of its tests (evalq.drift)
     spells a verdict sentence."""
     import ast
 
@@ -227,7 +227,7 @@ def test_no_verdict_sentence_is_made_outside_the_engine():
 
 
 def test_a_latency_target_keeps_only_rows_that_meet_it(fixture_db):
-    from evalq.leaderboard.model import LatencyTarget, equal_cost
+    from evalq.leaderboard.pages import LatencyTarget, equal_cost
 
     store = Store(fixture_db)
     rows = [to_row(r) for r in store.cells()]
@@ -243,7 +243,7 @@ def test_a_latency_target_keeps_only_rows_that_meet_it(fixture_db):
 
 
 def test_budgets_by_money_and_latency_reach_the_equal_cost_page(fixture_db, tmp_path):
-    from evalq.leaderboard.model import LatencyTarget, cost_per_million_tokens
+    from evalq.leaderboard.pages import LatencyTarget, cost_per_million_tokens
 
     site = build_from_db(fixture_db, tmp_path / "s", gpu_price_per_hour=2.0, built_at="x",
                          latency=LatencyTarget(max_tpot_ms=50, max_ttft_ms=400)).parent

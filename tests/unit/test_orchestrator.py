@@ -12,7 +12,8 @@ import pytest
 
 from evalq.cell import Cell, expand
 from evalq.matrix import load_matrix
-from evalq.orchestrator import LOG_TAIL_BYTES, run_cells, run_worker
+from evalq.orchestrator import run_cells
+from evalq.worker_process import LOG_TAIL_BYTES, run_worker
 from evalq.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,14 +35,14 @@ def fault_cell(fault: str, timeout_s: int | None = 60) -> Cell:
 def test_ok_result_and_phases_are_reported():
     phases = []
     end = run_worker(fault_cell("ok"), on_phase=phases.append, worker_module="fault_worker")
-    assert end.status == "ok" and end.outcome["metrics"]["t"]["acc"] == 1.0
+    assert end.status == "ok" and end.outcome.metrics["t"]["acc"] == 1.0
     assert phases == ["load"]
 
 
 def test_raise_is_an_error_with_the_last_traceback_line():
     end = run_worker(fault_cell("raise"), worker_module="fault_worker")
     assert end.status == "error"
-    assert "RuntimeError: boom in measurement" in end.outcome["error"]
+    assert "RuntimeError: boom in measurement" in end.outcome.error
 
 
 def test_sigkill_is_killed():

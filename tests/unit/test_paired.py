@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from scipy.stats import binomtest
 
 from evalq.cell import expand
 from evalq.matrix import load_matrix
-from evalq.compare import mcnemar_exact
+from evalq.verdicts import mcnemar_exact
 from evalq.paired import choice_kld, flips, mc_answers, pair_rows, sanity_flags
 from evalq.results import records_of, to_csv
 from evalq.store import Store
+from evalq.store.tables import CellRow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,9 +61,9 @@ def test_rolling_perplexity_records_are_not_multiple_choice():
     assert mc_answers([{"doc_id": 0, "doc_hash": "x", "filtered_resps": [-2064.0], "word_perplexity": [-2064.0, 541]}]) == {}
 
 
-def row(variant: str, weights: int, **result) -> SimpleNamespace:
-    return SimpleNamespace(key=variant, matrix="m", model="M", variant=variant, status="ok", weights_bytes=weights,
-                           cell={}, metrics={"t": {"acc": 0.5}}, result={"details": {"bits": 4, "quantized_modules": 7}, **result})
+def row(variant: str, weights: int, **result) -> CellRow:
+    return CellRow(key=variant, matrix="m", model="M", variant=variant, status="ok", weights_bytes=weights,
+                  cell={}, metrics={"t": {"acc": 0.5}}, result={"details": {"bits": 4, "quantized_modules": 7}, **result})
 
 
 def test_a_quantized_cell_that_is_not_quantized_is_flagged():
@@ -152,7 +152,7 @@ def three_cells(tmp_path):
 
 
 def test_each_cell_is_compared_with_its_fp16_by_the_engine_on_its_headline_metric(three_cells):
-    from evalq.compare import compare, document_scores, holm
+    from evalq.verdicts import compare_documents, document_scores, holm
 
     store, (fp16, int8, nf4), tasks = three_cells
     paired = pair_rows(store.cells(), store.samples)
@@ -160,7 +160,7 @@ def test_each_cell_is_compared_with_its_fp16_by_the_engine_on_its_headline_metri
     # by each task's declared headline (acc and acc_norm differ document by document here)
     scores = {c.key: {t: document_scores(store.samples(c.key, t), m) for t, m in tasks.items()} for c in (fp16, int8, nf4)}
     for c in (int8, nf4):
-        direct = compare(scores[c.key], scores[fp16.key])
+        direct = compare_documents(scores[c.key], scores[fp16.key])
         got = paired[c.key].comparison
         assert got.suite.diff == pytest.approx(direct.suite.diff) and got.suite.lo == direct.suite.lo
         assert got.suite.recovery == pytest.approx(direct.suite.recovery) and got.suite.n == 200 * len(tasks)

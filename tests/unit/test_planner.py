@@ -155,10 +155,13 @@ def test_run_skips_cells_predicted_not_to_fit_without_loading_them(tmp_path):
 
 
 def test_cpu_float32_nf4_overhead_is_its_own_fitted_constant():
-    from evalq.planner import CPU_FLOAT32_OVERHEAD_BYTES, OVERHEAD_BYTES, overhead_bytes
+    from evalq.backends.base import get_backend
+    from evalq.planner import overhead_bytes
 
-    assert overhead_bytes("cpu", "nf4", 2) == OVERHEAD_BYTES["cpu"]["nf4"]
-    assert overhead_bytes("cpu", "nf4", 4) == CPU_FLOAT32_OVERHEAD_BYTES["nf4"] > OVERHEAD_BYTES["cpu"]["nf4"]
-    assert overhead_bytes("cuda", "nf4", 4) == OVERHEAD_BYTES["cuda"]["nf4"]
-    assert overhead_bytes("cpu", "int8", 4) == CPU_FLOAT32_OVERHEAD_BYTES["int8"]
-    assert overhead_bytes("cpu", "fp16", 4) == OVERHEAD_BYTES["cpu"]["fp16"]
+    nf4, int8, fp16 = get_backend("nf4"), get_backend("int8"), get_backend("fp16")
+    assert overhead_bytes("cpu", "nf4", 2) == nf4.overhead_bytes["cpu"]
+    assert overhead_bytes("cpu", "nf4", 4) == nf4.cpu_float32_overhead_bytes > nf4.overhead_bytes["cpu"]
+    assert overhead_bytes("cuda", "nf4", 4) == nf4.overhead_bytes["cuda"]
+    assert overhead_bytes("cpu", "int8", 4) == int8.cpu_float32_overhead_bytes
+    assert overhead_bytes("cpu", "fp16", 4) == fp16.overhead_bytes["cpu"]
+    assert overhead_bytes("cpu", "gguf-q2_k") == get_backend("gguf-q8_0").overhead_bytes["cpu"]  # one constant for the family

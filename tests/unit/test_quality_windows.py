@@ -74,7 +74,7 @@ def test_the_noise_floor_runs_the_baselines_own_weights_in_the_other_dtype(tmp_p
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from evalq.measure.quality import Baseline, Slice, compare, floor_dtype, noise_floor, write_baseline
+    from evalq.measure.quality import Baseline, Slice, against_baseline, floor_dtype, noise_floor, write_baseline
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -84,12 +84,12 @@ def test_the_noise_floor_runs_the_baselines_own_weights_in_the_other_dtype(tmp_p
     sl = Slice(ids, plan_windows(len(ids), "llama.cpp", 64, None, 128, None))
     write_baseline(tmp_path, model, sl, "tiny")
     base = Baseline.open(tmp_path)
-    assert compare(model, sl, base)["kld_mean"] == 0  # the same arithmetic: no distance at all
+    assert against_baseline(model, sl, base)["kld_mean"] == 0  # the same arithmetic: no distance at all
 
     floor = noise_floor(model, sl, base, "cpu")
     assert floor["dtype"] == "float32" and floor["against"] == "bfloat16" and floor["n_tokens"] == sl.windows.n_scored
     assert next(model.parameters()).dtype == torch.bfloat16  # handed back as it came
-    direct = compare(model.float(), sl, base)
+    direct = against_baseline(model.float(), sl, base)
     assert 0 < floor["kld_mean"] == direct["kld_mean"] and floor["same_top1"] == direct["same_top1"]
 
     assert floor_dtype("float32", "cpu", native_bf16=True) == ("bfloat16", None)

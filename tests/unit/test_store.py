@@ -12,7 +12,7 @@ from evalq.matrix import load_matrix
 from evalq.store import SchemaTooNew, Store
 from evalq.store.db import StoreError
 from evalq.store.migrations import MIGRATIONS, migrate
-from evalq.store.models import Base
+from evalq.store.tables import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evalq.compare import BATCH, GATES, Comparison, Difference, compare, document_scores, holm
+from evalq.verdicts import BATCH, GATES, Comparison, Difference, compare_documents, document_scores, holm
 
 
 def cell(**tasks: np.ndarray) -> dict[str, dict[tuple[str, str], float]]:
@@ -19,7 +19,7 @@ def test_one_tasks_interval_is_scipys_paired_percentile_bootstrap():
     rng = np.random.default_rng(0)
     x = (rng.random(300) < 0.62).astype(float)
     y = np.where(rng.random(300) < 0.2, 1 - x, x)
-    ours = compare(cell(t=x), cell(t=y), seed=7, resamples=1999)
+    ours = compare_documents(cell(t=x), cell(t=y), seed=7, resamples=1999)
     ref = stats.bootstrap((x, y), lambda a, b, axis=-1: a.mean(axis) - b.mean(axis), paired=True, vectorized=True,
                           n_resamples=1999, batch=BATCH, method="percentile", confidence_level=0.95,
                           rng=np.random.default_rng(7))
@@ -31,7 +31,7 @@ def test_one_tasks_interval_is_scipys_paired_percentile_bootstrap():
 def test_a_tasks_p_value_is_the_exact_mcnemar_binomial_test():
     x = np.array([1] * 30 + [0] * 12 + [1] * 40 + [0] * 18, dtype=float)  # 30 only A right, 12 only B right
     y = np.array([0] * 30 + [1] * 12 + [1] * 40 + [0] * 18, dtype=float)
-    d = compare(cell(t=x), cell(t=y), resamples=999).tasks["t"]
+    d = compare_documents(cell(t=x), cell(t=y), resamples=999).tasks["t"]
     assert d.p == pytest.approx(stats.binomtest(12, 42, 0.5).pvalue, rel=1e-12)
     assert d.n == 100 and d.diff == pytest.approx(0.18)
 
@@ -39,7 +39,7 @@ def test_a_tasks_p_value_is_the_exact_mcnemar_binomial_test():
 def test_the_suite_is_the_mean_of_its_task_scores_resampled_within_each_task():
     rng = np.random.default_rng(1)
     big, small = (rng.random(1000) < 0.7).astype(float), (rng.random(50) < 0.3).astype(float)
-    c = compare(cell(big=big, small=small), cell(big=big, small=small), resamples=999)
+    c = compare_documents(cell(big=big, small=small), cell(big=big, small=small), resamples=999)
     assert c.suite.a == pytest.approx((big.mean() + small.mean()) / 2)  # not the pooled 1,050 documents' mean
     assert c.suite.diff == 0 and c.suite.p == 1 and c.suite.mde is None and c.suite.recovery == 1
     assert c.suite.n == 1050
@@ -55,7 +55,7 @@ def test_the_same_model_is_declared_different_at_most_alpha_of_the_time():
         p1, p2 = rng.random(300), rng.random(120)
         a = cell(t1=(rng.random(300) < p1).astype(float), t2=(rng.random(120) < p2).astype(float))
         b = cell(t1=(rng.random(300) < p1).astype(float), t2=(rng.random(120) < p2).astype(float))
-        c = compare(a, b, seed=seed, resamples=499)
+        c = compare_documents(a, b, seed=seed, resamples=499)
         rejections_task += c.tasks["t1"].p < 0.05
         rejections_suite += c.suite.p < 0.05
     assert rejections_task <= 21 and rejections_suite <= 21, (rejections_task, rejections_suite)
@@ -68,7 +68,7 @@ def test_an_injected_ten_point_difference_on_1000_documents_is_found_every_time(
         a = b.copy()
         wrong = np.flatnonzero(b == 0)
         a[rng.choice(wrong, 100, replace=False)] = 1  # exactly ten points more
-        c = compare(cell(t=a), cell(t=b), seed=seed, resamples=999)
+        c = compare_documents(cell(t=a), cell(t=b), seed=seed, resamples=999)
         assert c.tasks["t"].diff == pytest.approx(0.1)
         assert c.tasks["t"].p < 0.05 and c.suite.p < 0.05 and c.suite.lo > 0, seed
 
@@ -77,8 +77,8 @@ def test_minimum_detectable_effect_follows_the_documents():
     rng = np.random.default_rng(2)
     x = (rng.random(400) < 0.5).astype(float)
     y = np.where(rng.random(400) < 0.1, 1 - x, x)
-    small = compare(cell(t=x[:100]), cell(t=y[:100]), resamples=499).tasks["t"]
-    large = compare(cell(t=x), cell(t=y), resamples=499).tasks["t"]
+    small = compare_documents(cell(t=x[:100]), cell(t=y[:100]), resamples=499).tasks["t"]
+    large = compare_documents(cell(t=x), cell(t=y), resamples=499).tasks["t"]
     sd = np.std(x - y, ddof=1)
     assert large.mde == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * sd / 20)
     assert small.mde > large.mde
@@ -95,7 +95,7 @@ def test_recovery_gates():
     rng = np.random.default_rng(3)
     b = (rng.random(2000) < 0.6).astype(float)
     a = np.where((b == 1) & (rng.random(2000) < 0.2), 0.0, b)  # about 80 % recovery
-    c = compare(cell(t=a), cell(t=b), resamples=999)
+    c = compare_documents(cell(t=a), cell(t=b), resamples=999)
     assert c.suite.recovery == pytest.approx(a.mean() / b.mean()) and c.gate(0.99) == "fails"
     assert c.as_dict()["gates"] == {"0.99": "fails", "0.999": "fails"}
 
@@ -103,9 +103,9 @@ def test_recovery_gates():
 def test_cells_without_shared_documents_are_not_compared():
     a = cell(t=np.ones(10))
     b = {"t": {(f"{i:05d}", "other"): 1.0 for i in range(10)}}  # same ids, other document contents
-    c = compare(a, b)
+    c = compare_documents(a, b)
     assert not c.comparable and c.reason == "no document of t scored by both" and c.unpaired == 20
-    assert compare(a, {}).reason == "t scored by one side only"
+    assert compare_documents(a, {}).reason == "t scored by one side only"
 
 
 def test_holm_step_down():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from evalq.backends.base import ModelFiles
-from evalq.cache import build_once, cache_dir, file_lock
+from evalq.cache import build_once, cache_dir, file_lock, file_sha256
 from evalq.gguf_header import GGUFError, GGUFHeader, read_header
 from evalq.matrix import ModelSpec
 
@@ -77,36 +77,6 @@ EMBEDDED: dict[str, Embedded] = {
         _gemma3,
     ),
 }
-
-
-_sha_memo: dict[tuple, str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's content, remembered (here and on disk) by path, size and
-    mtime: a weights file is hashed once per change, not once per run."""
-    from evalq.cache import cache_dir
-
-    st = path.stat()
-    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key in _sha_memo:
-        return _sha_memo[memo_key]
-    memo = cache_dir("sha256") / hashlib.sha256(repr(memo_key).encode()).hexdigest()
-    try:
-        known = memo.read_text().strip()
-    except OSError:
-        known = ""
-    if len(known) != 64:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        known = digest.hexdigest()
-        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(known)
-        os.replace(tmp, memo)
-    _sha_memo[memo_key] = known
-    return known
 
 
 def check_gguf(path: Path) -> None:

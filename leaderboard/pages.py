@@ -8,25 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from evalq.compare import Comparison, Difference, holm
+from evalq.backends.base import BASELINE_VARIANT, variant_details, variant_rank
+from evalq.verdicts import Comparison, Difference, holm
 from evalq.paired import suite_signature
 from evalq.headlines import PERPLEXITY_METRIC, headlines, suite_average
 from evalq.results import as_record, paired_figures
-
-VARIANT_ORDER = ("fp16", "int8", "nf4", "gptq-4")
-
-
-def variant_rank(variant: str) -> tuple[int, int, str]:
-    """fp16, int8, nf4, gptq-4, then llama.cpp's types from most bits to fewest, then the rest."""
-    if variant in VARIANT_ORDER:
-        return (0, VARIANT_ORDER.index(variant), "")
-    if variant.startswith("gguf-"):
-        from evalq.backends.gguf import GGUF_TYPES
-
-        bits = GGUF_TYPES.get(variant.removeprefix("gguf-"), ("", 0, ""))[1]
-        return (1, -bits, variant)
-    return (2, 0, variant)
-
 
 @dataclass
 class TaskScore:
@@ -68,6 +54,14 @@ class Row:
     plan: dict[str, Any] = field(default_factory=dict)  # the memory planner's prediction
     flags: list[str] = field(default_factory=list)  # evidence of a quantization that did not happen or broke
     task_data: dict[str, Any] = field(default_factory=dict)  # shipped benchmark data: source, licence, deviations
+    threads: dict[str, int] = field(default_factory=dict)  # CPU threads by phase
+    baseline_key: str | None = None  # the row this one is compared against (paired.baselines)
+
+    @property
+    def threads_text(self) -> str:
+        if self.threads:
+            return ", ".join(f"{phase} {n}" for phase, n in self.threads.items())
+        return str(self.env.get("torch_threads") or "–")  # a cell stored before threads were recorded by phase
 
     @property
     def ok(self) -> bool:
@@ -83,7 +77,7 @@ class Row:
 
     @property
     def quantized(self) -> bool:
-        return self.variant != "fp16"
+        return self.variant != BASELINE_VARIANT
 
 
 def describe_group(cell: dict[str, Any]) -> str:
@@ -94,23 +88,6 @@ def describe_group(cell: dict[str, Any]) -> str:
         parts.append(f"{s['name']}: {tasks}")
     limit = (cell.get("eval") or {}).get("limit")
     return "; ".join(parts) + (f"; at most {limit} samples per task" if limit else "")
-
-
-DETAIL_FIELDS = {  # variant: (label, key) shown in the details column, when recorded
-    "int8": (("threshold", "threshold"),),
-    "nf4": (("double quant", "double_quant"), ("compute", "compute_dtype")),
-    "gptq-4": (("group", "group_size"), ("desc_act", "desc_act"), ("kernel", "kernel")),
-}
-GGUF_DETAIL_FIELDS = (("llama.cpp", "file_type"), ("GPU layers", "n_gpu_layers"))
-
-
-def _details(variant: str, d: dict[str, Any]) -> str:
-    parts = []
-    for label, key in DETAIL_FIELDS.get(variant, GGUF_DETAIL_FIELDS if variant.startswith("gguf-") else ()):
-        value = d.get(key)
-        if value is not None and value != []:
-            parts.append(f"{label} {', '.join(value) if isinstance(value, list) else value}")
-    return ", ".join(parts) or str(d.get("dtype") or "")
 
 
 def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
@@ -135,21 +112,22 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
     return Row(
         key=rec["key"], model=rec["model"], family=spec.get("family") or rec["model"].split("-")[0],
         params=spec.get("params"), variant=rec["variant"], status=rec["status"], error=rec.get("error"),
-        bits=details.get("bits"), details=_details(rec["variant"], details), weights_bytes=rec.get("weights_bytes"),
+        bits=details.get("bits"), details=variant_details(rec["variant"], details), weights_bytes=rec.get("weights_bytes"),
         peak_bytes=rec.get("peak_memory_bytes"), serve_peak_bytes=serve, accuracy=accuracy, accuracy_stderr=accuracy_se,
         tasks=tasks, perplexity=perplexity, ttft_ms=rec.get("ttft_ms"), decode_tokens_per_s=rec.get("decode_tokens_per_s"),
         group=(rec.get("paired") or {}).get("group") or suite_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
-        env=(db_row.result or {}).get("env") or {}, quality=rec.get("quality") or {}, paired=paired_figures(rec),
+        env=db_row.outcome.env, threads=db_row.outcome.threads or {},
+        baseline_key=(rec.get("paired") or {}).get("baseline_key"), quality=rec.get("quality") or {}, paired=paired_figures(rec),
         flags=(rec.get("paired") or {}).get("flags") or [], plan=rec.get("plan") or {},
         task_data=rec.get("task_data") or {},
     )
 
 
 def add_deltas(rows: list[Row]) -> None:
-    """Each row against the fp16 row of the same model in the same group."""
-    base = {(r.model, r.group): r for r in rows if r.variant == "fp16" and r.ok}
+    """Each row against its baseline row (paired.baselines: fp16 of the same matrix, model and suites)."""
+    by_key = {r.key: r for r in rows}
     for r in rows:
-        b = base.get((r.model, r.group))
+        b = by_key.get(r.baseline_key) if r.baseline_key else None
         if b is None or not r.ok or r is b:
             continue
         if r.accuracy is not None and b.accuracy is not None:
@@ -166,7 +144,7 @@ def sort_rows(rows: list[Row]) -> list[Row]:
 @dataclass
 class Verdict:
     """The larger model quantized (a) against the smaller model at full precision
-    (b), from the comparison engine (evalq.compare): paired on the documents both
+    (b), from the comparison engine (evalq.verdicts): paired on the documents both
     scored, significant when its Holm-adjusted p over the page is below α."""
 
     a: Row
@@ -282,7 +260,7 @@ def equal_cost(rows: list[Row], budgets: list[float], judge: Judge, axis: CostAx
     out = []
     for limit in budgets:
         fitting = sorted((r for r, c in costed if c <= limit), key=lambda r: (-r.accuracy, axis.of(r), r.label))
-        fp16 = [r for r in fitting if r.variant == "fp16"]  # already best first
+        fp16 = [r for r in fitting if r.variant == BASELINE_VARIANT]  # already best first
         verdicts, seen_models = [], set()
         for a in (r for r in fitting if r.quantized):
             if a.model in seen_models:

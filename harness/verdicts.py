@@ -21,7 +21,7 @@ documents only one side scored are left out and counted. Then:
 
 One task's bootstrap draws exactly what `scipy.stats.bootstrap(..., paired=True,
 method="percentile", batch=BATCH)` draws from a Generator with the same seed
-(tests/unit/test_compare.py holds the two side by side).
+(tests/unit/test_verdicts.py holds the two side by side).
 """
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def _binary(x: np.ndarray) -> bool:
     return bool(np.all((x == 0) | (x == 1)))
 
 
-def compare(a: dict[str, dict[DocKey, float]], b: dict[str, dict[DocKey, float]], alpha: float = ALPHA,
+def compare_documents(a: dict[str, dict[DocKey, float]], b: dict[str, dict[DocKey, float]], alpha: float = ALPHA,
             seed: int = SEED, resamples: int = RESAMPLES) -> Comparison:
     """A against B, task by task and over the suite (the tasks of `a`)."""
     out = Comparison(alpha=alpha, seed=seed, resamples=resamples)
@@ -239,7 +239,7 @@ class Judge:
         if missing:
             return Comparison(reason="no per-document records stored for " + " and ".join(f"{x.model} {x.variant}" for x in missing),
                               alpha=self.alpha, seed=self.seed, resamples=self.resamples)
-        return compare(sa, sb, self.alpha, self.seed, self.resamples)
+        return compare_documents(sa, sb, self.alpha, self.seed, self.resamples)
 
 
 def holm(pvalues: list[float]) -> list[float]:

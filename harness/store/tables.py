@@ -7,6 +7,8 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from evalq.outcome import CellOutcome
+
 
 class Base(DeclarativeBase):
     pass
@@ -40,6 +42,11 @@ class CellRow(Base):
     result: Mapped[dict | None] = mapped_column(JSON)  # everything the worker reported
     log_tail: Mapped[str | None] = mapped_column(Text)
     owner: Mapped[str | None] = mapped_column(String(200))  # host:pid of the orchestrator running it
+
+    @property
+    def outcome(self) -> CellOutcome:
+        """`result` typed (the status column fills in for a row that has no result yet)."""
+        return CellOutcome.from_stored(self.result, self.status)
 
 
 class SampleRow(Base):
