@@ -187,10 +187,9 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
 def release_buffers(model: Any) -> None:
     """A llama.cpp model frees the context of the phase before: its KV cache and
     logits buffers must not count in the next phase's peak."""
-    from evalq.backends.base import is_foreign
+    from evalq.measure.torch_model import measured
 
-    if is_foreign(model):
-        model.release()
+    measured(model).release()
 
 
 def predict(cell: Any, model_config: dict[str, Any]) -> dict[str, Any] | None:

@@ -100,7 +100,7 @@ def main() -> None:
     bare_greedy_tokens_per_s(model, ids, args.new_tokens)  # warm-up
     for _ in range(args.repeats):
         bare_tps.append(bare_greedy_tokens_per_s(model, ids, args.new_tokens))
-        ours_tps.append(measure_speed(model, tok, perf, "cpu")["decode_tokens_per_s"])
+        ours_tps.append(measure_speed(model, tok, perf, "cpu", args.threads)["decode_tokens_per_s"])
 
     acc_ratio = statistics.median(ours_s) / statistics.median(direct_s)
     dec_ratio = statistics.median(ours_tps) / statistics.median(bare_tps)

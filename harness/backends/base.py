@@ -24,9 +24,9 @@ class BackendConfig(BaseModel):
 
 
 @runtime_checkable
-class ForeignModel(Protocol):
-    """A loaded model that is not a torch module (llama.cpp's): it drives
-    evalq's measurements itself, with their definitions (measure/*)."""
+class Measurable(Protocol):
+    """What the measurements (measure/*) ask of a loaded model. llama.cpp's model
+    implements it itself; a transformers model is wrapped in measure's TorchModel."""
 
     device: str
     threads: int
@@ -50,16 +50,11 @@ class ForeignModel(Protocol):
     def release(self) -> None: ...  # free working buffers between phases
 
 
-def is_foreign(model: Any) -> bool:
-    """True for a model that drives the measurements itself (not a torch module)."""
-    return isinstance(model, ForeignModel)
-
-
 @dataclass
 class Loaded:
     """A model loaded in one variant, ready to measure."""
 
-    model: Any  # a transformers PreTrainedModel (for GPTQ, the HF model inside gptqmodel's wrapper), or a ForeignModel
+    model: Any  # a transformers PreTrainedModel (for GPTQ, the HF model inside gptqmodel's wrapper), or a Measurable
     tokenizer: Any
     dtype: str  # the 16-bit (or 32-bit) dtype of the unquantized parts and activations
     details: dict[str, Any] = field(default_factory=dict)  # threshold, group size, compute dtype...

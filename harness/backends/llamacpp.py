@@ -1,5 +1,5 @@
 """A GGUF model run by llama.cpp (through llama-cpp-python's C API) that evalq's
-measurements drive like a transformers model: see `base.ForeignModel`.
+measurements drive like a transformers model: see `base.Measurable`.
 
 The C API rather than llama-cpp-python's `Llama` class: `Llama(logits_all=True)`
 keeps an n_ctx × vocabulary float32 array for its whole life (400 MB for

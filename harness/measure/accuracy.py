@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalq.backends.base import is_foreign
+from evalq.measure.torch_model import measured
 from evalq.suites import Suite, include_paths, needs_lm_eval_index
 
 
@@ -49,12 +49,7 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    if is_foreign(model):
-        lm = model.lm_eval_lm(batch_size)
-    else:
-        from lm_eval.models.huggingface import HFLM
-
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm = measured(model, tokenizer).lm_eval_lm(batch_size)
     task_manager = TaskManager(include_path=include_paths(suites), include_defaults=needs_lm_eval_index(suites))
     metrics: dict[str, dict[str, Any]] = {}
     samples: dict[str, list] = {}

@@ -3,77 +3,33 @@ from __future__ import annotations
 
 import resource
 import threading
-from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from evalq.backends.base import is_foreign
-
-
-def _tensors_of_quant_state(qs: Any):
-    """Tensors hidden in a bitsandbytes QuantState (absmax, code, nested state)."""
-    if qs is None:
-        return
-    for value in vars(qs).values():
-        if hasattr(value, "untyped_storage"):
-            yield value
-        elif type(value).__name__ == "QuantState":
-            yield from _tensors_of_quant_state(value)
+from evalq.measure.torch_model import measured
 
 
 def weights_footprint(model: Any) -> int:
     """Bytes held by the model's weights: parameters, buffers, and the scale
     tensors bitsandbytes keeps beside its packed weights (NF4 absmax and
     double-quant constants, LLM.int8 row scales SCB). Tied weights count once."""
-    if is_foreign(model):
-        return model.weights_bytes()
-    seen: set[tuple[int, int]] = set()
-    total = 0
-
-    def add(t: Any) -> None:
-        nonlocal total
-        if t is None or not hasattr(t, "untyped_storage") or t.device.type == "meta":
-            return
-        key = (t.data_ptr(), t.nbytes)
-        if key not in seen:
-            seen.add(key)
-            total += t.nbytes
-
-    for p in model.parameters():
-        add(p)
-        add(getattr(p, "SCB", None))
-        for t in _tensors_of_quant_state(getattr(p, "quant_state", None)):
-            add(t)
-    for b in model.buffers():
-        add(b)
-    return total
+    return measured(model).weights_bytes()
 
 
 def module_types(model: Any) -> dict[str, int]:
     """Count of the linear-like module classes: evidence of what was really loaded."""
-    if is_foreign(model):
-        return model.module_types()
-    counts = Counter(type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__)
-    return dict(sorted(counts.items()))
+    return measured(model).module_types()
 
 
 def quantized_modules(model: Any) -> int:
     """Modules whose class comes from a quantization library rather than torch or
     transformers (bitsandbytes' Linear8bitLt/Linear4bit, gptqmodel's QuantLinear...);
     for a GGUF, the matrices of a quantized ggml type."""
-    if is_foreign(model):
-        return model.quantized_modules()
-    plain = ("torch.", "transformers.")
-    return sum(1 for m in model.modules() if "Linear" in type(m).__name__ and not type(m).__module__.startswith(plain))
+    return measured(model).quantized_modules()
 
 
 def parameter_dtypes(model: Any) -> dict[str, int]:
-    if is_foreign(model):
-        return model.tensor_types()
-    counts: Counter[str] = Counter()
-    for p in model.parameters():
-        counts[str(p.dtype).removeprefix("torch.")] += p.numel()
-    return dict(counts)
+    return measured(model).tensor_types()
 
 
 def current_rss_bytes() -> int:

@@ -23,7 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from evalq.backends.base import ROW_CHUNK, is_foreign
+from evalq.backends.base import ROW_CHUNK
+from evalq.measure.torch_model import measured
 
 LLAMA_CPP_CONTEXT = 512
 KLD_PERCENTILES = (50, 90, 95, 99, 99.9)
@@ -146,15 +147,7 @@ def prepare_slice(tokenizer: Any, cell: Any, model_config: dict[str, Any]) -> Sl
 
 def window_logits(model: Any, window: list[int], first_scored: int) -> Any:
     """Logits of the scored positions of one window, in the model's own dtype."""
-    import torch
-
-    if is_foreign(model):
-        return model.window_logits(window, first_scored)
-    device = next(model.parameters()).device
-    keep = len(window) - first_scored  # logits_to_keep counts from the end; the last row predicts nothing scored
-    with torch.inference_mode():
-        out = model(input_ids=torch.tensor([window], device=device), logits_to_keep=keep, use_cache=False)
-    return out.logits[0, :-1].detach()
+    return measured(model).window_logits(window, first_scored)
 
 
 # --- the baseline on disk --------------------------------------------------

@@ -8,10 +8,9 @@ CUDA event recorded at the same points.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
-from evalq.backends.base import is_foreign
+from evalq.measure.torch_model import measured
 from evalq.threads import using as using_threads
 
 # Any fixed English text: only its token count matters, and it must not change.
@@ -35,73 +34,6 @@ def prompt_ids(tokenizer: Any, n_tokens: int, batch: int):
     return torch.tensor([ids] * batch, dtype=torch.long)
 
 
-class TokenClock:
-    """A generate() streamer that timestamps the prompt and every new token."""
-
-    def __init__(self, cuda: bool):
-        self.cuda = cuda
-        self.marks: list[Any] = []
-
-    def _mark(self) -> Any:
-        if self.cuda:
-            import torch
-
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def start(self) -> None:
-        self.marks = [self._mark()]
-
-    def put(self, value: Any) -> None:  # first call: the prompt; then one call per step
-        self.marks.append(self._mark())
-
-    def end(self) -> None:
-        pass
-
-    def seconds(self) -> list[float]:
-        """Seconds from start() to each mark."""
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-            first = self.marks[0]
-            return [first.elapsed_time(m) / 1000.0 for m in self.marks]
-        return [m - self.marks[0] for m in self.marks]
-
-
-def generate_timed(model: Any, input_ids: Any, new_tokens: int, pad_token_id: int | None) -> tuple[float, list[float]]:
-    """One greedy generation; returns (time to first token, per-token decode latencies), seconds."""
-    import torch
-
-    if is_foreign(model):
-        return model.generate_timed(input_ids.tolist(), new_tokens)
-    cuda = input_ids.device.type == "cuda"
-    clock = TokenClock(cuda)
-    attention_mask = torch.ones_like(input_ids)
-    if cuda:
-        torch.cuda.synchronize()
-    clock.start()
-    with torch.inference_mode():
-        model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            pad_token_id=pad_token_id,
-            streamer=clock,
-        )
-    t = clock.seconds()
-    # t[1] is the prompt handed to the streamer, t[2] the first generated token.
-    tokens = t[2:]
-    if len(tokens) != new_tokens:
-        raise RuntimeError(f"generate produced {len(tokens)} tokens, expected {new_tokens}")
-    return tokens[0], [b - a for a, b in zip(tokens, tokens[1:])]
-
-
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     k = (len(s) - 1) * q
@@ -111,20 +43,19 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure_speed(model: Any, tokenizer: Any, perf: Any, device: str, threads: int) -> dict[str, Any]:
     """TTFT, per-token decode latency and tokens/s for each batch size in perf, on `threads` CPU threads."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    subject = measured(model, tokenizer)
     out: dict[str, Any] = {"prompt_tokens": perf.prompt_tokens, "new_tokens": perf.new_tokens,
                            "warmup": perf.warmup, "repeats": perf.repeats, "timer": "cuda_event" if device == "cuda" else "perf_counter",
                            "by_batch": {}}
     with using_threads(threads, model):
         out["threads"] = threads
         for batch in perf.batch_sizes:
-            ids = prompt_ids(tokenizer, perf.prompt_tokens, batch)
-            ids = ids if isinstance(model.device, str) else ids.to(model.device)
+            ids = prompt_ids(tokenizer, perf.prompt_tokens, batch).tolist()
             for _ in range(perf.warmup):
-                generate_timed(model, ids, perf.new_tokens, pad)
+                subject.generate_timed(ids, perf.new_tokens)
             ttfts, latencies, rates = [], [], []
             for _ in range(perf.repeats):
-                ttft, lat = generate_timed(model, ids, perf.new_tokens, pad)
+                ttft, lat = subject.generate_timed(ids, perf.new_tokens)
                 ttfts.append(ttft)
                 latencies += lat
                 rates.append(batch * len(lat) / sum(lat))

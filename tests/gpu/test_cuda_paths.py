@@ -87,7 +87,7 @@ def test_speed_on_cuda_uses_cuda_events(files):
 
     loaded = FP16Backend().load(files, FP16Config(), "cuda", "")
     perf = PerfSettings(prompt_tokens=64, new_tokens=16, batch_sizes=[1, 4], warmup=1, repeats=3)
-    speed = measure_speed(loaded.model, loaded.tokenizer, perf, "cuda")
+    speed = measure_speed(loaded.model, loaded.tokenizer, perf, "cuda", threads=1)
     assert speed["timer"] == "cuda_event"
     assert 0 < speed["ttft_ms"] < 10_000
     for batch in ("1", "4"):

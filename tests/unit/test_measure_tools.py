@@ -5,7 +5,8 @@ import subprocess
 import sys
 import time
 
-from evalq.measure.speed import TokenClock, percentile
+from evalq.measure.speed import percentile
+from evalq.measure.torch_model import TokenClock
 
 ALLOC = """
 import sys
