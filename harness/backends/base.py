@@ -5,6 +5,7 @@ level: `evalq validate` and the unit tests read backend configs without them.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -233,15 +234,21 @@ def variant_details(name: str, details: dict[str, Any]) -> str:
     return ", ".join(parts) or str(details.get("dtype") or "")
 
 
+@functools.lru_cache(maxsize=None)
+def _with_defaults(cls: type) -> type:
+    """A plug-in written to the protocol alone gets BackendBase's defaults for what it leaves out."""
+    return cls if issubclass(cls, BackendBase) else type(cls.__name__, (cls, BackendBase), {"__module__": cls.__module__})
+
+
 def get_backend(name: str) -> Backend:
     registry = _registry()
     if name in registry:
         module_name, class_name = registry[name].split(":")
-        return getattr(importlib.import_module(module_name), class_name)()
+        return _with_defaults(getattr(importlib.import_module(module_name), class_name))()
     target = _family_members().get(name)
     if target is None:
         raise KeyError(name)
     module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)(name)
+    return _with_defaults(getattr(importlib.import_module(module_name), class_name))(name)
 
 
