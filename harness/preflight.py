@@ -10,11 +10,10 @@ import difflib
 import os
 from dataclasses import dataclass, field
 
-from evalq.backends.base import get_backend
-from evalq.cell import BASELINE_VARIANT
+from evalq.backends.base import BASELINE_VARIANT, get_backend
 from evalq.matrix import Matrix, variant_options
 from evalq.model_sources import ModelError, read_config, resolve_revision
-from evalq.suites import Suite
+from evalq.suites import Suite, needs_lm_eval_index
 
 
 @dataclass
@@ -93,9 +92,9 @@ def unknown_tasks(suites: list[Suite]) -> list[str]:
     """Tasks lm-eval does not know, with the closest names. Local tasks (shipped
     in suites/tasks) are checked by the suite loader; lm-eval's own index is
     read only when a suite names other tasks."""
-    names = {t.task for s in suites for t in s.tasks if not s.local_task_folder(t.task)}
-    if not names:
+    if not needs_lm_eval_index(suites):
         return []
+    names = {t.task for s in suites for t in s.tasks if not s.local_task_folder(t.task)}
     from lm_eval.tasks import TaskManager
 
     include = sorted({str(d) for s in suites for d in s.task_dirs()})

@@ -175,6 +175,22 @@ def test_history_chart_rings_a_regression_and_escapes_names():
     assert svg.count('class="error-bar"') == 1 and "night 1 (2026-11-01): 21 (95 % CI 20.5–21.5)" in svg
 
 
+def test_history_charts_give_accuracies_their_stored_interval_and_nothing_else():
+    from evalq.leaderboard import charts
+    from evalq.leaderboard.render import history_charts
+
+    runs = [SimpleNamespace(id=i, started_at=datetime(2026, 11, i), summary={}) for i in (1, 2)]
+    figures = lambda acc: {"metrics": {  # noqa: E731 - as drift.figures_of stores them
+        "arc_easy": {"value": acc, "stderr": 0.02, "test": "accuracy"},
+        "peak_memory_bytes": {"value": 9e8, "stderr": 1e7, "test": "relative"}}}
+    cells = [SimpleNamespace(run_id=i, model="m", variant="fp16", figures=figures(acc)) for i, acc in ((1, 0.50), (2, 0.55))]
+    accuracy, memory = [str(svg) for svg in history_charts(runs, cells)["m"]]
+    half = charts.Z95 * 0.02
+    assert accuracy.count('class="error-bar"') == 2
+    assert f"(95 % CI {0.55 - half:.4g}–{0.55 + half:.4g})" in accuracy
+    assert 'class="error-bar"' not in memory and "900" in memory  # bytes shown in MB, no interval
+
+
 def test_ray_missing_falls_back_to_the_local_executor(monkeypatch):
     from evalq.executors import LocalExecutor, make_executor
 
