@@ -2,7 +2,9 @@
 
 The GGUF file is either given (`checkpoint`: a local .gguf, or owner/repo/file.gguf
 on the hub) or made here from the model's weights with llama.cpp's own tools:
-its convert_hf_to_gguf.py writes a 16-bit GGUF (cached per model), then
+its convert_hf_to_gguf.py writes an unquantized GGUF in the weights' own
+precision (F32 from float32 weights, BF16 from bfloat16: never through a float16
+copy that would round them and overflow above 65,504; cached per model), then
 llama_model_quantize writes the type asked for (cached under a content key,
 like the GPTQ checkpoints). The converter is not part of llama-cpp-python's
 wheel: `evalq gguf-converter` extracts the one matching the installed version
@@ -65,7 +67,7 @@ def variant_names() -> list[str]:
 class GGUFConfig(BackendConfig):
     checkpoint: str | None = Field(None, description="a GGUF file of this type: a local path, or owner/repo/file.gguf on the hub")
     outtype: Literal["auto", "f16", "bf16", "f32"] = Field(
-        "auto", description="the 16-bit GGUF the converter writes before quantizing (auto: as the weights are stored)")
+        "auto", description="the unquantized GGUF the converter writes before quantizing (auto: the weights' own dtype)")
     n_gpu_layers: int = Field(-1, ge=-1, description="layers offloaded on CUDA (-1: all); always 0 on the CPU")
     n_ctx: int | None = Field(None, gt=0, description="context of the evaluation pass (default: the model's training context, at most 8192)")
     n_ubatch: int = Field(512, gt=0, description="tokens per physical batch")
@@ -158,15 +160,18 @@ class GGUFBackend(BackendBase):
 
         started = time.perf_counter()
         built = False
+        intermediate = None  # the unquantized GGUF quantized from, when made here
         if cfg.checkpoint:
             path = resolve_checkpoint(cfg.checkpoint)
             source = cfg.checkpoint
         else:
             converter = converter_path()
             assert converter is not None
-            wide = cache_dir("llamacpp") / wide_key(files, cfg, converter)
-            built = build_once(wide, _convert_into, files.path, cfg.outtype, str(converter))
-            if self.gguf_type in UNQUANTIZED and self.gguf_type == json.loads((wide / "evalq-gguf.json").read_text())["outtype"]:
+            outtype = source_outtype(Path(files.path)) if cfg.outtype == "auto" else cfg.outtype
+            wide = cache_dir("llamacpp") / wide_key(files, outtype, converter)
+            built = build_once(wide, _convert_into, files.path, outtype, str(converter))
+            intermediate = json.loads((wide / "evalq-gguf.json").read_text())["outtype"]
+            if self.gguf_type in UNQUANTIZED and self.gguf_type == intermediate:
                 path = wide / "model.gguf"
             else:
                 target = cache_dir("llamacpp") / quantized_key(wide.name, self.gguf_type)
@@ -189,6 +194,7 @@ class GGUFBackend(BackendBase):
             "file": str(path),
             "file_bytes": path.stat().st_size,
             "source": source,
+            "intermediate": intermediate,
             "n_gpu_layers": model.n_gpu_layers,
             "layers": model.n_layers,
             "n_ctx": model.n_ctx,
@@ -225,9 +231,31 @@ def resolve_checkpoint(checkpoint: str) -> Path:
     return Path(hf_hub_download(owner_repo, f"{sub}/{filename}" if sub else filename))
 
 
-def wide_key(files: ModelFiles, cfg: GGUFConfig, converter: Path) -> str:
+# safetensors' dtype names → the converter's --outtype that keeps them exact
+SOURCE_OUTTYPES = {"F32": "f32", "BF16": "bf16", "F16": "f16", "F64": "f32"}
 
-    payload = {"revision": files.revision, "outtype": cfg.outtype, "converter": file_sha256(converter),
+
+def source_outtype(model_dir: Path) -> str:
+    """The converter's --outtype for these weights: the floating dtype holding most
+    of their bytes (the safetensors headers; else config.json's dtype). Not the
+    converter's own `auto`, which turns float32 weights into a float16 copy."""
+    by_dtype: dict[str, int] = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        with f.open("rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        for name, t in header.items():
+            if name != "__metadata__" and t["dtype"] in SOURCE_OUTTYPES:
+                lo, hi = t["data_offsets"]
+                by_dtype[t["dtype"]] = by_dtype.get(t["dtype"], 0) + hi - lo
+    if by_dtype:
+        return SOURCE_OUTTYPES[max(by_dtype, key=by_dtype.get)]
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    return {"bfloat16": "bf16", "float16": "f16"}.get(dtype, "f32")
+
+
+def wide_key(files: ModelFiles, outtype: str, converter: Path) -> str:
+    payload = {"revision": files.revision, "outtype": outtype, "converter": file_sha256(converter),
                "llama_cpp_python": version("llama_cpp_python")}
     return "wide-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -249,7 +277,7 @@ def _convert_into(out: Path, model_dir: str, outtype: str, converter: str) -> No
         raise RuntimeError(f"convert_hf_to_gguf.py failed ({proc.returncode}): {tail[0]}; log in {out / 'convert.log'}")
     from evalq.backends.llamacpp import file_type_name
 
-    written = (file_type_name(out / "model.gguf") or outtype).lower()
+    written = (file_type_name(out / "model.gguf") or outtype).lower().removeprefix("all_")  # ALL_F32 → f32
     (out / "evalq-gguf.json").write_text(json.dumps({"outtype": written, "command": cmd[1:]}, indent=1))
 
 

@@ -69,6 +69,8 @@ def test_the_files_hold_the_types_asked_for(rows):
     assert details["gguf-q4_k_m"]["module_types"].get("gguf Q4_K", 0) > 0
     assert details["gguf-bf16"]["quantized_modules"] == 0 and details["gguf-q4_k_m"]["quantized_modules"] == 211
     assert all(d["n_gpu_layers"] == 0 and "AVX" in d["cpu_features"] for d in details.values())
+    # SmolLM2's folder holds float32 weights: quantized from an F32 GGUF, never a float16 copy
+    assert {v: d["intermediate"] for v, d in details.items()} == {v: "f32" for v in details}
 
 
 def test_the_planner_predicts_the_gguf_weights_exactly(rows):

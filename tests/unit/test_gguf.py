@@ -166,3 +166,26 @@ def test_the_gguf_plan_counts_only_the_last_tokens_logits():
     assert plan.activation_bytes == 2 * 320 * 1536 * 4 + 4 * 49152 * 4
     assert plan.activation_bytes < activation_bytes(s, 80, 4) / 10
     assert plan.weights_bytes == 143_025_408
+
+
+def test_the_unquantized_intermediate_keeps_the_weights_precision(tmp_path):
+    """The converter's own `auto` writes float16 for float32 weights; evalq asks for the
+    weights' own dtype, read from the safetensors headers (the dtype holding most bytes)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from evalq.backends.gguf import source_outtype
+
+    def folder(name: str, tensors: dict[str, torch.Tensor], config: dict | None = None) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        if tensors:
+            save_file(tensors, str(d / "model.safetensors"))
+        (d / "config.json").write_text(json.dumps(config or {}))
+        return d
+
+    f32 = folder("f32", {"w": torch.zeros(64, 64), "norm": torch.zeros(64, dtype=torch.bfloat16)})
+    bf16 = folder("bf16", {"w": torch.zeros(64, 64, dtype=torch.bfloat16), "norm": torch.zeros(64)})
+    f16 = folder("f16", {"w": torch.zeros(64, 64, dtype=torch.float16), "ids": torch.zeros(4096, dtype=torch.int64)})
+    assert [source_outtype(d) for d in (f32, bf16, f16)] == ["f32", "bf16", "f16"]
+    assert source_outtype(folder("bin", {}, {"torch_dtype": "bfloat16"})) == "bf16"  # no safetensors: config.json
