@@ -86,19 +86,21 @@ class LlamaCppTokenizer:
         self.pad_token_id = None
         self.add_bos = bool(L.llama_vocab_get_add_bos(model.vocab))
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = False, split_special_tokens: bool = False) -> list[int]:
         raw = text.encode("utf-8")
         n = len(raw) + 16
+        # parse_special: "<|im_end|>" in a text becomes its token, as transformers does
+        # unless split_special_tokens (then it is plain text, as llama-perplexity reads its file)
+        parse_special = not split_special_tokens
         while True:
             buf = (self._L.llama_token * n)()
-            # parse_special: "<|im_end|>" in a text becomes its token, as transformers does
-            got = self._L.llama_tokenize(self._vocab, raw, len(raw), buf, n, add_special_tokens and self.add_bos, True)
+            got = self._L.llama_tokenize(self._vocab, raw, len(raw), buf, n, add_special_tokens and self.add_bos, parse_special)
             if got >= 0:
                 return list(buf[:got])
             n = -got
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> SimpleNamespace:
-        return SimpleNamespace(input_ids=self.encode(text, add_special_tokens))
+    def __call__(self, text: str, add_special_tokens: bool = True, split_special_tokens: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(input_ids=self.encode(text, add_special_tokens, split_special_tokens))
 
     def decode(self, ids: list[int], special: bool = False) -> str:
         """The text of the ids; special tokens ("<bos>") rendered only when `special`."""

@@ -48,7 +48,7 @@ class Windows:
     stride: int
     first_scored: int
     starts: tuple[int, ...]
-    bos: int | None  # replaces each window's first token, as llama.cpp does
+    bos: int | None  # replaces each window's first token, as llama-perplexity does
 
     @property
     def scored_per_window(self) -> int:
@@ -94,11 +94,16 @@ def read_text(settings: Any) -> str:
 
 def slice_tokens(tokenizer: Any, text: str, n: int) -> list[int]:
     """The first n tokens of the text (tokenizing a generous prefix first: the whole
-    WikiText-2 test split is 1.2 MB)."""
+    WikiText-2 test split is 1.2 MB). Text that spells a special token is plain text,
+    as llama-perplexity reads it: WikiText's "<unk>" is Gemma's unknown-token id
+    to a transformers tokenizer by default, six ordinary tokens to llama.cpp."""
+    def tokenize(part: str) -> list[int]:
+        return tokenizer(part, add_special_tokens=False, split_special_tokens=True).input_ids
+
     prefix = text[: n * 16]
-    ids = tokenizer(prefix, add_special_tokens=False).input_ids
+    ids = tokenize(prefix)
     if len(ids) < n + 64 and len(prefix) < len(text):
-        ids = tokenizer(text, add_special_tokens=False).input_ids
+        ids = tokenize(text)
     if len(ids) < n:
         raise QualityError(f"the quality text has {len(ids)} tokens, fewer than quality.tokens = {n}")
     return ids[:n]
@@ -139,9 +144,16 @@ class Slice:
 
 
 def prepare_slice(tokenizer: Any, cell: Any, model_config: dict[str, Any]) -> Slice:
+    """llama-perplexity's token stream: the text tokenized with BOS first where the
+    tokenizer adds one (Gemma, Llama; SmolLM2 does not), then cut into windows whose
+    first token is BOS again. So window i holds the stream's tokens from i × stride,
+    with BOS in front, exactly as llama.cpp scores them."""
     q = cell.quality
-    ids = slice_tokens(tokenizer, read_text(q), q.tokens)
-    windows = plan_windows(len(ids), q.convention, q.context, q.stride, model_length(model_config), bos_token(tokenizer))
+    bos = bos_token(tokenizer)
+    ids = slice_tokens(tokenizer, read_text(q), q.tokens - (bos is not None))
+    if bos is not None:
+        ids = [bos] + ids
+    windows = plan_windows(len(ids), q.convention, q.context, q.stride, model_length(model_config), bos)
     return Slice(ids, windows)
 
 
@@ -157,7 +169,9 @@ STORED_DTYPES = {"bfloat16": "<u2", "float16": "<f2", "float32": "<f4"}  # numpy
 
 def baseline_key(cell: Any, files: Any) -> str:
     payload = {
-        "format": 3,  # 3: ids.npy (int32) kept beside the logits
+        # 3: ids.npy (int32) kept beside the logits; 4: BOS first in the stream and special
+        # tokens' spellings as plain text, as llama-perplexity
+        "format": 4,
         "model": files.revision,
         "quality": cell.quality.model_dump(mode="json"),
         "text": cell.quality_text_sha256,
@@ -279,6 +293,13 @@ def check_tokens(baseline: Baseline, ids: list[int]) -> None:
 
 def against_baseline(model: Any, sl: Slice, baseline: Baseline) -> dict[str, Any]:
     """Run the variant over the slice and summarize it against the stored baseline."""
+    base_bos = baseline.meta["windows"].get("bos")
+    if base_bos != sl.windows.bos:
+        def said(bos: int | None) -> str:
+            return f"puts BOS (id {bos}) first" if bos is not None else "adds no BOS"
+
+        raise QualityError(f"this variant's tokenizer {said(sl.windows.bos)}, the baseline's {said(base_bos)}: "
+                           f"their windows hold other tokens, and the distributions cannot be compared token for token.")
     check_tokens(baseline, sl.ids)
     w = sl.windows
     if baseline.meta["windows"]["starts"] != list(w.starts) or baseline.meta["windows"]["first_scored"] != w.first_scored:

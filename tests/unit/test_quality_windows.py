@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -95,3 +96,69 @@ def test_the_noise_floor_runs_the_baselines_own_weights_in_the_other_dtype(tmp_p
     assert floor_dtype("float32", "cpu", native_bf16=True) == ("bfloat16", None)
     skipped, why = floor_dtype("float32", "cpu", native_bf16=False)
     assert skipped is None and "emulated" in why
+
+
+def llama_perplexity_windows(tokens: list[int], bos: int | None, n_ctx: int) -> list[tuple[list[int], list[int]]]:
+    """What llama.cpp's tools/perplexity scores (perplexity.cpp, perplexity()): the text
+    tokenized with add_special (BOS first where the vocabulary adds one), cut into
+    chunks of n_ctx whose first token is set to BOS, the second half of each scored."""
+    first = n_ctx // 2
+    out = []
+    for i in range(len(tokens) // n_ctx):
+        window = list(tokens[i * n_ctx : (i + 1) * n_ctx])
+        if bos is not None:
+            window[0] = bos
+        out.append((window, window[first + 1 :]))
+    return out
+
+
+def test_gemma_windows_hold_the_tokens_llama_perplexity_scores(wikitext, tmp_path):
+    """Gemma's tokenizer adds BOS: evalq's windows (its transformers tokenizer, read from
+    the packaged GGUF as the fp16 cell reads it) against llama.cpp's own tokenizer and
+    chunking on the same text, token for token."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoTokenizer
+
+    from evalq.matrix import QualitySettings
+    from evalq.measure.quality import prepare_slice
+    from evalq.model_sources import _gemma3
+
+    gguf = _gemma3()
+    text = tmp_path / "text.txt"
+    text.write_text(wikitext.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    cell = SimpleNamespace(quality=QualitySettings(path=str(text), tokens=2048, context=512))
+    sl = prepare_slice(tokenizer, cell, {"max_position_embeddings": 32768})
+
+    llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    tokens = llm.tokenize(text.read_bytes(), add_bos=True, special=False)
+    theirs = llama_perplexity_windows(tokens, llm.token_bos(), 512)
+    ours = [(window, target.tolist()) for window, target in sl.batches()]
+    assert sl.windows.bos == llm.token_bos() == 2 and tokens[0] == 2
+    assert len(ours) == 4 and ours == theirs[:4]
+
+
+def test_smollm2_adds_no_bos_and_its_windows_start_at_the_text(wikitext, tmp_path):
+    from transformers import AutoTokenizer
+
+    from evalq.matrix import QualitySettings
+    from evalq.measure.quality import prepare_slice
+    from evalq.model_sources import _smollm2
+
+    gguf = _smollm2()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    cell = SimpleNamespace(quality=QualitySettings(path=str(wikitext), tokens=1024, context=512))
+    sl = prepare_slice(tokenizer, cell, {"max_position_embeddings": 8192})
+    text_ids = tokenizer(wikitext.read_text(encoding="utf-8")[:20_000], add_special_tokens=False).input_ids
+    assert sl.windows.bos is None and sl.ids == text_ids[:1024]
+    assert [w for w, _ in sl.batches()][1] == text_ids[512:1024]
+
+
+def test_a_variant_whose_bos_differs_from_the_baseline_is_refused(tmp_path):
+    from evalq.measure.quality import Baseline, Slice, against_baseline
+
+    w = plan_windows(1024, "llama.cpp", 512, None, 2048, bos=2)
+    base = Baseline(tmp_path, {"windows": {"bos": None, "starts": [0, 512], "first_scored": 256},
+                               "tokens_sha256": "x"}, np.zeros((1, 1)), np.zeros(1))
+    with pytest.raises(QualityError, match=r"puts BOS \(id 2\) first, the baseline's adds no BOS"):
+        against_baseline(object(), Slice([2] + [5] * 1023, w), base)
