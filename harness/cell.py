@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from evalq.backends.base import BASELINE_VARIANT, get_backend  # noqa: F401 (BASELINE_VARIANT: cell's API)
 from evalq.backends.hf import resolve_auto_dtypes
 from evalq.cache import file_sha256
-from evalq.env import COMMON_LIBRARIES, library_versions
+from evalq.env import COMMON_LIBRARIES, hardware_class, library_versions
 from evalq.threads import PHASES, resolve
 from evalq.matrix import EvalSettings, Matrix, ModelSpec, PerfSettings, QualitySettings, variant_options
 from evalq.suites import Suite
@@ -33,6 +33,9 @@ class Cell(BaseModel):
     device: str
     seed: int
     libraries: dict[str, str]
+    # env.hardware_class: the same cell on another CPU or GPU class gives other numbers
+    # (other kernels), so it is another cell; None only in cells stored before it was keyed
+    hardware: str | None = None
     # Paired quality: the text slice, its content's hash, and the fp16 options
     # the model's baseline distributions are computed with.
     quality: QualitySettings | None = None
@@ -78,9 +81,12 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[ModelSpec], str], device: str | None = None) -> list[Cell]:
-    """Every (model, variant) of the matrix, in matrix order."""
+def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[ModelSpec], str], device: str | None = None,
+           hardware: str | None = None) -> list[Cell]:
+    """Every (model, variant) of the matrix, in matrix order, keyed for `hardware`
+    (default: this machine's class for the device)."""
     device = device or resolve_device(matrix.device)
+    hardware = hardware or hardware_class(device)
     cells = []
     text_sha = file_sha256(Path(matrix.quality.path)) if matrix.quality and matrix.quality.path else None
     for model in matrix.models:
@@ -102,6 +108,7 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
                     eval=matrix.eval,
                     device=device,
                     seed=matrix.seed,
+                    hardware=hardware,
                     libraries=library_versions(tuple(dict.fromkeys(COMMON_LIBRARIES + backend.libraries))),
                     quality=matrix.quality,
                     quality_text_sha256=text_sha,

@@ -18,6 +18,12 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 RECORDED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
                   "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile", "neon", "asimd", "sve", "bf16", "i8mm")
 
+# The flags that put a machine in another hardware class (env.hardware_class): they
+# change which kernels run, hence the numbers (accuracy moved 0.8 to 6 points between
+# an AVX-512 and an AVX2 machine). A subset of RECORDED_FLAGS, so a stored env gives the class back.
+HARDWARE_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
+                  "asimd", "sve", "bf16", "i8mm")
+
 
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:

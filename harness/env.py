@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from evalq.cpu import cpu_features
+from evalq.cpu import HARDWARE_FLAGS, cpu_features
 
 # Versions that change accuracy or speed of every cell; each backend adds its own.
 COMMON_LIBRARIES = ("torch", "transformers", "lm_eval")
@@ -49,6 +49,44 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_class(model: str, flags: list[str] | tuple[str, ...] | frozenset[str]) -> str:
+    found = [f for f in HARDWARE_FLAGS if f in flags]
+    return f"{model} · {' '.join(found) or 'baseline ISA'}"
+
+
+def gpu_class(name: str, compute_capability: str) -> str:
+    return f"{name} · sm {compute_capability}"
+
+
+# The class of a CUDA cell expanded where no GPU is visible: a worker on a real GPU
+# refuses it (its numbers would be keyed for no machine).
+NO_GPU_HERE = "CUDA GPU not visible where the matrix was expanded"
+
+
+def hardware_class(device: str) -> str:
+    """What a cell's numbers depend on besides its libraries: the GPU and its compute
+    capability, or the CPU model and the vector features that pick its kernels."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():  # planned here (a dry run, a Ray driver) for GPUs elsewhere
+            return NO_GPU_HERE
+        major, minor = torch.cuda.get_device_capability(0)
+        return gpu_class(torch.cuda.get_device_name(0), f"{major}.{minor}")
+    from evalq.cpu import cpu_flags
+
+    return cpu_class(cpu_model(), cpu_flags())
+
+
+def hardware_of(env: dict[str, Any]) -> str | None:
+    """The hardware class recorded in a stored cell's env (None: not recorded)."""
+    if env.get("gpu") and env.get("compute_capability"):
+        return gpu_class(env["gpu"], env["compute_capability"])
+    if env.get("cpu"):
+        return cpu_class(env["cpu"], (env.get("cpu_features") or {}).get("flags") or [])
+    return None
 
 
 def environment(device: str) -> dict[str, Any]:

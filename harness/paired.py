@@ -31,10 +31,11 @@ DEFAULT_PLAUSIBLE_KLD = 2.0
 _signatures: dict[tuple, str] = {}
 
 
-def suite_signature(cell: dict[str, Any]) -> str:
-    """Suites with their tasks, shots and limits: rows are comparable only within one."""
+def group_signature(cell: dict[str, Any]) -> str:
+    """Suites with their tasks, shots and limits, and the hardware class: rows are
+    comparable only within one group."""
     key = (tuple((s["name"], tuple((t["task"], t["num_fewshot"], t.get("limit")) for t in s["tasks"]))
-                 for s in cell.get("suites", [])), (cell.get("eval") or {}).get("limit"))
+                 for s in cell.get("suites", [])), (cell.get("eval") or {}).get("limit"), cell.get("hardware"))
     if key not in _signatures:  # thousands of rows share a handful of signatures
         _signatures[key] = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
     return _signatures[key]
@@ -125,7 +126,7 @@ class Paired:
     """One cell against its model's fp16 cell."""
 
     baseline_key: str | None
-    group: str = ""  # the suite signature the two rows share
+    group: str = ""  # the group signature (suites, hardware) the two rows share
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     total: dict[str, Any] | None = None
     weights_ratio: float | None = None
@@ -188,8 +189,8 @@ def _cpu_hint(details: dict[str, Any]) -> str:
 
 def baselines(rows: list[Any]) -> dict[str, Any]:
     """The one baseline finder: each row's key → the row it is compared against,
-    the ok fp16 row of the same matrix, model and suites (absent: no baseline)."""
-    group = {r.key: suite_signature(r.cell or {}) for r in rows}
+    the ok fp16 row of the same matrix, model, suites and hardware (absent: no baseline)."""
+    group = {r.key: group_signature(r.cell or {}) for r in rows}
     base_of = {(r.matrix, r.model, group[r.key]): r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
     return {r.key: base_of[(r.matrix, r.model, group[r.key])] for r in rows if (r.matrix, r.model, group[r.key]) in base_of}
 
@@ -198,7 +199,7 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
     """Every row's comparison with its model's fp16 row of the same matrix and
     suites: answer flips, and the comparison engine's difference, recovery and
     gates, their p-values Holm-adjusted over all the rows compared here."""
-    group = {r.key: suite_signature(r.cell or {}) for r in rows}
+    group = {r.key: group_signature(r.cell or {}) for r in rows}
     base_of = baselines(rows)
     judge = judge or Judge(rows, samples)
     answers: dict[tuple[str, str], dict] = {}

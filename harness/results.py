@@ -27,6 +27,7 @@ def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
         "status": row.status,
         "error": row.error,
         "revision": row.revision,
+        "hardware": (row.cell or {}).get("hardware"),  # the class the cell is keyed for: env.hardware_class
         "dtype": row.dtype,
         "weights_bytes": row.weights_bytes,
         "peak_memory_bytes": row.peak_memory_bytes,
@@ -69,14 +70,14 @@ def _started(r: CellRow) -> datetime:
 
 
 def current_rows(rows: list[CellRow]) -> list[CellRow]:
-    """The newest row of each (matrix, model, variant, suites): a cell whose key
+    """The newest row of each (matrix, model, variant, suites, hardware): a cell whose key
     changed (a new revision, new library versions) supersedes the old row,
     which stays in the database for the nightly history. Order is kept."""
-    from evalq.paired import suite_signature
+    from evalq.paired import group_signature
 
     newest: dict[tuple, CellRow] = {}
     for r in rows:
-        slot = (r.matrix, r.model, r.variant, suite_signature(r.cell or {}))
+        slot = (r.matrix, r.model, r.variant, group_signature(r.cell or {}))
         if slot not in newest or _started(r) > _started(newest[slot]):
             newest[slot] = r
     keep = {id(r) for r in newest.values()}
@@ -132,7 +133,7 @@ def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
-    flat = {k: rec[k] for k in ("model", "variant", "status", "dtype", "weights_bytes", "peak_memory_bytes",
+    flat = {k: rec.get(k) for k in ("model", "variant", "hardware", "status", "dtype", "weights_bytes", "peak_memory_bytes",
                                 "load_seconds", "ttft_ms", "decode_tokens_per_s", "error")}
     for task in tasks:
         h = _headline(rec, task)
@@ -195,8 +196,12 @@ def to_table(records: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     tasks = _tasks(records)
-    table = Table(title="evalq results", show_lines=False)
-    for col in ("model", "variant", "status", "dtype", "weights MB", "peak MB"):
+    machines = list(dict.fromkeys(r.get("hardware") or "–" for r in records))
+    # one machine: named under the table; several: a column, so no row passes for another machine's
+    table = Table(title="evalq results", show_lines=False,
+                  caption=f"on {escape(machines[0])}" if len(machines) == 1 else None)
+    many = len(machines) > 1
+    for col in ("model", "variant") + (("hardware",) if many else ()) + ("status", "dtype", "weights MB", "peak MB"):
         table.add_column(col, justify="right" if "MB" in col else "left")
     for task in tasks:
         table.add_column(task, justify="right")
@@ -208,7 +213,7 @@ def to_table(records: list[dict[str, Any]]) -> Any:
     table.add_column("flags")
     for r in records:
         status = f"{r['status']}: {r['error'][:60]}" if r["status"] != "ok" and r["error"] else r["status"]
-        cells = [escape(r["model"]), escape(r["variant"]), escape(status),
+        cells = [escape(r["model"]), escape(r["variant"])] + ([escape(r.get("hardware") or "–")] if many else []) + [escape(status),
                  r["dtype"] or "–", _mb(r["weights_bytes"]), _mb(r["peak_memory_bytes"])]
         for task in tasks:
             h = _headline(r, task)

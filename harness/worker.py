@@ -74,7 +74,7 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
     import torch
 
     from evalq.backends.base import get_backend
-    from evalq.env import environment
+    from evalq.env import environment, hardware_class
     from evalq.measure.accuracy import evaluate
     from evalq.measure.memory import PeakMemory, module_types, parameter_dtypes, quantized_modules, weights_footprint
     from evalq.measure.speed import measure_speed
@@ -89,6 +89,10 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
         raise Unsupported(reason)
     if cell.device == "cuda" and not torch.cuda.is_available():
         raise Unsupported("device cuda requested but torch sees no CUDA GPU")
+    here = hardware_class(cell.device)
+    if cell.hardware and cell.hardware != here:  # e.g. a Ray node unlike the driver
+        raise Unsupported(f"this cell is keyed for {cell.hardware}; this machine is {here}: "
+                          f"its numbers would be stored as another machine's")
 
     phase("prepare")
     files = materialize(cell.model)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from evalq.backends.base import BASELINE_VARIANT, variant_details, variant_rank
 from evalq.verdicts import Comparison, Difference, holm
-from evalq.paired import suite_signature
+from evalq.paired import group_signature
 from evalq.headlines import PERPLEXITY_METRIC, headlines, suite_average
 from evalq.results import as_record, paired_figures
 
@@ -41,7 +41,7 @@ class Row:
     perplexity: float | None
     ttft_ms: float | None
     decode_tokens_per_s: float | None
-    group: str  # rows are ranked only against rows of the same group
+    group: str  # rows are ranked only against rows of the same group (suites and hardware)
     trust_remote_code: bool
     baseline_note: str | None
     env: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +56,7 @@ class Row:
     task_data: dict[str, Any] = field(default_factory=dict)  # shipped benchmark data: source, licence, deviations
     threads: dict[str, int] = field(default_factory=dict)  # CPU threads by phase
     baseline_key: str | None = None  # the row this one is compared against (paired.baselines)
+    hardware: str = "–"  # the hardware class the cell is keyed for (env.hardware_class)
 
     @property
     def threads_text(self) -> str:
@@ -87,7 +88,8 @@ def describe_group(cell: dict[str, Any]) -> str:
                           for t in s["tasks"])
         parts.append(f"{s['name']}: {tasks}")
     limit = (cell.get("eval") or {}).get("limit")
-    return "; ".join(parts) + (f"; at most {limit} samples per task" if limit else "")
+    where = f"; on {cell['hardware']}" if cell.get("hardware") else ""
+    return "; ".join(parts) + (f"; at most {limit} samples per task" if limit else "") + where
 
 
 def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
@@ -115,11 +117,11 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
         bits=details.get("bits"), details=variant_details(rec["variant"], details), weights_bytes=rec.get("weights_bytes"),
         peak_bytes=rec.get("peak_memory_bytes"), serve_peak_bytes=serve, accuracy=accuracy, accuracy_stderr=accuracy_se,
         tasks=tasks, perplexity=perplexity, ttft_ms=rec.get("ttft_ms"), decode_tokens_per_s=rec.get("decode_tokens_per_s"),
-        group=(rec.get("paired") or {}).get("group") or suite_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
+        group=(rec.get("paired") or {}).get("group") or group_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
         env=db_row.outcome.env, threads=db_row.outcome.threads or {},
         baseline_key=(rec.get("paired") or {}).get("baseline_key"), quality=rec.get("quality") or {}, paired=paired_figures(rec),
         flags=(rec.get("paired") or {}).get("flags") or [], plan=rec.get("plan") or {},
-        task_data=rec.get("task_data") or {},
+        task_data=rec.get("task_data") or {}, hardware=rec.get("hardware") or "–",
     )
 
 

@@ -63,7 +63,7 @@ def _signed(v: float | None) -> str:
 
 
 def table_columns(tasks: list[str], priced: bool) -> list[tuple[str, str]]:
-    cols = [("model", "text"), ("variant", "text"), ("params (B)", "num"), ("bits", "num"), ("details", "text"),
+    cols = [("model", "text"), ("variant", "text"), ("hardware", "text"), ("params (B)", "num"), ("bits", "num"), ("details", "text"),
             ("weights GB", "num"), ("peak (gen.) GB", "num"), ("peak (cell) GB", "num"), ("avg acc %", "num")]
     cols += [(t, "num") for t in tasks]
     cols += [("ppl", "num"), ("Δ acc vs fp16", "num"), ("recovery %", "num"), ("flips c→w / w→c", "num"), ("McNemar p", "num"),
@@ -79,7 +79,7 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
         return [score, _pct(score), f"± {_pct(se)}" if se else ""]
 
     cells: list[list] = [
-        [r.model, r.model, ""], [r.variant, r.variant, ""],
+        [r.model, r.model, ""], [r.variant, r.variant, ""], [r.hardware, r.hardware, ""],
         [r.params, _fmt(r.params / 1e9 if r.params else None, ".3g"), ""], [r.bits, str(r.bits or "–"), ""],
         [r.details, r.details, ""], [r.weights_bytes, _gb(r.weights_bytes), _predicted(r, "predicted_weights_bytes")],
         [r.serve_peak_bytes, _gb(r.serve_peak_bytes), _predicted(r, "predicted_peak_bytes")],

@@ -2,6 +2,7 @@
 recorded by name in `evalq_migrations`. Append; never edit an applied one."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -77,7 +78,26 @@ def m003_nightly_runs(conn: Connection) -> None:
         )"""))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples, m002_cell_owner, m003_nightly_runs]
+def m004_cell_hardware(conn: Connection) -> None:
+    # The hardware class became part of a cell (and its key): cells stored before
+    # get the class their own recorded env names, so that rows of two machines stay
+    # apart on the board. Their keys stay as they were: the first run after the
+    # upgrade measures each cell again under its new key.
+    from evalq.env import hardware_of
+
+    rows = conn.execute(text("SELECT key, cell, result FROM cells")).all()
+    for key, cell, result in rows:
+        cell = json.loads(cell) if isinstance(cell, str) else dict(cell or {})
+        result = json.loads(result) if isinstance(result, str) else (result or {})
+        hardware = hardware_of((result or {}).get("env") or {})
+        if cell.get("hardware") or hardware is None:
+            continue
+        cell["hardware"] = hardware
+        conn.execute(text("UPDATE cells SET cell = :cell WHERE key = :key"), {"cell": json.dumps(cell), "key": key})
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples, m002_cell_owner, m003_nightly_runs,
+                                                  m004_cell_hardware]
 
 
 def schema_version(conn: Connection) -> tuple[int, set[str]]:

@@ -14,10 +14,14 @@ def demo_cells(revision="sha256:abc"):
     return expand(matrix, suites, lambda spec: revision, device="cpu")
 
 
+from evalq.env import cpu_class, cpu_model, gpu_class, hardware_class, hardware_of  # noqa: E402
+
+
 def pinned(cell: Cell, **changes) -> Cell:
-    """The cell with library versions pinned, so the key does not follow this machine's installs."""
+    """The cell with library versions and hardware pinned, so the key does not follow this machine."""
     data = cell.model_dump()
     data["libraries"] = {"torch": "2.13.0", "transformers": "5.23.0", "lm_eval": "0.4.13"}
+    data["hardware"] = "Test CPU · avx2"
     data.update(changes)
     return Cell.model_validate(data)
 
@@ -71,15 +75,35 @@ suites: [s.yaml]
 
 def test_golden_key(write, monkeypatch):
     # If this changes, every stored result is re-run: change it only on purpose.
-    # (2026-12: a CPU cell's `auto` dtypes are resolved in the key, so there is one per kind of CPU.)
+    # (2026-12: a CPU cell's `auto` dtypes are resolved in the key, so there is one per kind of CPU;
+    # then the hardware class itself joined the key.)
     write("s.yaml", "name: s\nrequires_hub: true\ntasks:\n  - task: arc_easy\n")
     matrix, suites = load_matrix(write("m.yaml", GOLDEN_MATRIX))
     (cuda,) = expand(matrix, suites, lambda spec: "0123abcd", device="cuda")
-    assert pinned(cuda).key == GOLDEN_KEY_CUDA
+    assert pinned(cuda, hardware=gpu_class("NVIDIA H100 80GB HBM3", "9.0")).key == GOLDEN_KEY_CUDA
     for flags, golden in (({"avx2"}, GOLDEN_KEY_CPU_FLOAT32), ({"avx512_bf16"}, GOLDEN_KEY_CPU_BF16)):
         on_cpu(monkeypatch, flags)
         (cell,) = expand(matrix, suites, lambda spec: "0123abcd", device="cpu")
-        assert pinned(cell).key == golden, flags
+        assert cell.hardware == cpu_class(cpu_model(), flags)
+        assert pinned(cell, hardware=cpu_class("Intel Xeon", flags)).key == golden, flags
+
+
+def test_the_hardware_class_is_in_the_key_and_a_worker_elsewhere_refuses_the_cell(tmp_path, monkeypatch):
+    from evalq.worker import run_cell
+
+    on_cpu(monkeypatch, {"avx2", "fma"})
+    (cell,) = [c for c in demo_cells() if c.variant == "fp16"][:1]
+    assert cell.hardware == cpu_class(cpu_model(), {"avx2"}) == hardware_class("cpu")
+    elsewhere = pinned(cell, hardware=cpu_class("Intel Xeon", {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
+    assert elsewhere.key != pinned(cell).key and elsewhere.hardware == "Intel Xeon · avx2 avx512f avx512_bf16 amx_bf16"
+    outcome = run_cell(elsewhere.model_dump_json(), tmp_path)
+    assert outcome.status == "unsupported" and "keyed for Intel Xeon" in outcome.error, outcome.error
+
+
+def test_the_hardware_class_is_read_back_from_a_stored_env():
+    assert hardware_of({"cpu": "AMD EPYC", "cpu_features": {"flags": ["avx", "avx2", "fma", "f16c"]}}) == "AMD EPYC · avx2"
+    assert hardware_of({"cpu": "x", "gpu": "NVIDIA H200", "compute_capability": "9.0"}) == "NVIDIA H200 · sm 9.0"
+    assert hardware_of({}) is None
 
 
 def test_suite_description_is_not_in_the_key_but_task_data_is():
@@ -101,9 +125,9 @@ def test_key_ignores_run_settings_but_not_content():
     assert pinned(base, seed=1).key != base.key
 
 
-GOLDEN_KEY_CUDA = "119af5f859dff7a56690a744f6ac7f10"
-GOLDEN_KEY_CPU_FLOAT32 = "fa327d26be6e4877fe0bb42b1c51aea1"
-GOLDEN_KEY_CPU_BF16 = "403574a92605e193d1b2b34975750e90"
+GOLDEN_KEY_CUDA = "015367ae487bd5d6baafea44c7b68877"
+GOLDEN_KEY_CPU_FLOAT32 = "8d7d1320222ead81ab74f4b1591f97b0"
+GOLDEN_KEY_CPU_BF16 = "8ffa1da63f29d0bd6d64e19df460d27f"
 
 
 def test_key_roundtrips_through_json():

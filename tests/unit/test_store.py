@@ -1,6 +1,8 @@
 """The results database: migrations, upserts, pragmas, refusal of bad paths and newer schemas."""
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -82,3 +84,65 @@ def test_newer_schema_is_refused(tmp_path):
         conn.execute("INSERT INTO evalq_migrations VALUES ('m999_from_the_future', '2030-01-01')")
     with pytest.raises(SchemaTooNew, match="m999_from_the_future"):
         Store(str(path))
+
+
+AMD = {"cpu": "AMD EPYC", "cpu_features": {"flags": ["avx", "avx2", "f16c", "fma"]}}
+INTEL = {"cpu": "Intel Xeon Platinum 8480C", "cpu_features": {"flags": ["amx_bf16", "avx2", "avx512_bf16", "avx512f"]}}
+
+
+def old_database(path: Path, rows: list[tuple[str, dict, dict]]) -> str:
+    """A database as evalq wrote it before m004: cells without a hardware class."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE evalq_migrations (name VARCHAR(100) PRIMARY KEY, applied_at DATETIME NOT NULL)"))
+        for fn in MIGRATIONS[:3]:
+            fn(conn)
+            conn.execute(text("INSERT INTO evalq_migrations VALUES (:n, '2026-12-01 00:00:00')"), {"n": fn.__name__})
+        for key, cell, result in rows:
+            conn.execute(text(
+                "INSERT INTO cells (key, matrix, model, variant, status, revision, cell, attempts, started_at, metrics, result) "
+                "VALUES (:key, :matrix, :model, :variant, 'ok', 'r', :cell, 1, '2026-12-01 00:00:00', :metrics, :result)"),
+                {"key": key, "matrix": cell["matrix"], "model": cell["model"]["name"], "variant": cell["variant"],
+                 "cell": json.dumps(cell), "metrics": json.dumps(result["metrics"]), "result": json.dumps(result)})
+    engine.dispose()
+    return str(path)
+
+
+def test_an_old_database_gets_each_cells_hardware_and_two_machines_stay_apart(tmp_path):
+    from evalq.env import hardware_of
+    from evalq.leaderboard.render import build_from_db
+    from evalq.results import current_rows, records_of
+
+    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    cells = {c.variant: c.model_dump(mode="json") for c in expand(matrix, suites, lambda spec: "r", device="cpu")[:2]}
+    rows = []
+    for machine, env, acc in (("amd", AMD, 0.60), ("intel", INTEL, 0.70)):
+        for variant, cell in cells.items():
+            cell = {k: v for k, v in cell.items() if k != "hardware"}
+            result = {"status": "ok", "env": env, "metrics": {"t": {"acc,none": acc, "acc_stderr,none": 0.05}}}
+            rows.append((f"{machine}-{variant}", cell, result))
+    db = old_database(tmp_path / "old.db", rows)
+
+    stored = Store(db).cells()  # opening it applies m004
+    assert {r.key: r.cell["hardware"] for r in stored} == {
+        "amd-fp16": "AMD EPYC · avx2", "amd-int8": "AMD EPYC · avx2",
+        "intel-fp16": hardware_of(INTEL), "intel-int8": hardware_of(INTEL)}
+    assert hardware_of(INTEL) == "Intel Xeon Platinum 8480C · avx2 avx512f avx512_bf16 amx_bf16"
+    current = current_rows(stored)
+    assert len(current) == 4  # the same (matrix, model, variant, suites) twice: both machines kept
+    records = {r["key"]: r for r in records_of(current)}
+    assert records["amd-int8"]["hardware"] == "AMD EPYC · avx2"
+    assert records["amd-int8"]["paired"]["baseline_key"] == "amd-fp16"  # never the other machine's fp16
+    assert records["intel-int8"]["paired"]["baseline_key"] == "intel-fp16"
+    assert records["amd-int8"]["paired"]["group"] != records["intel-int8"]["paired"]["group"]
+
+    site = build_from_db(db, tmp_path / "site", built_at="x").parent
+    index = (site / "index.html").read_text()
+    assert index.count("<h2>Group ") == 2  # ranked apart
+    assert "on AMD EPYC · avx2</p>" in index and f"on {hardware_of(INTEL)}</p>" in index
+    blocks = re.findall(r'<script type="application/json" class="rows"[^>]*>(.*?)</script>', index, re.S)
+    shown = sorted((row["variant"], row["cells"][2][1]) for block in blocks for row in json.loads(block))
+    assert shown == [("fp16", "AMD EPYC · avx2"), ("fp16", hardware_of(INTEL)),  # the hardware column of every row
+                     ("int8", "AMD EPYC · avx2"), ("int8", hardware_of(INTEL))]
