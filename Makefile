@@ -21,7 +21,7 @@ DB ?= evalq-demo.db
 CACHE ?= $(CURDIR)/.evalq-cache
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME=$(CACHE)/hf EVALQ_CACHE=$(CACHE)/evalq
 
-.PHONY: install browser demo test bench bench-leaderboard clean
+.PHONY: install browser postgres demo test bench bench-leaderboard clean
 
 install: $(VENV)/.installed
 
@@ -59,7 +59,13 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] || { echo "install Debian's chromium (apt-get install chromium) for the browser tests"; exit 1; }; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
-test: install browser
+# The store tests start their own PostgreSQL server from Debian's binaries (as an
+# unprivileged user when run as root); only the package is needed, no running service.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] || { echo "install Debian's postgresql for the store tests"; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: install browser postgres
 	$(BIN)/python -m pytest -q -rs --durations=15
 
 bench: install

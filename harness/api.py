@@ -202,8 +202,18 @@ def existing_store(db: str) -> Store:
     from evalq.store.db import StoreError
 
     if "://" not in db and not Path(db).exists():
-        raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
+        raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")  # a path: no password
     return Store(db)
+
+
+def merge(sources: list[str], into: str, progress: Callable[[str], None] = lambda text: None) -> Any:
+    """Fold the source databases (each must exist) into `into` (created if missing): see store/merge.py.
+    Returns the MergeReport: per source, cells added, identical, conflicting."""
+    from evalq.store.merge import merge as merge_stores
+
+    for source in sources:
+        existing_store(source).engine.dispose()
+    return merge_stores(sources, into, progress)
 
 
 def stored_rows(db: str | Store, matrix: str | None = None, all_rows: bool = False) -> list[Any]:

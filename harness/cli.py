@@ -91,7 +91,7 @@ def _fail_on(text: str) -> tuple[str, ...]:
 @app.command()
 def run(
     matrix_file: Path = typer.Option(..., "--matrix", "-m", help="matrix YAML"),
-    db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
+    db: str = typer.Option("evalq.db", "--db", help="SQLite path, or a postgresql:// URL"),
     force: bool = typer.Option(False, "--force", help="re-run every cell, even those stored ok"),
     rerun_failed: bool = typer.Option(False, "--rerun-failed", help="re-run cells whose status is not ok"),
     gpu_memory: str | None = typer.Option(None, "--gpu-memory", help="skip cells the planner predicts above this (e.g. 24GB); "
@@ -110,6 +110,7 @@ def run(
     """Run every cell of the matrix not already stored ok; record each end in the database.
     Exit 0: every cell ran or was stored; 1: a cell of this run ended in a --fail-on status; 2: bad input."""
     from evalq import api
+    from evalq.store.db import safe_url
 
     statuses = _fail_on(fail_on)
     with user_errors(debug):
@@ -126,7 +127,7 @@ def run(
     ran = ", ".join(f"{n} {s}" for s, n in sorted(summary.ran.items())) or "none"
     elsewhere = f", {summary.elsewhere} taken by another evalq run" if summary.elsewhere else ""
     err.print(f"{summary.total} cells: {summary.skipped} already stored{elsewhere}, ran {ran}. "
-              f"Results: evalq results --db {escape(db)}")
+              f"Results: evalq results --db {escape(safe_url(db))}")
     failed = api.failures(summary, statuses)
     if failed:
         err.print(f"[red]{len(failed)} cell(s) ended in {', '.join(sorted({o.status.value for o in failed.values()}))}[/red] "
@@ -142,7 +143,7 @@ def existing_store(db: str):
 
 @app.command()
 def results(
-    db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
+    db: str = typer.Option("evalq.db", "--db", help="SQLite path, or a postgresql:// URL"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, csv or json"),
     matrix: str | None = typer.Option(None, "--matrix", help="only this matrix (by name)"),
     all_rows: bool = typer.Option(False, "--all", help="also cells superseded by a newer key (older revisions, libraries)"),
@@ -161,6 +162,30 @@ def results(
     else:
         table = to_table(records)  # printed whole at its natural width, never wrapped inside a cell
         Console(width=max(out.width, Console(width=10_000).measure(table).maximum)).print(table)
+
+
+@app.command()
+def merge(
+    sources: list[str] = typer.Argument(..., help="databases to fold in: SQLite files or SQLAlchemy URLs"),
+    into: str = typer.Option(..., "--into", help="the database to fold them into (a path or URL; created if missing)"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Fold results databases into one: cells matched by key, identical ones kept once, conflicts reported
+    and never overwritten; per-sample records and nightly history come along.
+    Exit 0: merged; 1: merged, but some cells conflicted (listed); 2: bad input."""
+    from evalq import api
+    from evalq.store.merge import describe
+
+    with user_errors(debug):
+        try:
+            report = api.merge(sources, into, progress=lambda text: err.print(escape(text)))
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+    for line in describe(report):
+        out.print(escape(line), soft_wrap=True)
+    if report.conflicts:
+        raise typer.Exit(1)
 
 
 class ExportFormat(str, Enum):
@@ -262,7 +287,7 @@ def _name_path(item: str) -> tuple[str, str]:
 @app.command()
 def nightly(
     matrix_file: Path = typer.Option(..., "--matrix", "-m", help="matrix YAML"),
-    db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
+    db: str = typer.Option("evalq.db", "--db", help="SQLite path, or a postgresql:// URL"),
     site: Path = typer.Option(Path("site"), "--site", help="leaderboard folder; report.md and report.json go here too"),
     full: bool = typer.Option(False, "--full", help="re-run every cell, not only those whose key changed or that failed"),
     alpha: float = typer.Option(0.01, "--alpha", min=1e-9, max=0.5, help="significance level of a change (two-sided)"),
@@ -325,7 +350,7 @@ def _budgets(text: str | None) -> list[float] | None:
 
 @leaderboard_app.command("build")
 def leaderboard_build(
-    db: str = typer.Option("evalq.db", "--db", help="SQLite path or any SQLAlchemy URL"),
+    db: str = typer.Option("evalq.db", "--db", help="SQLite path, or a postgresql:// URL"),
     out_dir: Path = typer.Option(Path("site"), "--out", help="folder to write the site into"),
     budgets: str | None = typer.Option(None, "--budgets", help="memory budgets in GB, e.g. 8,16,24,48,80 (default: from the data)"),
     gpu_price: float | None = typer.Option(None, "--gpu-price", min=0, help="GPU price per hour, for cost per million tokens"),

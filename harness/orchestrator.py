@@ -5,13 +5,21 @@ worker process, see worker_process) and hand back how each ended.
 """
 from __future__ import annotations
 
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from evalq.cell import Cell
 from evalq.executors import LocalExecutor
 from evalq.outcome import CellOutcome, Status
 from evalq.store import Store
+from evalq.store.db import HEARTBEAT_S
+
+# How often a run whose remaining cells are held by another run looks again: it
+# takes over a cell whose owner died (its pid gone, or its heartbeat stale).
+TAKEOVER_POLL_S = 2.0
 
 @dataclass
 class RunSummary:
@@ -55,15 +63,22 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
         console.log(f"{summary.skipped} of {len(cells)} cells already stored (skipped; --force or --rerun-failed to run again)")
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     pending = list(enumerate(todo, 1))
+    watched: list[tuple[int, Cell]] = []  # running under another live `evalq run` on this database
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with Progress(*columns, console=console, transient=False) as progress, heartbeat(store):
             bar = progress.add_task("cells", total=len(todo))
-            while pending or executor.in_flight():
+            while pending or executor.in_flight() or watched:
+                if not pending and not executor.in_flight():
+                    time.sleep(TAKEOVER_POLL_S)  # only others' cells left: finished there, or taken over here
+                    pending, watched = watched, []
                 while pending and executor.in_flight() < executor.slots:
                     i, cell = pending.pop(0)
                     label = escape(f"[{i}/{len(todo)}] {cell.name}")
                     # another `evalq run` on this database may have taken or finished it meanwhile
                     if not store.claim(cell, wanted):
+                        if store.status(cell.key) == Status.running:
+                            watched.append((i, cell))  # its run may die: then this one takes it over
+                            continue
                         summary.elsewhere += 1
                         progress.advance(bar)
                         continue
@@ -89,3 +104,26 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
     finally:
         executor.close()
     return summary
+
+
+@contextmanager
+def heartbeat(store: Store) -> Iterator[None]:
+    """While the block runs, mark this run's running cells alive every HEARTBEAT_S, so that
+    runs on other machines sharing the database leave them alone (and take them over once
+    the beats stop)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                store.heartbeat()
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the run goes on
+                pass
+
+    thread = threading.Thread(target=beat, name="evalq-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -255,7 +255,9 @@ def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu
     from evalq.store import Store
 
     stamp = built_at or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    info = BuildInfo(stamp, db, tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour, alpha, latency)
+    from evalq.store.db import safe_url
+
+    info = BuildInfo(stamp, safe_url(db), tuple(budgets_gb) if budgets_gb else None, gpu_price_per_hour, alpha, latency)
     # Rendering 10,000 rows allocates millions of small objects and no cycles worth
     # collecting: the cyclic GC's repeated passes over them cost ~20 % of the build.
     gc_was_enabled = gc.isenabled()

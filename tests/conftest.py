@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from postgres_server import PostgresServer
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("EVALQ_TEST_CACHE", ROOT / ".evalq-cache"))
 SHARED_DATA = ROOT.parent / "shared" / "data"  # real public data (its README); never copied into the project
@@ -96,3 +98,18 @@ def tiny_model_factory(tmp_path_factory):
         return folder
 
     return make
+
+
+# --- a real PostgreSQL, started by the tests in a temporary folder (postgres_server.py) ---
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    return postgres.new_database()

@@ -1,4 +1,4 @@
-"""Results storage: SQLAlchemy 2 on SQLite by default (any SQLAlchemy URL works)."""
+"""Results storage: SQLAlchemy 2 on SQLite by default, or PostgreSQL."""
 from evalq.store.db import SchemaTooNew, Store
 
 __all__ = ["SchemaTooNew", "Store"]

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import create_engine, delete, event, select, text
+from sqlalchemy import create_engine, delete, event, make_url, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -28,7 +29,22 @@ class SchemaTooNew(StoreError):
 
 
 def database_url(db: str) -> str:
-    return db if "://" in db else f"sqlite:///{db}"
+    """A path is a SQLite file; postgresql:// (and postgres://) mean psycopg 3, the driver evalq installs."""
+    if "://" not in db:
+        return f"sqlite:///{db}"
+    scheme, rest = db.split("://", 1)
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else db
+
+
+def safe_url(db: str) -> str:
+    """The database as it may be shown: a URL's password masked (output, logs, reports, the site)."""
+    if "://" not in db:
+        return db
+    try:
+        return make_url(db).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy can parse: show nothing after the scheme's user part
+        scheme, _, rest = db.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else db
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -53,12 +69,19 @@ def this_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def owner_alive(owner: str) -> bool:
-    """Is the orchestrator `host:pid` still running? Another host's is assumed
-    alive: its cells are left alone until it records them or --force."""
+# A running orchestrator marks its running cells alive every HEARTBEAT_S; one on
+# another machine that has not done so for STALE_AFTER_S is taken for dead.
+HEARTBEAT_S = float(os.environ.get("EVALQ_HEARTBEAT_S", "30"))
+STALE_AFTER_S = float(os.environ.get("EVALQ_STALE_AFTER_S", "180"))
+
+
+def owner_alive(owner: str, heartbeat_at: datetime | None = None) -> bool:
+    """Is the orchestrator `host:pid` still running? On this host: its pid says.
+    On another: its last heartbeat (a row claimed before heartbeats: its start),
+    unknown meaning alive."""
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname():
-        return True
+        return heartbeat_at is None or (_now() - heartbeat_at).total_seconds() < STALE_AFTER_S
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):
@@ -69,6 +92,9 @@ def owner_alive(owner: str) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+MIGRATION_LOCK = 0x65766171  # "evalq": the advisory lock key migrations hold on PostgreSQL
 
 
 def _now() -> datetime:
@@ -84,7 +110,14 @@ class Store:
             if not folder.is_dir():
                 raise StoreError(f"database folder {folder} does not exist")
         self.url = url
-        self.engine = create_engine(url)
+        self.shown = safe_url(db)
+        try:
+            self.engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        except ModuleNotFoundError as exc:
+            hint = " (pip install 'evalq[postgres]')" if url.startswith("postgresql") else ""
+            raise StoreError(f"cannot open database {self.shown}: its driver {exc.name} is not installed{hint}") from None
+        except Exception as exc:  # noqa: BLE001 - a malformed URL, said plainly
+            raise StoreError(f"cannot open database {self.shown}: {exc.__class__.__name__}") from None
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
         deadline = time.monotonic() + 30
@@ -100,15 +133,18 @@ class Store:
                 if "database is locked" in str(exc) and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                raise StoreError(f"cannot open database {db}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+                said = str(exc).splitlines()[0].replace(url, self.shown).replace(db, self.shown)
+                raise StoreError(f"cannot open database {self.shown}: {exc.__class__.__name__}: {said}") from None
 
     def _migrate(self, db: str) -> None:
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # two runners opening one database migrate one at a time
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             _, applied = schema_version(conn)
             unknown = applied - {fn.__name__ for fn in MIGRATIONS}
             if unknown:
                 raise SchemaTooNew(
-                    f"{db} was written by a newer evalq (unknown migrations: {', '.join(sorted(unknown))}); upgrade evalq"
+                    f"{self.shown} was written by a newer evalq (unknown migrations: {', '.join(sorted(unknown))}); upgrade evalq"
                 )
             migrate(conn)
             # a database that opens but cannot be written would fail at the first cell: fail now
@@ -120,13 +156,22 @@ class Store:
 
     def claim(self, cell: Any, wanted: Callable[[str | None], bool], owner: str | None = None) -> bool:
         """Mark the cell running for `owner` if `wanted(status)` and no live
-        orchestrator holds it; atomic (BEGIN IMMEDIATE), so two runs on one
-        database never take the same cell."""
+        orchestrator holds it; atomic, so two runs on one database never take the
+        same cell: on SQLite the transaction is BEGIN IMMEDIATE (one writer at a
+        time), on PostgreSQL the row is read FOR UPDATE (the second claimant waits
+        for the first's commit, then sees it running), and of two claimants
+        inserting a new row, the second's insert fails on the key: not taken."""
         owner = owner or this_owner()
+        try:
+            return self._claim(cell, wanted, owner)
+        except IntegrityError:
+            return False
+
+    def _claim(self, cell: Any, wanted: Callable[[str | None], bool], owner: str) -> bool:
         with Session(self.engine) as s, s.begin():
-            row = s.get(CellRow, cell.key)
+            row = s.get(CellRow, cell.key, with_for_update=True)
             status = row.status if row else None
-            if status == Status.running and row.owner and row.owner != owner and owner_alive(row.owner):
+            if status == Status.running and row.owner and row.owner != owner and owner_alive(row.owner, row.heartbeat_at or row.started_at):
                 return False
             if not wanted(status):
                 return False
@@ -141,10 +186,17 @@ class Store:
             row.status = Status.running.value
             row.error = None
             row.attempts = (row.attempts or 0) + 1
-            row.started_at = _now()
+            row.started_at = row.heartbeat_at = _now()
             row.finished_at = None
             row.owner = owner
             return True
+
+    def heartbeat(self, owner: str | None = None) -> int:
+        """Mark the cells `owner` is running alive; returns how many."""
+        with Session(self.engine) as s, s.begin():
+            done = s.execute(update(CellRow).where(CellRow.owner == (owner or this_owner()), CellRow.status == Status.running.value)
+                             .values(heartbeat_at=_now()))
+            return done.rowcount
 
     def record(self, cell: Any, outcome: CellOutcome | dict[str, Any], samples: dict[str, list] | None = None,
                log_tail: str = "", wall_seconds: float = 0.0) -> None:

@@ -1,81 +1,100 @@
 """Schema migrations: an ordered list of small functions, each applied once and
-recorded by name in `evalq_migrations`. Append; never edit an applied one."""
+recorded by name in `evalq_migrations`. Append; never change what an applied one does.
+
+Written in SQLAlchemy Core, not SQL text, so that one list serves SQLite and
+PostgreSQL: each dialect gets its own types (BIGINT, BYTEA, JSONB and SERIAL on
+PostgreSQL). Chosen over Alembic because the schema is four tables that only
+ever grow, upgraded in place by whoever opens the database first, with no
+branching history to manage and no second configuration file to ship. m001–m003
+were SQLite DDL text until 2026-12-03; rewritten here, they create the very same
+SQLite schema (BIGINT and BOOLEAN have SQLite's INTEGER and NUMERIC affinity,
+and SQLite's integers are 64-bit whatever the declared type), so databases they
+already ran on need nothing.
+"""
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import Connection, text
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Connection, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, MetaData, String, Table, Text, column, insert, select, table, update)
+from sqlalchemy.dialects.postgresql import JSONB
+
+# JSON as each dialect prefers: JSONB on PostgreSQL (binary, indexable), JSON text elsewhere
+Json = JSON().with_variant(JSONB(), "postgresql")
 
 
 def m001_cells_and_samples(conn: Connection) -> None:
-    conn.execute(text("""
-        CREATE TABLE cells (
-            key VARCHAR(64) NOT NULL PRIMARY KEY,
-            matrix VARCHAR(200) NOT NULL,
-            model VARCHAR(300) NOT NULL,
-            variant VARCHAR(50) NOT NULL,
-            status VARCHAR(20) NOT NULL,
-            error TEXT,
-            revision VARCHAR(200) NOT NULL,
-            cell JSON NOT NULL,
-            attempts INTEGER NOT NULL,
-            started_at DATETIME,
-            finished_at DATETIME,
-            wall_seconds FLOAT,
-            dtype VARCHAR(20),
-            weights_bytes INTEGER,
-            peak_memory_bytes INTEGER,
-            load_seconds FLOAT,
-            prepare_seconds FLOAT,
-            ttft_ms FLOAT,
-            decode_tokens_per_s FLOAT,
-            metrics JSON,
-            result JSON,
-            log_tail TEXT
-        )"""))
-    conn.execute(text("CREATE INDEX ix_cells_model ON cells (model)"))
-    conn.execute(text("CREATE INDEX ix_cells_status ON cells (status)"))
-    conn.execute(text("""
-        CREATE TABLE samples (
-            cell_key VARCHAR(64) NOT NULL REFERENCES cells (key) ON DELETE CASCADE,
-            task VARCHAR(200) NOT NULL,
-            n INTEGER NOT NULL,
-            data BLOB NOT NULL,
-            PRIMARY KEY (cell_key, task)
-        )"""))
+    md = MetaData()
+    cells = Table(
+        "cells", md,
+        Column("key", String(64), primary_key=True),
+        Column("matrix", String(200), nullable=False),
+        Column("model", String(300), nullable=False),
+        Column("variant", String(50), nullable=False),
+        Column("status", String(20), nullable=False),
+        Column("error", Text),
+        Column("revision", String(200), nullable=False),
+        Column("cell", Json, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("started_at", DateTime),
+        Column("finished_at", DateTime),
+        Column("wall_seconds", Float),
+        Column("dtype", String(20)),
+        Column("weights_bytes", BigInteger),  # a 13B model's 26 GB does not fit 32 bits
+        Column("peak_memory_bytes", BigInteger),
+        Column("load_seconds", Float),
+        Column("prepare_seconds", Float),
+        Column("ttft_ms", Float),
+        Column("decode_tokens_per_s", Float),
+        Column("metrics", Json),
+        Column("result", Json),
+        Column("log_tail", Text),
+    )
+    Index("ix_cells_model", cells.c.model)
+    Index("ix_cells_status", cells.c.status)
+    Table(
+        "samples", md,
+        Column("cell_key", String(64), ForeignKey("cells.key", ondelete="CASCADE"), primary_key=True),
+        Column("task", String(200), primary_key=True),
+        Column("n", Integer, nullable=False),
+        Column("data", LargeBinary, nullable=False),
+    )
+    md.create_all(conn)
 
 
 def m002_cell_owner(conn: Connection) -> None:
     # host:pid of the orchestrator running the cell: a second `evalq run` on the
     # same database leaves a cell alone while its owner is alive.
-    conn.execute(text("ALTER TABLE cells ADD COLUMN owner VARCHAR(200)"))
+    conn.exec_driver_sql("ALTER TABLE cells ADD COLUMN owner VARCHAR(200)")
 
 
 def m003_nightly_runs(conn: Connection) -> None:
     # One row per `evalq nightly`, and what each (model, variant) measured that
     # night: a cell re-run under the same key overwrites its row in `cells`, so
     # the history keeps its own copy of the figures it charts and compares.
-    conn.execute(text("""
-        CREATE TABLE nightly_runs (
-            id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
-            matrix VARCHAR(200) NOT NULL,
-            started_at DATETIME NOT NULL,
-            finished_at DATETIME,
-            status VARCHAR(20) NOT NULL,
-            summary JSON
-        )"""))
-    conn.execute(text("""
-        CREATE TABLE nightly_cells (
-            run_id INTEGER NOT NULL REFERENCES nightly_runs (id) ON DELETE CASCADE,
-            model VARCHAR(300) NOT NULL,
-            variant VARCHAR(50) NOT NULL,
-            cell_key VARCHAR(64) NOT NULL,
-            reran INTEGER NOT NULL,
-            figures JSON NOT NULL,
-            PRIMARY KEY (run_id, model, variant)
-        )"""))
+    md = MetaData()
+    Table(
+        "nightly_runs", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("matrix", String(200), nullable=False),
+        Column("started_at", DateTime, nullable=False),
+        Column("finished_at", DateTime),
+        Column("status", String(20), nullable=False),
+        Column("summary", Json),
+        sqlite_autoincrement=True,  # ids never reused: history rows point at them
+    )
+    Table(
+        "nightly_cells", md,
+        Column("run_id", Integer, ForeignKey("nightly_runs.id", ondelete="CASCADE"), primary_key=True),
+        Column("model", String(300), primary_key=True),
+        Column("variant", String(50), primary_key=True),
+        Column("cell_key", String(64), nullable=False),
+        Column("reran", Boolean(create_constraint=False), nullable=False),
+        Column("figures", Json, nullable=False),
+    )
+    md.create_all(conn)
 
 
 def m004_cell_hardware(conn: Connection) -> None:
@@ -85,24 +104,33 @@ def m004_cell_hardware(conn: Connection) -> None:
     # upgrade measures each cell again under its new key.
     from evalq.env import hardware_of
 
-    rows = conn.execute(text("SELECT key, cell, result FROM cells")).all()
-    for key, cell, result in rows:
+    cells = table("cells", column("key", String), column("cell", Json), column("result", Json))
+    for key, cell, result in conn.execute(select(cells.c.key, cells.c.cell, cells.c.result)).all():
         cell = json.loads(cell) if isinstance(cell, str) else dict(cell or {})
         result = json.loads(result) if isinstance(result, str) else (result or {})
         hardware = hardware_of((result or {}).get("env") or {})
         if cell.get("hardware") or hardware is None:
             continue
         cell["hardware"] = hardware
-        conn.execute(text("UPDATE cells SET cell = :cell WHERE key = :key"), {"cell": json.dumps(cell), "key": key})
+        conn.execute(update(cells).where(cells.c.key == key).values(cell=cell))
+
+
+def m005_cell_heartbeat(conn: Connection) -> None:
+    # When the owner of a running cell last said it was alive: a runner on another
+    # machine cannot be asked by pid, so a cell whose heartbeat went stale is taken over.
+    conn.exec_driver_sql(f"ALTER TABLE cells ADD COLUMN heartbeat_at {DateTime().compile(dialect=conn.dialect)}")
 
 
 MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples, m002_cell_owner, m003_nightly_runs,
-                                                  m004_cell_hardware]
+                                                  m004_cell_hardware, m005_cell_heartbeat]
+
+_applied = Table("evalq_migrations", MetaData(), Column("name", String(100), primary_key=True),
+                 Column("applied_at", DateTime, nullable=False))
 
 
 def schema_version(conn: Connection) -> tuple[int, set[str]]:
-    conn.execute(text("CREATE TABLE IF NOT EXISTS evalq_migrations (name VARCHAR(100) PRIMARY KEY, applied_at DATETIME NOT NULL)"))
-    applied = {row[0] for row in conn.execute(text("SELECT name FROM evalq_migrations"))}
+    _applied.create(conn, checkfirst=True)
+    applied = {row[0] for row in conn.execute(select(_applied.c.name))}
     return len(applied), applied
 
 
@@ -114,7 +142,6 @@ def migrate(conn: Connection) -> list[str]:
         if fn.__name__ in applied:
             continue
         fn(conn)
-        conn.execute(text("INSERT INTO evalq_migrations (name, applied_at) VALUES (:n, :t)"),
-                     {"n": fn.__name__, "t": datetime.now(timezone.utc).replace(tzinfo=None)})
+        conn.execute(insert(_applied).values(name=fn.__name__, applied_at=datetime.now(timezone.utc).replace(tzinfo=None)))
         done.append(fn.__name__)
     return done

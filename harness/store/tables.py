@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from evalq.outcome import CellOutcome
+from evalq.store.migrations import Json
 
 
 class Base(DeclarativeBase):
@@ -26,22 +27,23 @@ class CellRow(Base):
     status: Mapped[str] = mapped_column(String(20), index=True)  # running ok oom timeout killed error unsupported skipped
     error: Mapped[str | None] = mapped_column(Text)
     revision: Mapped[str] = mapped_column(String(200))
-    cell: Mapped[dict] = mapped_column(JSON)  # the full Cell, as run
+    cell: Mapped[dict] = mapped_column(Json)  # the full Cell, as run
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     wall_seconds: Mapped[float | None] = mapped_column(Float)
     dtype: Mapped[str | None] = mapped_column(String(20))
-    weights_bytes: Mapped[int | None] = mapped_column(Integer)
-    peak_memory_bytes: Mapped[int | None] = mapped_column(Integer)
+    weights_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     load_seconds: Mapped[float | None] = mapped_column(Float)
     prepare_seconds: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     decode_tokens_per_s: Mapped[float | None] = mapped_column(Float)
-    metrics: Mapped[dict | None] = mapped_column(JSON)  # task → metric → value
-    result: Mapped[dict | None] = mapped_column(JSON)  # everything the worker reported
+    metrics: Mapped[dict | None] = mapped_column(Json)  # task → metric → value
+    result: Mapped[dict | None] = mapped_column(Json)  # everything the worker reported
     log_tail: Mapped[str | None] = mapped_column(Text)
     owner: Mapped[str | None] = mapped_column(String(200))  # host:pid of the orchestrator running it
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # the owner's last sign of life (m005)
 
     @property
     def outcome(self) -> CellOutcome:
@@ -70,7 +72,7 @@ class NightlyRun(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(20))  # running ok regression failed
-    summary: Mapped[dict | None] = mapped_column(JSON)
+    summary: Mapped[dict | None] = mapped_column(Json)
 
 
 class NightlyCell(Base):
@@ -83,4 +85,4 @@ class NightlyCell(Base):
     variant: Mapped[str] = mapped_column(String(50), primary_key=True)
     cell_key: Mapped[str] = mapped_column(String(64))
     reran: Mapped[bool] = mapped_column(Boolean)
-    figures: Mapped[dict] = mapped_column(JSON)
+    figures: Mapped[dict] = mapped_column(Json)

@@ -17,6 +17,9 @@ from evalq.cli import app
 from evalq.worker_process import LOG_TAIL_BYTES
 from evalq.store import Store
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from postgres_server import PG_PASSWORD  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 runner = CliRunner()
@@ -148,3 +151,35 @@ def test_two_runs_on_one_database_share_the_work(tmp_path, tiny):
     assert len(rows) == 4 and all(r.status == "ok" and r.attempts == 1 for r in rows), [(r.model, r.variant, r.status, r.attempts, r.error) for r in rows]
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_runs_on_one_postgresql_share_a_matrix_and_one_killed_mid_cell_is_taken_over(tmp_path, tiny, pg_url):
+    """Two `evalq run`s (two machines' worth) on one PostgreSQL URL: every cell runs to its
+    end exactly once; the run SIGKILLed mid-cell leaves that cell to the other, nothing lost."""
+    path = matrix(tmp_path, tiny, "  fault-ok: {}\n  fault-slow: {seconds: 8}\n", models=("tiny-a", "tiny-b"), timeout_s=90)
+    cmd = [sys.executable, "-m", "evalq.cli", "run", "--matrix", str(path), "--db", pg_url]
+    victim = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the victim is inside a cell
+        held = [r for r in Store(pg_url).cells() if r.status == "running" and r.owner.endswith(f":{victim.pid}")]
+        if held:
+            break
+        time.sleep(0.2)
+    else:
+        victim.kill()
+        pytest.fail("the first run never started a cell")
+    survivor = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    output = survivor.communicate(timeout=300)[0]
+    assert survivor.returncode == 0, output
+    assert PG_PASSWORD not in output
+
+    rows = {f"{r.model}/{r.variant}": r for r in Store(pg_url).cells()}
+    print("\n" + "\n".join(f"{k:18} {r.status:7} attempts={r.attempts} owner={r.owner}" for k, r in sorted(rows.items())))
+    assert {k: r.status for k, r in rows.items()} == dict.fromkeys(
+        ["tiny-a/fault-ok", "tiny-a/fault-slow", "tiny-b/fault-ok", "tiny-b/fault-slow"], "ok")
+    killed = f"{held[0].model}/{held[0].variant}"
+    assert rows[killed].attempts == 2 and rows[killed].owner.endswith(f":{survivor.pid}")  # taken over
+    assert all(r.attempts == 1 for k, r in rows.items() if k != killed)  # every other cell ran once

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
      ("cell", "preflight", "measure.torch_model", "measure.accuracy", "measure.memory", "measure.quality", "measure.speed",
       "measure.training")),
     ("one cell run: the worker, its process, the store",
-     ("worker", "worker_process", "store", "store.db")),
+     ("worker", "worker_process", "store", "store.db", "store.merge")),
     ("a matrix run: executors, the orchestrator",
      ("executors", "orchestrator")),
     ("reading results: verdicts, pairing, records, drift, export",

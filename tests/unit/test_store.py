@@ -1,9 +1,10 @@
-"""The results database: migrations, upserts, pragmas, refusal of bad paths and newer schemas."""
+"""The results database on SQLite and PostgreSQL alike: migrations, upserts, 64-bit byte counts, atomic
+claims, pragmas, refusal of bad paths and newer schemas, passwords kept out of output."""
 from __future__ import annotations
 
 import json
 import re
-import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,13 @@ from sqlalchemy import inspect, text
 from evalq.cell import expand
 from evalq.matrix import load_matrix
 from evalq.store import SchemaTooNew, Store
-from evalq.store.db import StoreError
+from evalq.store.db import StoreError, this_owner
 from evalq.store.migrations import MIGRATIONS, migrate
 from evalq.store.tables import Base
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from postgres_server import PG_PASSWORD  # noqa: E402
 
 
 @pytest.fixture
@@ -29,24 +32,37 @@ OK = {"status": "ok", "dtype": "bfloat16", "weights_bytes": 123, "peak_memory_by
       "speed": {"ttft_ms": 12.0, "decode_tokens_per_s": 30.0}, "metrics": {"t": {"acc": 0.5, "acc_stderr": 0.05}}}
 
 
-def test_migrations_on_memory_are_idempotent():
-    store = Store("sqlite:///:memory:")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path) -> str:
+    """Every store test runs on a SQLite file and on a real PostgreSQL database
+    (the postgres fixture, tests/conftest.py: its own server in a temporary folder)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "e.db")
+    return request.getfixturevalue("pg_url")
+
+
+def test_migrations_are_idempotent(db):
+    store = Store(db)
     with store.engine.begin() as conn:
         assert migrate(conn) == []  # already applied by Store()
         names = {r[0] for r in conn.execute(text("SELECT name FROM evalq_migrations"))}
     assert names == {fn.__name__ for fn in MIGRATIONS}
+    assert Store(db).cells() == []  # a second open migrates nothing
 
 
-def test_migrated_schema_matches_the_orm_models():
-    store = Store("sqlite:///:memory:")
+def test_migrated_schema_matches_the_orm_models(db):
+    store = Store(db)
     insp = inspect(store.engine)
     for table in Base.metadata.sorted_tables:
-        migrated = {c["name"] for c in insp.get_columns(table.name)}
-        assert migrated == {c.name for c in table.columns}, table.name
+        migrated = {c["name"]: c["type"] for c in insp.get_columns(table.name)}
+        assert set(migrated) == {c.name for c in table.columns}, table.name
+    cells = {c["name"]: str(c["type"]) for c in insp.get_columns("cells")}
+    if store.engine.dialect.name == "postgresql":  # 64-bit byte counts, binary JSON
+        assert (cells["weights_bytes"], cells["peak_memory_bytes"], cells["result"]) == ("BIGINT", "BIGINT", "JSONB")
 
 
-def test_record_is_an_upsert_and_replaces_samples(tmp_path, cell):
-    store = Store(str(tmp_path / "e.db"))
+def test_record_is_an_upsert_and_replaces_samples(db, cell):
+    store = Store(db)
     assert store.claim(cell, lambda status: True)
     assert store.status(cell.key) == "running"
     store.record(cell, OK, {"t": [{"doc_id": 1}, {"doc_id": 2}]}, "log", 3.0)
@@ -56,13 +72,73 @@ def test_record_is_an_upsert_and_replaces_samples(tmp_path, cell):
     assert len(rows) == 1 and rows[0].status == "ok" and rows[0].attempts == 2
     assert rows[0].ttft_ms == 12.0 and rows[0].metrics["t"]["acc"] == 0.5
     assert store.samples(cell.key, "t") == [{"doc_id": 9}]
+    assert rows[0].cell == cell.model_dump(mode="json") and rows[0].result["speed"] == OK["speed"]
 
 
-def test_failed_cell_keeps_its_error(tmp_path, cell):
-    store = Store(str(tmp_path / "e.db"))
+def test_a_26_gb_byte_count_is_stored_and_read_back_exactly(db, cell):
+    """A 13B model's fp16 weights: beyond 32 bits (a 32-bit INTEGER column overflows at 2.1 GB)."""
+    store = Store(db)
+    big = {**OK, "weights_bytes": 26_031_728_640, "peak_memory_bytes": 2**40 + 7}
+    store.record(cell, big, None, "", 1.0)
+    row = Store(db).cells()[0]
+    assert (row.weights_bytes, row.peak_memory_bytes) == (26_031_728_640, 2**40 + 7)
+    assert row.outcome.weights_bytes == 26_031_728_640
+
+
+def test_failed_cell_keeps_its_error(db, cell):
+    store = Store(db)
     store.record(cell, {"status": "oom", "error": "CUDA out of memory"}, None, "tail", 1.0)
     row = store.cells()[0]
     assert (row.status, row.error, row.weights_bytes) == ("oom", "CUDA out of memory", None)
+
+
+def test_of_many_simultaneous_claims_exactly_one_wins(db, cell):
+    """Eight claimants at once, each on its own connection, as eight runners would be:
+    BEGIN IMMEDIATE on SQLite, FOR UPDATE (and the key's uniqueness) on PostgreSQL."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    Store(db)  # migrated once, before the race
+    start = Barrier(8)
+
+    def claim(i: int) -> bool:
+        store = Store(db)
+        start.wait()
+        return store.claim(cell, lambda status: status is None, owner=f"{this_owner()}-{i}")
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(claim, range(8)))
+    assert sum(won) == 1, won
+    assert Store(db).cells()[0].attempts == 1
+
+
+def test_newer_schema_is_refused(db):
+    store = Store(db)
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO evalq_migrations VALUES ('m999_from_the_future', '2030-01-01')"))
+    with pytest.raises(SchemaTooNew, match="m999_from_the_future"):
+        Store(db)
+
+
+def test_a_password_in_the_url_is_never_shown(pg_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from evalq.cli import app
+    from evalq.store.db import safe_url
+
+    assert PG_PASSWORD in pg_url and PG_PASSWORD not in safe_url(pg_url) and "***" in safe_url(pg_url)
+    wrong_port = pg_url.replace(pg_url.split("@")[1].split("/")[0], "127.0.0.1:9")
+    with pytest.raises(StoreError) as caught:
+        Store(wrong_port)
+    assert PG_PASSWORD not in str(caught.value) and "cannot open database postgresql://evalq:***@" in str(caught.value)
+    Store(pg_url)
+    runner = CliRunner()
+    for args in (["results", "--db", pg_url], ["results", "--db", wrong_port],
+                 ["leaderboard", "build", "--db", pg_url, "--out", str(tmp_path / "site")]):
+        result = runner.invoke(app, args)
+        assert PG_PASSWORD not in result.output, args
+    site = (tmp_path / "site" / "index.html").read_text()
+    assert PG_PASSWORD not in site and "evalq:***@127.0.0.1" in site
 
 
 def test_every_connection_uses_wal_and_a_busy_timeout(tmp_path):
@@ -75,15 +151,6 @@ def test_every_connection_uses_wal_and_a_busy_timeout(tmp_path):
 def test_database_in_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         Store(str(tmp_path / "nope" / "e.db"))
-
-
-def test_newer_schema_is_refused(tmp_path):
-    path = tmp_path / "e.db"
-    Store(str(path))
-    with sqlite3.connect(path) as conn:
-        conn.execute("INSERT INTO evalq_migrations VALUES ('m999_from_the_future', '2030-01-01')")
-    with pytest.raises(SchemaTooNew, match="m999_from_the_future"):
-        Store(str(path))
 
 
 AMD = {"cpu": "AMD EPYC", "cpu_features": {"flags": ["avx", "avx2", "f16c", "fma"]}}
@@ -146,3 +213,27 @@ def test_an_old_database_gets_each_cells_hardware_and_two_machines_stay_apart(tm
     shown = sorted((row["variant"], row["cells"][2][1]) for block in blocks for row in json.loads(block))
     assert shown == [("fp16", "AMD EPYC · avx2"), ("fp16", hardware_of(INTEL)),  # the hardware column of every row
                      ("int8", "AMD EPYC · avx2"), ("int8", hardware_of(INTEL))]
+
+
+def test_a_running_cell_of_another_machine_is_taken_over_once_its_heartbeat_is_stale(db, cell):
+    """Another host's runner cannot be asked by pid: its heartbeat says whether it lives."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import update
+
+    from evalq.store.db import STALE_AFTER_S
+    from evalq.store.tables import CellRow
+
+    store = Store(db)
+    assert store.claim(cell, lambda status: True, owner="gpu-node-7:4242")
+
+    def beat(seconds_ago: float) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(update(CellRow).values(heartbeat_at=datetime.utcnow() - timedelta(seconds=seconds_ago)))
+
+    beat(STALE_AFTER_S / 2)
+    assert not store.claim(cell, lambda status: True)  # alive over there: left alone
+    beat(STALE_AFTER_S + 60)
+    assert store.claim(cell, lambda status: True)  # silent too long: taken over
+    assert store.cells()[0].owner == this_owner() and store.cells()[0].attempts == 2
+    assert store.heartbeat() == 1  # this run's running cell marked alive
