@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from typer.testing import CliRunner
 
 from evalq.cli import app
 from evalq.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from postgres_server import PG_PASSWORD  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +33,8 @@ def scale_lm_head(folder: Path, factor: float) -> None:
     model.save_pretrained(folder)
 
 
-def test_two_nightlies_report_exactly_the_cells_that_changed(tmp_path, tiny_model_factory, wikitext):
+def test_two_nightlies_report_exactly_the_cells_that_changed(tmp_path, tiny_model_factory, wikitext, pg_url):
+    """On PostgreSQL (a team's shared database; the SQLite nightly is tests/unit/test_drift.py's)."""
     models = {}
     for name in ("tiny-a", "tiny-b"):
         models[name] = tmp_path / name
@@ -45,7 +50,7 @@ perf: {{prompt_tokens: 8, new_tokens: 4, batch_sizes: [1], warmup: 0, repeats: 2
 eval: {{batch_size: 8, limit: 20}}
 timeout_s: 300
 """)
-    db, site = str(tmp_path / "n.db"), tmp_path / "site"
+    db, site = pg_url, tmp_path / "site"
     args = ["nightly", "--matrix", str(matrix), "--db", db, "--site", str(site)]
 
     first = runner.invoke(app, args)
@@ -77,6 +82,8 @@ timeout_s: 300
     assert "tiny-b: perplexity of the quality text" in history and "night " + str(report2["run_id"]) in history
     results = json.loads((site / "results.json").read_text())
     assert len(results) == 4 and len(Store(db).cells()) == 6  # tiny-b's old cells stay for the history
+
+    assert PG_PASSWORD not in first.output + second.output and PG_PASSWORD not in (site / "report.md").read_text()
 
     third = runner.invoke(app, args)
     report3 = json.loads((site / "report.json").read_text())

@@ -57,7 +57,8 @@ def comparable(db: str) -> dict[str, tuple]:
     return out
 
 
-def test_ray_cluster_stores_what_the_local_executor_stores(tmp_path, tiny_model_factory, ray_cluster, wikitext):
+def test_ray_cluster_stores_what_the_local_executor_stores(tmp_path, tiny_model_factory, ray_cluster, wikitext, pg_url):
+    """The local executor into SQLite, the Ray executor into PostgreSQL: the same figures."""
     tiny = tiny_model_factory()
     matrix = tmp_path / "m.yaml"
     matrix.write_text(f"""name: ray-test
@@ -76,7 +77,7 @@ perf: {{prompt_tokens: 8, new_tokens: 4, batch_sizes: [1], warmup: 0, repeats: 1
 eval: {{batch_size: 8, limit: 10}}
 timeout_s: 45
 """)
-    local_db, ray_db = str(tmp_path / "local.db"), str(tmp_path / "ray.db")
+    local_db, ray_db = str(tmp_path / "local.db"), pg_url
     started = time.monotonic()
     local = runner.invoke(app, ["run", "--matrix", str(matrix), "--db", local_db])
     local_s = time.monotonic() - started
