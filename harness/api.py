@@ -35,13 +35,26 @@ class Prepared:
     wont_fit: dict[str, CellOutcome] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     gpu_memory: int | None = None  # bytes a GPU holds: --gpu-memory, else the GPU's own on CUDA
-    configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # model → config.json (None: not here)
+    # model → config.json (None: not here), read when first planned: a run with no memory
+    # limit on the CPU never plans, so it reads no GGUF header and asks no hub for one
+    configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+    def config(self, cell: Cell) -> dict[str, Any] | None:
+        from evalq.model_sources import ModelError, read_config
+
+        name = cell.model.display_name
+        if name not in self.configs:
+            try:
+                self.configs[name] = read_config(cell.model)
+            except ModelError:
+                self.configs[name] = None  # the cell runs and the worker records what it needed
+        return self.configs[name]
 
     def plan(self, cell: Cell) -> dict[str, Any] | None:
         """The planner's prediction for a cell (None where its config or architecture is unknown)."""
         from evalq.planner import PlanError, plan_cell
 
-        config = self.configs.get(cell.model.display_name)
+        config = self.config(cell)
         if config is None:
             return None
         try:
@@ -66,7 +79,7 @@ def load_matrix(matrix_file: str | Path, resolve_models: bool = True) -> tuple[M
 def prepare(matrix_file: str | Path, gpu_memory: str | None = None) -> Prepared:
     """Load and check the matrix, expand it into cells, and plan which will not fit
     in `gpu_memory` ("24GB"; on CUDA, default: the GPU's memory)."""
-    from evalq.model_sources import ModelError, read_config, resolve_revision
+    from evalq.model_sources import resolve_revision
     from evalq.planner import PlanError, parse_bytes
 
     matrix, suites, notes = load_matrix(matrix_file)
@@ -81,13 +94,7 @@ def prepare(matrix_file: str | Path, gpu_memory: str | None = None) -> Prepared:
         import torch
 
         limit = torch.cuda.get_device_properties(0).total_memory
-    configs: dict[str, dict[str, Any] | None] = {}
-    for m in matrix.models:
-        try:
-            configs[m.display_name] = read_config(m)
-        except ModelError:
-            configs[m.display_name] = None  # the cell runs and the worker records what it needed
-    prepared = Prepared(str(matrix_file), matrix, suites, cells, notes=notes, gpu_memory=limit, configs=configs)
+    prepared = Prepared(str(matrix_file), matrix, suites, cells, notes=notes, gpu_memory=limit)
     if limit is not None:
         for cell in cells:
             plan = prepared.plan(cell)

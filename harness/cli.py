@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from evalq.outcome import FAILURES
+
 app = typer.Typer(help="Measure big-quantized against small-full-precision LLMs: accuracy, speed, memory.",
                   no_args_is_help=True)  # --install-completion / --show-completion for bash, zsh, fish
 err = Console(stderr=True, soft_wrap=True)  # no wrapping inside paths and messages
@@ -101,7 +103,7 @@ def run(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (auto: the running cluster; "
                                        "default: start a local one)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list each cell that would run and why; load nothing, write nothing"),
-    fail_on: str = typer.Option(",".join(("error", "oom", "timeout", "killed")), "--fail-on",
+    fail_on: str = typer.Option(",".join(s.value for s in FAILURES), "--fail-on",
                                 help="exit 1 when a cell of this run ends in one of these statuses (comma-separated; "
                                      "also unsupported, skipped; none: always 0)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the workers' output"),

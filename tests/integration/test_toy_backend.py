@@ -86,7 +86,7 @@ def test_a_toy_backend_is_planned_run_and_rendered_without_touching_evalq(toy, t
     assert cell.options == {"scale": 2.5}
 
     [row] = [r for r in api.memory_plan(toy, 80 * 10**9) if r["variant"] == "toy-32"]
-    shape = Shape.from_config(prepared.configs["tiny"])
+    shape = Shape.from_config(prepared.config(prepared.cells[0]))
     assert row["predicted_weights_bytes"] == shape.linear_params * 4 + shape.unquantized_bytes(4)
     assert row["overhead_bytes"] == 123_000_000
 

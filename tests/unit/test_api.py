@@ -28,6 +28,19 @@ def test_prepare_expands_and_plans_what_will_not_fit():
     assert api.prepare(DEMO).wont_fit == {}  # on the CPU without --gpu-memory nothing is planned away
 
 
+def test_configs_are_read_only_when_a_cell_is_planned_and_once_per_model(monkeypatch):
+    import evalq.model_sources
+
+    read = []
+    real = evalq.model_sources.read_config
+    monkeypatch.setattr(evalq.model_sources, "read_config", lambda spec: read.append(spec.display_name) or real(spec))
+    prepared = api.prepare(DEMO)  # the CPU, no --gpu-memory: nothing to plan
+    assert read == []
+    plans = [prepared.plan(c) for c in prepared.cells]
+    assert all(p and p["predicted_weights_bytes"] > 0 for p in plans)
+    assert read == ["SmolLM2-135M-Instruct", "Gemma-3-270M"]  # each model's once
+
+
 def test_dry_run_says_why_each_cell_would_run_and_writes_nothing(tmp_path):
     db = tmp_path / "e.db"
     res = runner.invoke(app, ["run", "--matrix", str(DEMO), "--db", str(db), "--dry-run"])
