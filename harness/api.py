@@ -209,7 +209,7 @@ def existing_store(db: str) -> Store:
     from evalq.store.db import StoreError
 
     if "://" not in db and not Path(db).exists():
-        raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")  # a path: no password
+        raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
     return Store(db)
 
 
@@ -218,9 +218,8 @@ def merge(sources: list[str], into: str, progress: Callable[[str], None] = lambd
     Returns the MergeReport: per source, cells added, identical, conflicting."""
     from evalq.store.merge import merge as merge_stores
 
-    for source in sources:
-        existing_store(source).engine.dispose()
-    return merge_stores(sources, into, progress)
+    stores = [existing_store(source) for source in sources]  # every source checked before `into` is created
+    return merge_stores(stores, Store(into), progress)
 
 
 def stored_rows(db: str | Store, matrix: str | None = None, all_rows: bool = False) -> list[Any]:

@@ -179,11 +179,7 @@ def merge(
     from evalq.store.merge import describe
 
     with user_errors(debug):
-        try:
-            report = api.merge(sources, into, progress=lambda text: err.print(escape(text)))
-        except ValueError as exc:
-            err.print(f"[red]error:[/red] {escape(str(exc))}")
-            raise typer.Exit(2) from None
+        report = api.merge(sources, into, progress=lambda text: err.print(escape(text)))
     for line in describe(report):
         out.print(escape(line), soft_wrap=True)
     if report.conflicts:

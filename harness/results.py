@@ -133,7 +133,7 @@ def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
-    flat = {k: rec.get(k) for k in ("model", "variant", "hardware", "status", "dtype", "weights_bytes", "peak_memory_bytes",
+    flat = {k: rec[k] for k in ("model", "variant", "hardware", "status", "dtype", "weights_bytes", "peak_memory_bytes",
                                 "load_seconds", "ttft_ms", "decode_tokens_per_s", "error")}
     for task in tasks:
         h = _headline(rec, task)

@@ -15,7 +15,8 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from evalq.store.db import Store, safe_url
+from evalq.outcome import Status
+from evalq.store.db import Store, StoreError
 from evalq.store.tables import CellRow, NightlyCell, NightlyRun, SampleRow
 
 # What a cell measured: two rows under one key that differ here are two different results.
@@ -59,15 +60,11 @@ def differing(a: CellRow, b: CellRow) -> list[str]:
     return [f for f in FIGURES if getattr(a, f) != getattr(b, f)]
 
 
-def merge(sources: list[str], into: str, progress: Callable[[str], None] = lambda text: None) -> MergeReport:
-    target = Store(into)
-    report = MergeReport(safe_url(into), [])
-    for source in sources:
-        src = Store(source)
-        if src.url == target.url:
-            raise ValueError(f"{safe_url(source)} is the database merged into")
-        report.sources.append(_merge_one(src, target, progress))
-    return report
+def merge(sources: list[Store], target: Store, progress: Callable[[str], None] = lambda text: None) -> MergeReport:
+    same = [src.shown for src in sources if src.url == target.url]
+    if same:
+        raise StoreError(f"{same[0]} is the database merged into")
+    return MergeReport(target.shown, [_merge_one(src, target, progress) for src in sources])
 
 
 def _merge_one(src: Store, target: Store, progress: Callable[[str], None]) -> SourceReport:
@@ -75,7 +72,7 @@ def _merge_one(src: Store, target: Store, progress: Callable[[str], None]) -> So
     rows = src.cells()
     with Session(target.engine) as t, t.begin():
         for i, row in enumerate(rows):
-            if row.status == "running":
+            if row.status == Status.running:
                 out.running += 1
                 continue
             mine = t.get(CellRow, row.key)
@@ -84,8 +81,8 @@ def _merge_one(src: Store, target: Store, progress: Callable[[str], None]) -> So
                 t.flush()  # the cell before its samples (foreign key)
                 out.samples += _copy_samples(src, t, row.key)
                 out.added += 1
-            elif differing(mine, row):
-                out.conflicts.append(Conflict(row.key, f"{row.model} · {row.variant}", src.shown, differing(mine, row)))
+            elif fields := differing(mine, row):
+                out.conflicts.append(Conflict(row.key, f"{row.model} · {row.variant}", src.shown, fields))
             else:
                 out.identical += 1
             if (i + 1) % 100 == 0:

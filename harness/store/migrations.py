@@ -13,7 +13,6 @@ already ran on need nothing.
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -106,13 +105,10 @@ def m004_cell_hardware(conn: Connection) -> None:
 
     cells = table("cells", column("key", String), column("cell", Json), column("result", Json))
     for key, cell, result in conn.execute(select(cells.c.key, cells.c.cell, cells.c.result)).all():
-        cell = json.loads(cell) if isinstance(cell, str) else dict(cell or {})
-        result = json.loads(result) if isinstance(result, str) else (result or {})
         hardware = hardware_of((result or {}).get("env") or {})
         if cell.get("hardware") or hardware is None:
             continue
-        cell["hardware"] = hardware
-        conn.execute(update(cells).where(cells.c.key == key).values(cell=cell))
+        conn.execute(update(cells).where(cells.c.key == key).values(cell={**cell, "hardware": hardware}))
 
 
 def m005_cell_heartbeat(conn: Connection) -> None:
