@@ -103,3 +103,27 @@ def test_a_cell_left_running_is_run_again(tmp_path):
     summary = run_cells([cell], store, worker_module="fault_worker")
     assert summary.ran == {"ok": 1}
     assert store.cells()[0].attempts == 2
+
+
+def test_a_run_marks_its_running_cells_alive_while_it_runs(tmp_path, monkeypatch):
+    """The heartbeat another machine's run reads (store.db.owner_alive) is kept fresh by the run itself."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import update
+
+    from evalq import orchestrator
+    from evalq.store.tables import CellRow
+
+    monkeypatch.setattr(orchestrator, "HEARTBEAT_S", 0.05)
+    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
+    cell = expand(matrix, suites, lambda spec: "r", device="cpu")[0]
+    store = Store(str(tmp_path / "e.db"))
+    assert store.claim(cell, lambda status: True)
+    old = datetime.utcnow() - timedelta(hours=1)
+    with store.engine.begin() as conn:
+        conn.execute(update(CellRow).values(heartbeat_at=old))
+    with orchestrator.heartbeat(store):
+        deadline = time.monotonic() + 10
+        while store.cells()[0].heartbeat_at == old and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert store.cells()[0].heartbeat_at > old + timedelta(minutes=59)

@@ -112,6 +112,25 @@ def test_of_many_simultaneous_claims_exactly_one_wins(db, cell):
     assert Store(db).cells()[0].attempts == 1
 
 
+def test_runners_opening_a_new_database_at_once_migrate_it_once(db):
+    """Two runners started together: on PostgreSQL the migrations run under an advisory
+    lock, on SQLite under BEGIN IMMEDIATE; neither fails on the other's tables."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    start = Barrier(4)
+
+    def open_it(_: int) -> list[str]:
+        start.wait()
+        store = Store(db)
+        with store.engine.connect() as conn:
+            return [r[0] for r in conn.execute(text("SELECT name FROM evalq_migrations ORDER BY name"))]
+
+    with ThreadPoolExecutor(4) as pool:
+        seen = list(pool.map(open_it, range(4)))
+    assert seen == [sorted(fn.__name__ for fn in MIGRATIONS)] * 4
+
+
 def test_newer_schema_is_refused(db):
     store = Store(db)
     with store.engine.begin() as conn:
@@ -180,7 +199,7 @@ def old_database(path: Path, rows: list[tuple[str, dict, dict]]) -> str:
 def test_an_old_database_gets_each_cells_hardware_and_two_machines_stay_apart(tmp_path):
     from evalq.env import hardware_of
     from evalq.leaderboard.render import build_from_db
-    from evalq.results import current_rows, records_of
+    from evalq.results import current_rows, records_of, to_csv, to_table
 
     matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
     cells = {c.variant: c.model_dump(mode="json") for c in expand(matrix, suites, lambda spec: "r", device="cpu")[:2]}
@@ -204,6 +223,12 @@ def test_an_old_database_gets_each_cells_hardware_and_two_machines_stay_apart(tm
     assert records["amd-int8"]["paired"]["baseline_key"] == "amd-fp16"  # never the other machine's fp16
     assert records["intel-int8"]["paired"]["baseline_key"] == "intel-fp16"
     assert records["amd-int8"]["paired"]["group"] != records["intel-int8"]["paired"]["group"]
+    header, *lines = to_csv(list(records.values())).splitlines()
+    assert header.split(",")[:3] == ["model", "variant", "hardware"] and sum("AMD EPYC · avx2" in x for x in lines) == 2
+    both = to_table(list(records.values()))  # two machines: a column
+    assert [c.header for c in both.columns][:3] == ["model", "variant", "hardware"] and both.caption is None
+    one = to_table([records["amd-fp16"], records["amd-int8"]])  # one: named under the table
+    assert "hardware" not in [c.header for c in one.columns] and one.caption == "on AMD EPYC · avx2"
 
     site = build_from_db(db, tmp_path / "site", built_at="x").parent
     index = (site / "index.html").read_text()
