@@ -165,12 +165,19 @@ REGISTRY: dict[str, str] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _installed_plugins() -> dict[str, str]:
+    # Once per process: scanning every installed distribution's entry points takes
+    # ~10 ms, and the leaderboard asks for a variant's backend thousands of times.
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group="evalq.backends")}
+
+
 def _plugins() -> dict[str, str]:
     """Backends from installed packages (entry point group `evalq.backends`) and
     from $EVALQ_BACKENDS ("name=module:Class,name2=module:Class2")."""
-    from importlib.metadata import entry_points
-
-    found = {ep.name: ep.value for ep in entry_points(group="evalq.backends")}
+    found = dict(_installed_plugins())
     for item in filter(None, (x.strip() for x in os.environ.get("EVALQ_BACKENDS", "").split(","))):
         name, _, target = item.partition("=")
         if not target or ":" not in target:
