@@ -47,8 +47,13 @@ class CellRow(Base):
 
     @property
     def outcome(self) -> CellOutcome:
-        """`result` typed (the status column fills in for a row that has no result yet)."""
-        return CellOutcome.from_stored(self.result, self.status)
+        """`result` typed (the status column fills in for a row that has no result yet). Parsed
+        once per stored value: results and the leaderboard ask several times per row."""
+        cached = self.__dict__.get("_outcome")
+        if cached is None or cached[0] is not self.result or cached[1] != self.status:
+            cached = (self.result, self.status, CellOutcome.from_stored(self.result, self.status))
+            self.__dict__["_outcome"] = cached
+        return cached[2]
 
 
 class SampleRow(Base):
