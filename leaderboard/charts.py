@@ -1,7 +1,10 @@
-"""Accuracy-vs-cost scatter charts as inline SVG: no script, no CDN, readable
-in a screenshot (axis titles with units, legend, Pareto frontier, one line per
-model joining its variants, a tooltip per point, each accuracy with its 95 %
-interval as an error bar)."""
+"""Accuracy-vs-cost scatter charts as inline SVG: no CDN, readable in a
+screenshot (axis titles with units, a legend of what is plotted, the Pareto
+frontier with its points named, one line per model joining its variants, each
+accuracy with its 95 % interval as an error bar). Every point is focusable and
+labelled (the page's script shows the label as a tooltip on focus, hover and
+touch), and `points` gives the same as text for a table under the chart.
+Colours of text and lines come from the page's style sheet (light and dark)."""
 from __future__ import annotations
 
 import math
@@ -13,9 +16,12 @@ from markupsafe import Markup, escape
 from evalq.backends.base import variant_rank, variant_style
 from evalq.leaderboard.pages import Row, getattr_x, pareto
 
-W, H = 820, 480
-LEFT, RIGHT, TOP, BOTTOM = 70, 190, 30, 60
+# The scatter's own units: scaled to the page's width by its viewBox (phones included);
+# the legend sits under the plot so the plot keeps the width.
+W, LEFT, RIGHT, TOP, PLOT_H = 560, 64, 16, 34, 300
+LEGEND_ROW, LEGEND_COLS = 22, 2
 Z95 = NormalDist().inv_cdf(0.975)  # error bars: value ± 1.96 standard errors
+PARETO = "#d62728"
 
 
 def _error_bar(x: float, y_lo: float, y_hi: float, colour: str, cap: float = 4) -> str:
@@ -37,14 +43,57 @@ def _nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
     return [round(start + i * step, 10) for i in range(int((hi - start) / step) + 1)]
 
 
+def _polygon(x: float, y: float, r: float, n: int, turn: float = -90.0, inner: float | None = None) -> str:
+    """A regular polygon (a star when `inner` is the inner radius) centred on x, y."""
+    corners = n * 2 if inner else n
+    pts = []
+    for i in range(corners):
+        radius = inner if inner and i % 2 else r
+        a = math.radians(turn + 360 * i / corners)
+        pts.append(f"{x + radius * math.cos(a):.1f},{y + radius * math.sin(a):.1f}")
+    return " ".join(pts)
+
+
+SHAPES = ("circle", "square", "triangle", "triangle-down", "diamond", "pentagon", "hexagon", "star")
+
+
 def _marker(shape: str, x: float, y: float, colour: str) -> str:
+    """A point's marker: `shape` one of SHAPES, "open-<shape>" drawn as an outline."""
+    open_ = shape.startswith("open-")
+    shape = shape.removeprefix("open-")
+    paint = f'fill="none" stroke="{colour}" stroke-width="2"' if open_ else f'fill="{colour}"'
     if shape == "square":
-        return f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{colour}"/>'
-    if shape == "triangle":
-        return f'<polygon points="{x:.1f},{y - 6:.1f} {x - 6:.1f},{y + 5:.1f} {x + 6:.1f},{y + 5:.1f}" fill="{colour}"/>'
-    if shape == "diamond":
-        return f'<polygon points="{x:.1f},{y - 7:.1f} {x + 6:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 6:.1f},{y:.1f}" fill="{colour}"/>'
-    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{colour}"/>'
+        return f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" {paint}/>'
+    polygons = {"triangle": (6.5, 3, -90.0, None), "triangle-down": (6.5, 3, 90.0, None), "diamond": (7, 4, -90.0, None),
+                "pentagon": (6.5, 5, -90.0, None), "hexagon": (6.5, 6, 0.0, None), "star": (7.5, 5, -90.0, 3.2)}
+    if shape in polygons:
+        r, n, turn, inner = polygons[shape]
+        return f'<polygon points="{_polygon(x, y, r, n, turn, inner)}" {paint}/>'
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5.5" {paint}/>'
+
+
+def _unit(x: str) -> str:
+    return "GB" if x == "memory" else "ms/token"
+
+
+def points(rows: list[Row], x: str) -> list[dict]:
+    """What a scatter plots, as text: its alternative for screen readers and a table under the chart."""
+    front = {r.key for r in pareto(rows, x)}
+    out = []
+    for r in sorted(rows, key=lambda r: (r.model, variant_rank(r.variant))):
+        v = getattr_x(r, x) if r.ok and r.accuracy is not None else None
+        if v:
+            half = 100 * _half_width(r.accuracy_stderr)
+            out.append({"model": r.model, "variant": r.variant, "accuracy": 100 * r.accuracy,
+                        "lo": 100 * r.accuracy - half if half else None, "hi": 100 * r.accuracy + half if half else None,
+                        "x": v, "unit": _unit(x), "frontier": r.key in front})
+    return out
+
+
+def _tip(p: dict) -> str:
+    ci = f" (95 % CI {p['lo']:.1f}–{p['hi']:.1f})" if p["lo"] is not None else ""
+    return f"{p['model']} · {p['variant']}: {p['accuracy']:.1f}%{ci} at {p['x']:.3g} {p['unit']}" + (
+        ", on the Pareto frontier" if p["frontier"] else "")
 
 
 def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
@@ -62,7 +111,11 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
     y_lo, y_hi = min(y - h for y, h in zip(ys, halves)), max(y + h for y, h in zip(ys, halves))
     ypad = (y_hi - y_lo) * 0.12 or 2
     y_lo, y_hi = max(0.0, y_lo - ypad), min(100.0, y_hi + ypad)
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    pw, ph = W - LEFT - RIGHT, PLOT_H
+    shown = sorted({r.variant for r, _ in pts}, key=variant_rank)  # the legend names what is plotted
+    legend_top = TOP + ph + 58
+    legend_items = len(shown) + 3
+    height = legend_top + LEGEND_ROW * math.ceil(legend_items / LEGEND_COLS) + 6
 
     def px(v: float) -> float:
         return LEFT + (tx(v) - x_lo) / (x_hi - x_lo) * pw
@@ -70,24 +123,25 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
     def py(v: float) -> float:
         return TOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-           f'aria-label="{escape(title)}" class="chart" font-family="DejaVu Sans, sans-serif" font-size="12">',
-           f'<text x="{LEFT}" y="18" font-size="14" font-weight="bold">{escape(title)}</text>',
-           f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" role="group" '
+           f'aria-label="{escape(title)}: a point per configuration; the table under the chart lists them" class="chart" '
+           f'font-family="DejaVu Sans, sans-serif" font-size="12">',
+           f'<text x="{LEFT}" y="20" class="title">{escape(title)}</text>',
+           f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" class="frame"/>']
     if log:
         ticks = [v for e in range(math.floor(x_lo), math.ceil(x_hi) + 1) for v in (10 ** e, 2 * 10 ** e, 5 * 10 ** e)
                  if x_lo <= math.log10(v) <= x_hi]
     else:
         ticks = [v for v in _nice_ticks(x_lo, x_hi) if v > 0]
     for v in ticks:
-        out.append(f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" y1="{TOP}" y2="{TOP + ph}" stroke="#eee"/>'
-                   f'<text x="{px(v):.1f}" y="{TOP + ph + 16}" text-anchor="middle">{v:g}</text>')
+        out.append(f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" y1="{TOP}" y2="{TOP + ph}" class="grid"/>'
+                   f'<text x="{px(v):.1f}" y="{TOP + ph + 16}" text-anchor="middle" class="tick">{v:g}</text>')
     for v in _nice_ticks(y_lo, y_hi):
-        out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#eee"/>'
-                   f'<text x="{LEFT - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-    out.append(f'<text x="{LEFT + pw / 2}" y="{H - 18}" text-anchor="middle" font-size="13">{escape(x_title)}'
+        out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
+                   f'<text x="{LEFT - 6}" y="{py(v) + 4:.1f}" text-anchor="end" class="tick">{v:g}</text>')
+    out.append(f'<text x="{LEFT + pw / 2}" y="{TOP + ph + 40}" text-anchor="middle" class="axis">{escape(x_title)}'
                f'{" (log scale)" if log else ""}</text>')
-    out.append(f'<text transform="translate(18,{TOP + ph / 2}) rotate(-90)" text-anchor="middle" font-size="13">'
+    out.append(f'<text transform="translate(16,{TOP + ph / 2}) rotate(-90)" text-anchor="middle" class="axis">'
                f'Average accuracy (%)</text>')
     by_model: dict[str, list[tuple[Row, float]]] = defaultdict(list)
     for r, v in pts:
@@ -95,7 +149,7 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
     for members in by_model.values():
         if len(members) > 1:
             line = " ".join(f"{px(v):.1f},{py(100 * r.accuracy):.1f}" for r, v in sorted(members, key=lambda m: m[1]))
-            out.append(f'<polyline points="{line}" fill="none" stroke="#bbb" stroke-width="1.2"/>')
+            out.append(f'<polyline points="{line}" class="model-line"/>')
     front = pareto(rows, x)
     if len(front) > 1:
         steps = []
@@ -104,26 +158,39 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
             if i:
                 steps.append(f"{px(v):.1f},{py(100 * front[i - 1].accuracy):.1f}")
             steps.append(f"{px(v):.1f},{py(100 * r.accuracy):.1f}")
-        out.append(f'<polyline points="{" ".join(steps)}" fill="none" stroke="#d62728" stroke-width="1.5" stroke-dasharray="5,3"/>')
+        out.append(f'<polyline points="{" ".join(steps)}" fill="none" stroke="{PARETO}" stroke-width="1.5" stroke-dasharray="5,3"/>')
+    described = {(p["model"], p["variant"]): p for p in points(rows, x)}
     for r, v in sorted(pts, key=lambda p: (p[0].model, p[0].variant)):
         colour, shape = variant_style(r.variant)
         half = 100 * _half_width(r.accuracy_stderr)
-        ci = f" (95 % CI {100 * r.accuracy - half:.1f}–{100 * r.accuracy + half:.1f})" if half else ""
-        tip = f"{r.model} · {r.variant}: {100 * r.accuracy:.1f}%{ci} at {v:.3g} {'GB' if x == 'memory' else 'ms/token'}"
         bar = _error_bar(px(v), py(100 * r.accuracy - half), py(100 * r.accuracy + half), colour) if half else ""
-        out.append(f'<g class="point"><title>{escape(tip)}</title>{bar}{_marker(shape, px(v), py(100 * r.accuracy), colour)}</g>')
-    lx, ly = LEFT + pw + 16, TOP + 10
-    shown = sorted({r.variant for r, _ in pts}, key=variant_rank)  # the legend names what is plotted
-    for i, variant in enumerate(shown):
-        colour, shape = variant_style(variant)
-        out.append(_marker(shape, lx + 6, ly + 20 * i, colour) + f'<text x="{lx + 18}" y="{ly + 20 * i + 4}">{escape(variant)}</text>')
-    n = len(shown)
-    out.append(f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * n}" y2="{ly + 20 * n}" stroke="#d62728" stroke-dasharray="5,3" stroke-width="1.5"/>'
-               f'<text x="{lx + 18}" y="{ly + 20 * n + 4}">Pareto frontier</text>'
-               f'<line x1="{lx}" x2="{lx + 14}" y1="{ly + 20 * (n + 1)}" y2="{ly + 20 * (n + 1)}" stroke="#bbb"/>'
-               f'<text x="{lx + 18}" y="{ly + 20 * (n + 1) + 4}">one model\'s variants</text>'
-               f'{_error_bar(lx + 7, ly + 20 * (n + 2) - 6, ly + 20 * (n + 2) + 6, "#555")}'
-               f'<text x="{lx + 18}" y="{ly + 20 * (n + 2) + 4}">95 % interval</text>')
+        out.append(f'<g class="point" tabindex="0" role="img" aria-label="{escape(_tip(described[(r.model, r.variant)]))}">'
+                   f'{bar}{_marker(shape, px(v), py(100 * r.accuracy), colour)}</g>')
+    # the frontier's points named: right of the point (left near the right edge), labels pushed apart vertically
+    placed: list[float] = []
+    for r in sorted(front, key=lambda r: -r.accuracy):
+        x0, y0 = px(getattr_x(r, x)), py(100 * r.accuracy)
+        right = x0 < LEFT + pw * 0.6
+        ly = max([y0 + 4] + [y + 15 for y in placed])
+        placed.append(ly)
+        lx = x0 + (10 if right else -10)
+        if ly - (y0 + 4) > 6:  # moved off its point: a leader line says whose label it is
+            out.append(f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{lx:.1f}" y2="{ly - 4:.1f}" class="leader"/>')
+        out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{"start" if right else "end"}" '
+                   f'class="point-label">{escape(r.model)} {escape(r.variant)}</text>')
+    col_w = (W - LEFT) / LEGEND_COLS
+    for i, label in enumerate(shown + ["Pareto frontier", "one model's variants", "95 % interval"]):
+        lx, ly = LEFT + col_w * (i % LEGEND_COLS), legend_top + LEGEND_ROW * (i // LEGEND_COLS)
+        if i < len(shown):
+            colour, shape = variant_style(label)
+            key = _marker(shape, lx + 7, ly, colour)
+        elif label == "Pareto frontier":
+            key = f'<line x1="{lx}" x2="{lx + 14}" y1="{ly}" y2="{ly}" stroke="{PARETO}" stroke-dasharray="5,3" stroke-width="1.5"/>'
+        elif label == "95 % interval":
+            key = _error_bar(lx + 7, ly - 6, ly + 6, "currentColor")
+        else:
+            key = f'<line x1="{lx}" x2="{lx + 14}" y1="{ly}" y2="{ly}" class="model-line"/>'
+        out.append(f'{key}<text x="{lx + 20}" y="{ly + 4}" class="legend">{escape(label)}</text>')
     out.append("</svg>")
     return Markup("".join(out))
 
@@ -153,18 +220,18 @@ def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tu
     def py(v: float) -> float:
         return HTOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {HW} {HH}" width="{HW}" height="{HH}" role="img" '
-           f'aria-label="{escape(title)}" class="chart history" font-family="DejaVu Sans, sans-serif" font-size="11">',
-           f'<text x="{HLEFT}" y="16" font-size="12" font-weight="bold">{escape(title)}</text>',
-           f'<rect x="{HLEFT}" y="{HTOP}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {HW} {HH}" role="group" aria-label="{escape(title)}" '
+           f'class="chart history" font-family="DejaVu Sans, sans-serif" font-size="11">',
+           f'<text x="{HLEFT}" y="16" class="title">{escape(title)}</text>',
+           f'<rect x="{HLEFT}" y="{HTOP}" width="{pw}" height="{ph}" class="frame"/>']
     for v in _nice_ticks(y_lo, y_hi, 4):
-        out.append(f'<line x1="{HLEFT}" x2="{HLEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#eee"/>'
-                   f'<text x="{HLEFT - 5}" y="{py(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
+        out.append(f'<line x1="{HLEFT}" x2="{HLEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
+                   f'<text x="{HLEFT - 5}" y="{py(v) + 4:.1f}" text-anchor="end" class="tick">{v:g}</text>')
     step = max(1, math.ceil(len(nights) / 8))
     for i, (run, _) in enumerate(nights):
         if i % step == 0 or i == len(nights) - 1:
-            out.append(f'<text x="{px(i):.1f}" y="{HTOP + ph + 14}" text-anchor="middle">{run}</text>')
-    out.append(f'<text x="{HLEFT + pw / 2}" y="{HH - 6}" text-anchor="middle">nightly run</text>')
+            out.append(f'<text x="{px(i):.1f}" y="{HTOP + ph + 14}" text-anchor="middle" class="tick">{run}</text>')
+    out.append(f'<text x="{HLEFT + pw / 2}" y="{HH - 6}" text-anchor="middle" class="axis">nightly run</text>')
     for k, (variant, pts) in enumerate(sorted(series.items())):
         colour, shape = variant_style(variant)
         pts = sorted((index[r], v, flag, r, h) for r, v, flag, h in pts if r in index)
@@ -176,8 +243,8 @@ def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tu
             tip = f"{variant}, night {run} ({nights[i][1]}): {v:.6g}{ci}" + (" — regression" if flag else "")
             ring = f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="8" fill="none" stroke="#d62728" stroke-width="2"/>' if flag else ""
             bar = _error_bar(px(i), py(v - h), py(v + h), colour, cap=3) if h else ""
-            out.append(f'<g class="point"><title>{escape(tip)}</title>{bar}{_marker(shape, px(i), py(v), colour)}{ring}</g>')
+            out.append(f'<g class="point" tabindex="0" role="img" aria-label="{escape(tip)}">{bar}{_marker(shape, px(i), py(v), colour)}{ring}</g>')
         out.append(_marker(shape, HLEFT + pw + 14, HTOP + 8 + 16 * k, colour)
-                   + f'<text x="{HLEFT + pw + 24}" y="{HTOP + 12 + 16 * k}">{escape(variant)}</text>')
+                   + f'<text x="{HLEFT + pw + 24}" y="{HTOP + 12 + 16 * k}" class="legend">{escape(variant)}</text>')
     out.append("</svg>")
     return Markup("".join(out))

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import quote
 
 from evalq.backends.base import BASELINE_VARIANT, variant_details, variant_rank
 from evalq.verdicts import Comparison, Difference, holm
 from evalq.paired import group_signature
-from evalq.headlines import PERPLEXITY_METRIC, headlines, suite_average
+from evalq.headlines import PERPLEXITY_METRIC, headline, headlines, suite_average
 from evalq.results import as_record, paired_figures
 
 @dataclass
@@ -57,6 +58,10 @@ class Row:
     threads: dict[str, int] = field(default_factory=dict)  # CPU threads by phase
     baseline_key: str | None = None  # the row this one is compared against (paired.baselines)
     hardware: str = "–"  # the hardware class the cell is keyed for (env.hardware_class)
+    matrix: str = ""
+    date: str = "–"  # when the cell finished, UTC day
+    source: "Source | None" = None  # where the weights came from
+    subtasks: dict[str, list["Subtask"]] = field(default_factory=dict)  # an lm-eval group's members (MMLU's subjects)
 
     @property
     def threads_text(self) -> str:
@@ -81,15 +86,70 @@ class Row:
         return self.variant != BASELINE_VARIANT
 
 
-def describe_group(cell: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class Source:
+    """A model's weights as a person finds them: a hub page at the revision measured, or a local path or package."""
+
+    text: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Subtask:
+    name: str
+    value: float | None
+    stderr: float | None
+    depth: int  # 0: a direct member of the group
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """How a group of comparable rows is headed: its suites and hardware, then its tasks and settings."""
+
+    title: str
+    text: str
+
+
+def describe_group(cell: dict[str, Any]) -> GroupInfo:
     parts = []
     for s in cell.get("suites", []):
         tasks = ", ".join(f"{t['task']} ({t['num_fewshot']}-shot{', limit ' + str(t['limit']) if t.get('limit') else ''})"
                           for t in s["tasks"])
         parts.append(f"{s['name']}: {tasks}")
     limit = (cell.get("eval") or {}).get("limit")
-    where = f"; on {cell['hardware']}" if cell.get("hardware") else ""
-    return "; ".join(parts) + (f"; at most {limit} samples per task" if limit else "") + where
+    title = " + ".join(s["name"] for s in cell.get("suites", [])) or "no suite"
+    if cell.get("hardware"):
+        title += f" on {cell['hardware']}"
+    return GroupInfo(title, "; ".join(parts) + (f"; at most {limit} samples per task" if limit else ""))
+
+
+def source_of(spec: dict[str, Any], revision: str | None) -> Source | None:
+    if spec.get("hub"):  # the revision is the commit measured (model_sources.resolve_revision)
+        rev = revision or spec.get("revision") or "main"
+        return Source(f"{spec['hub']} @ {rev[:12]}", f"https://huggingface.co/{quote(spec['hub'])}/tree/{quote(rev, safe='')}")
+    for kind, label in (("path", "local folder"), ("gguf", "local GGUF file"), ("package", "Python package")):
+        if spec.get(kind):
+            shown = revision and (revision if len(revision) <= 19 else revision[:19] + "…")
+            return Source(f"{label} {spec[kind]}" + (f" ({shown})" if shown else ""))
+    return None
+
+
+def subtasks_of(result: dict[str, Any], metrics: dict[str, Any], scores: dict[str, tuple]) -> dict[str, list[Subtask]]:
+    """The members of each lm-eval group the row shows (nested groups flattened, depth kept),
+    each scored by its group's headline metric."""
+    members = ((result or {}).get("lm_eval") or {}).get("group_subtasks") or {}
+    out: dict[str, list[Subtask]] = {}
+
+    def walk(group: str, metric: str, depth: int, into: list[Subtask]) -> None:
+        for name in members.get(group) or []:
+            h = headline(metrics.get(name) or {}, metric)
+            into.append(Subtask(name, h[1] if h else None, h[2] if h else None, depth))
+            walk(name, metric, depth + 1, into)
+
+    for task, (metric, _, _) in scores.items():
+        if members.get(task):
+            walk(task, metric, 0, out.setdefault(task, []))
+    return out
 
 
 def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
@@ -121,7 +181,9 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
         env=db_row.outcome.env, threads=db_row.outcome.threads or {},
         baseline_key=(rec.get("paired") or {}).get("baseline_key"), quality=rec.get("quality") or {}, paired=paired_figures(rec),
         flags=(rec.get("paired") or {}).get("flags") or [], plan=rec.get("plan") or {},
-        task_data=rec.get("task_data") or {}, hardware=rec.get("hardware") or "–",
+        task_data=rec.get("task_data") or {}, hardware=rec.get("hardware") or "–", matrix=rec.get("matrix") or "",
+        date=(rec.get("finished_at") or "–")[:10], source=source_of(spec, rec.get("revision")),
+        subtasks=subtasks_of(db_row.result, rec.get("metrics") or {}, scores),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from evalq import __version__
 from evalq.verdicts import ALPHA, Judge
 from evalq.leaderboard import charts
 from evalq.leaderboard.pages import (LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
@@ -62,24 +63,44 @@ def _signed(v: float | None) -> str:
     return _fmt(v, "+.1f")
 
 
-def table_columns(tasks: list[str], priced: bool) -> list[tuple[str, str]]:
-    cols = [("model", "text"), ("variant", "text"), ("hardware", "text"), ("params (B)", "num"), ("bits", "num"), ("details", "text"),
-            ("weights GB", "num"), ("peak (gen.) GB", "num"), ("peak (cell) GB", "num"), ("avg acc %", "num")]
-    cols += [(t, "num") for t in tasks]
-    cols += [("ppl", "num"), ("Δ acc vs fp16", "num"), ("recovery %", "num"), ("flips c→w / w→c", "num"), ("McNemar p", "num"),
-             ("KLD", "num"), ("same top-1 %", "num"), ("ppl ratio", "num"), ("TTFT ms", "num"), ("decode tok/s", "num")]
-    cols += [("$ / M tokens", "num")] if priced else []
-    return cols + [("status", "text")]
+@dataclass(frozen=True)
+class Column:
+    id: str  # stable: the URL's state names columns by it
+    label: str
+    type: str  # "num" or "text": how the page sorts it
+    default: bool  # shown until the reader picks columns
 
 
-def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dict[str, Any]:
-    """One table row, every cell formatted here: [sort value, text, detail]. The
-    page's script only places them (as text) and sorts on the values."""
+# Shown by default: who and what, the suite average and its tasks, the footprint, speed and closeness to fp16.
+DEFAULT_COLUMNS = {"model", "variant", "avg", "weights", "peak-gen", "decode", "kld", "recovery", "status"}
+
+
+def table_columns(tasks: list[str], priced: bool) -> list[Column]:
+    named = [("model", "model", "text"), ("variant", "variant", "text"), ("hardware", "hardware", "text"),
+             ("date", "date", "text"), ("source", "weights from", "text"), ("params", "params (B)", "num"),
+             ("bits", "bits", "num"), ("details", "details", "text"), ("weights", "weights GB", "num"),
+             ("peak-gen", "peak (gen.) GB", "num"), ("peak-cell", "peak (cell) GB", "num"), ("avg", "avg acc %", "num")]
+    named += [(f"task:{t}", t, "num") for t in tasks]
+    named += [("ppl", "ppl", "num"), ("delta", "Δ acc vs fp16", "num"), ("recovery", "recovery %", "num"),
+              ("flips", "flips c→w / w→c", "num"), ("mcnemar", "McNemar p", "num"), ("kld", "KLD", "num"),
+              ("top1", "same top-1 %", "num"), ("ppl-ratio", "ppl ratio", "num"), ("ttft", "TTFT ms", "num"),
+              ("decode", "decode tok/s", "num")]
+    named += [("cost", "$ / M tokens", "num")] if priced else []
+    named += [("status", "status", "text")]
+    return [Column(i, label, kind, i in DEFAULT_COLUMNS or i.startswith("task:")) for i, label, kind in named]
+
+
+def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool, alpha: float = ALPHA) -> dict[str, Any]:
+    """One table row, every cell formatted here: [sort value, text, detail(, link)].
+    The page's script only places them (as text) and sorts on the values."""
+    page = f"models/{slug(r.model)}.html"
+
     def pct(score: float | None, se: float | None) -> list:
         return [score, _pct(score), f"± {_pct(se)}" if se else ""]
 
     cells: list[list] = [
-        [r.model, r.model, ""], [r.variant, r.variant, ""], [r.hardware, r.hardware, ""],
+        [r.model, r.model, "", page], [r.variant, r.variant, ""], [r.hardware, r.hardware, ""], [r.date, r.date, ""],
+        [r.source.text if r.source else None, r.source.text if r.source else "–", ""] + ([r.source.url] if r.source and r.source.url else []),
         [r.params, _fmt(r.params / 1e9 if r.params else None, ".3g"), ""], [r.bits, str(r.bits or "–"), ""],
         [r.details, r.details, ""], [r.weights_bytes, _gb(r.weights_bytes), _predicted(r, "predicted_weights_bytes")],
         [r.serve_peak_bytes, _gb(r.serve_peak_bytes), _predicted(r, "predicted_peak_bytes")],
@@ -87,9 +108,15 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
     ]
     for t in tasks:
         s = r.tasks.get(t)
-        cells.append(pct(s.value, s.stderr) if s else [None, "–", ""])
+        cell = pct(s.value, s.stderr) if s else [None, "–", ""]
+        if t in r.subtasks:  # an lm-eval group: its members one click away, on the model's page
+            cell[2] = f"{cell[2]} · {len(r.subtasks[t])} subtasks".lstrip(" ·")
+            cell.append(f"{page}#subtasks-{slug(t)}")
+        cells.append(cell)
+    lo, hi = r.paired.get("diff_lo"), r.paired.get("diff_hi")
     cells += [[r.perplexity, _fmt(r.perplexity, ".2f"), ""],
-              [r.delta_accuracy, _signed(r.delta_accuracy), ""], _recovery(r),
+              [r.delta_accuracy, _signed(r.delta_accuracy), f"paired {_fmt(100 * (1 - alpha), 'g')} % CI {_signed(100 * lo)} to {_signed(100 * hi)}"
+               if lo is not None and hi is not None else ""], _recovery(r),
               _flips(r), [r.paired.get("mcnemar_p"), _fmt(r.paired.get("mcnemar_p"), ".3g"), ""],
               [r.paired.get("kld_mean"), _fmt(r.paired.get("kld_mean"), ".4f"), _kld_detail(r)],
               [r.paired.get("same_top1"), _pct(r.paired.get("same_top1")), ""],
@@ -100,7 +127,7 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool) -> dic
     cells.append([r.status, r.status, (r.error or "; ".join(r.flags))[:300]])
     badges = (["remote code"] if r.trust_remote_code else []) + (["GGUF baseline"] if r.baseline_note else [])
     badges += ["suspect"] if r.flags else []
-    return {"href": f"models/{slug(r.model)}.html", "badges": badges, "family": r.family, "variant": r.variant,
+    return {"key": r.key, "badges": badges, "family": r.family, "variant": r.variant,
             "fit": r.fit_bytes / 1e9 if r.fit_bytes else None, "failed": not r.ok, "cells": cells}
 
 
@@ -167,7 +194,7 @@ def history_title(name: str) -> str:
 
 
 def history_charts(runs: list[Any], cells: list[Any]) -> dict[str, list[Any]]:
-    """model → one chart per figure, a line per variant, over the nightly runs."""
+    """model → (chart, its points as table rows) per figure, a line per variant, over the nightly runs."""
     nights = [(r.id, r.started_at.strftime("%Y-%m-%d %H:%M")) for r in runs]
     known = {r.id for r in runs}
     flagged = {(r.id, name) for r in runs for name in (r.summary or {}).get("regressions", [])}
@@ -182,7 +209,14 @@ def history_charts(runs: list[Any], cells: list[Any]) -> dict[str, list[Any]]:
                 half = charts.Z95 * fig["stderr"] if fig.get("test") == "accuracy" and fig.get("stderr") else None
                 data.setdefault(c.model, {}).setdefault(name, {}).setdefault(c.variant, []).append(
                     (c.run_id, value, (c.run_id, f"{c.model} · {c.variant}") in flagged, half))
-    return {model: [charts.history(f"{model}: {history_title(name)}", nights, series) for name, series in sorted(metrics.items())]
+    dates = dict(nights)
+
+    def points(series: dict[str, list]) -> list[tuple]:  # the chart as a table: variant, night, date, value, ± 95 %, flagged
+        return sorted((variant, run, dates[run], value, half, flag) for variant, pts in series.items()
+                      for run, value, flag, half in pts if run in dates)
+
+    return {model: [(charts.history(f"{model}: {history_title(name)}", nights, series), points(series))
+                    for name, series in sorted(metrics.items())]
             for model, metrics in sorted(data.items())}
 
 
@@ -210,7 +244,7 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     variants = sorted({r.variant for r in rows}, key=variant_rank)
     models = sorted({r.model for r in rows})
     runs = history[0] if history else []
-    context = dict(info=info, rows=rows, groups=groups, by_group=by_group, tasks=tasks, families=families,
+    context = dict(info=info, rows=rows, groups=groups, version=__version__, matrices=sorted({r.matrix for r in rows if r.matrix}), by_group=by_group, tasks=tasks, families=families,
                    variants=variants, models=models, budgets=budgets, has_history=bool(runs),
                    cost=lambda r: cost_per_million_tokens(r, info.gpu_price_per_hour), cost_of=_cost_of)
 
@@ -225,7 +259,7 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
 
     priced = bool(info.gpu_price_per_hour)
     write("index.html", "index.html", columns=table_columns(tasks, priced),
-          tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced) for r in rs]
+          tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced, info.alpha) for r in rs]
                   for g, rs in by_group.items()})
     # group → axis → budgets: by peak memory, and by money where a GPU price is given
     axes = [memory_axis()] + ([price_axis(info.gpu_price_per_hour)] if info.gpu_price_per_hour else [])
@@ -234,8 +268,9 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     adjust_for_multiplicity([v for view in views.values() for bs in view.values() for b in bs for v in b.verdicts])
     write("equal-cost.html", "equal_cost.html", views=views, alpha=info.alpha, latency=info.latency)
     write("frontier.html", "frontier.html", charts_by_group={
-        g: (charts.scatter(rs, "memory", "Accuracy vs peak memory", "Peak memory while generating (GB)"),
-            charts.scatter(rs, "latency", "Accuracy vs decode latency", "Decode latency at batch 1 (ms/token)"))
+        g: [(charts.scatter(rs, x, title, x_title), charts.points(rs, x)) for x, title, x_title in (
+            ("memory", "Accuracy vs peak memory", "Peak memory while generating (GB)"),
+            ("latency", "Accuracy vs decode latency", "Decode latency at batch 1 (ms/token)"))]
         for g, rs in by_group.items()})
     by_model: dict[str, list[Row]] = {}
     for r in rows:

@@ -86,7 +86,7 @@ class Backend(Protocol):
     Config: ClassVar[type[BackendConfig]]
     libraries: ClassVar[tuple[str, ...]]  # distributions whose version changes the numbers
     detail_fields: ClassVar[tuple[tuple[str, str], ...]]  # (label, details key) for the leaderboard
-    style: ClassVar[tuple[str, str]]  # chart colour and marker: circle, square, triangle or diamond
+    style: ClassVar[tuple[str, str]]  # chart colour and marker (charts.SHAPES; "open-" first: outlined)
 
     def unavailable_reason(self, device: str) -> str | None: ...
 

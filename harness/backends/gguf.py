@@ -54,7 +54,13 @@ GGUF_TYPES: dict[str, tuple[str, int, str]] = {
 }
 UNQUANTIZED = ("f32", "f16", "bf16")  # written by the converter itself
 CONVERTER_ENV = "EVALQ_LLAMA_CPP_CONVERTER"
-STYLES = {"q8_0": ("#8c564b", "square"), "q4_k_m": ("#e377c2", "triangle")}  # chart colour and marker; others grey
+# Chart marker of each type: open (GGUF) where the transformers variants are filled, the
+# shape by nominal bits, a colour of its own, so every type is told apart without colour too.
+SHAPE_BY_BITS = {32: "star", 16: "hexagon", 8: "square", 6: "pentagon", 5: "triangle-down", 4: "triangle", 3: "diamond", 2: "circle"}
+COLOURS = {"f32": "#0e8f9e", "f16": "#3a6fd8", "bf16": "#7b4fd6", "q8_0": "#8c564b", "q6_k": "#b8860b",
+           "q5_k_m": "#2e8b57", "q5_k_s": "#6b8e23", "q5_1": "#20a09a", "q5_0": "#4682b4", "q4_k_m": "#e377c2",
+           "q4_k_s": "#d35400", "q4_1": "#16a085", "q4_0": "#9b59b6", "iq4_nl": "#2980b9", "iq4_xs": "#a0522d",
+           "q3_k_l": "#c71585", "q3_k_m": "#808000", "q3_k_s": "#5f9ea0", "q2_k": "#dc143c"}
 # llama.cpp quantizes a matrix whose rows are not a multiple of a k-quant's 256
 # with another type (llama-quant.cpp); e.g. SmolLM2's 576-wide rows: Q4_K → Q5_0
 K_QUANT_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
@@ -118,7 +124,7 @@ class GGUFBackend(BackendBase):
         self.name = name
         self.gguf_type = gguf_type
         self.ftype_name, self.bits, self.ggml_type = GGUF_TYPES[gguf_type]
-        self.style = STYLES.get(gguf_type, BackendBase.style)
+        self.style = (COLOURS[gguf_type], "open-" + SHAPE_BY_BITS[GGUF_TYPES[gguf_type][1]])
 
     def rank(self) -> tuple:
         return (1, -self.bits, self.name)  # after the transformers variants, most bits first

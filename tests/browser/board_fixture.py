@@ -91,4 +91,43 @@ def make_fixture_db(folder: Path) -> str:
             store.record(cell, outcome(*MEASURED[key]), answers(MEASURED[key][0], zlib.crc32(f"{key[0]}/{key[1]}".encode())), "", 100.0)
         elif cell.model.display_name == XSS_NAME and cell.variant == "int8":
             store.record(cell, {"status": "oom", "error": XSS_ERROR}, None, "", 5.0)
+    # two nights of Small-7B for the history page, the second flagging a regression of int8
+    small = [c for c in expand(matrix, suites, lambda spec: "0" * 40, device="cuda") if c.model.display_name == "Small-7B"][:2]
+    for night, drop in enumerate((0.0, 0.02)):
+        run = store.start_nightly("fixture")
+        store.finish_nightly(run, "regression" if drop else "ok", {"regressions": ["Small-7B · int8"] if drop else []}, [
+            (c.model.display_name, c.variant, c.key, True, {"metrics": {
+                "evalq_demo_mc:acc": {"value": MEASURED[("Small-7B", c.variant)][0] - drop * (c.variant == "int8"),
+                                      "stderr": 0.009, "test": "accuracy"},
+                "peak_memory_bytes": {"value": MEASURED[("Small-7B", c.variant)][1] * 1e9, "stderr": 1e7, "test": "relative"}}})
+            for c in small])
+    return db
+
+
+GROUP_MATRIX = """\
+name: grouped
+models:
+  - name: Grouped-1B
+    path: /models/grouped-1b
+    params: 1.0e9
+variants:
+  fp16: {}
+  nf4: {}
+suites: [tiny]
+"""
+GROUP = "evalq_demo_mc"  # stored here as an lm-eval group of two members, as MMLU is of its subjects
+MEMBERS = {"evalq_demo_mc_easy": 0.7, "evalq_demo_mc_hard": 0.3}
+
+
+def make_group_db(folder: Path) -> str:
+    """One model whose accuracy task is an lm-eval group: its members stay in the metrics."""
+    (folder / "g.yaml").write_text(GROUP_MATRIX)
+    matrix, suites = load_matrix(folder / "g.yaml")
+    db = str(folder / "g.db")
+    store = Store(db)
+    for cell in expand(matrix, suites, lambda spec: "local:abc", device="cuda"):
+        out = outcome(0.5, 2.0 if cell.variant == "fp16" else 1.0, 50.0)
+        out["metrics"].update({m: {"acc": v, "acc_stderr": 0.02} for m, v in MEMBERS.items()})
+        out["lm_eval"] = {"group_subtasks": {GROUP: list(MEMBERS)}}
+        store.record(cell, out, None, "", 10.0)
     return db

@@ -184,7 +184,8 @@ def test_history_charts_give_accuracies_their_stored_interval_and_nothing_else()
         "arc_easy": {"value": acc, "stderr": 0.02, "test": "accuracy"},
         "peak_memory_bytes": {"value": 9e8, "stderr": 1e7, "test": "relative"}}}
     cells = [SimpleNamespace(run_id=i, model="m", variant="fp16", figures=figures(acc)) for i, acc in ((1, 0.50), (2, 0.55))]
-    accuracy, memory = [str(svg) for svg in history_charts(runs, cells)["m"]]
+    (accuracy, acc_points), (memory, _) = [(str(svg), pts) for svg, pts in history_charts(runs, cells)["m"]]
+    assert [p[3] for p in acc_points] == [0.50, 0.55] and acc_points[0][4] == charts.Z95 * 0.02  # its table
     half = charts.Z95 * 0.02
     assert accuracy.count('class="error-bar"') == 2
     assert f"(95 % CI {0.55 - half:.4g}–{0.55 + half:.4g})" in accuracy

@@ -267,3 +267,59 @@ def test_cli_takes_latency_targets(fixture_db, tmp_path):
     res = CliRunner().invoke(app, ["leaderboard", "build", "--db", fixture_db, "--out", str(tmp_path / "s"), "--max-tpot-ms", "20"])
     assert res.exit_code == 0, res.output
     assert "at most 20 ms per token" in (tmp_path / "s" / "equal-cost.html").read_text()
+
+
+def test_every_gguf_type_has_a_marker_of_its_own():
+    from evalq.backends.base import variant_style
+    from evalq.backends.gguf import GGUF_TYPES
+    from evalq.leaderboard import charts
+
+    gguf = {t: variant_style(f"gguf-{t}") for t in GGUF_TYPES}
+    transformers = {v: variant_style(v) for v in ("fp16", "int8", "nf4", "gptq-4")}
+    assert len(set(gguf.values())) == len(gguf)  # each type told apart
+    assert all(shape.startswith("open-") for _, shape in gguf.values())  # outlined: never a transformers variant's marker
+    assert not any(shape.startswith("open-") for _, shape in transformers.values())
+    assert len({c for c, _ in gguf.values()}) == len(gguf)  # and a colour of its own
+    drawn = {shape: charts._marker(shape, 10, 10, "#000") for _, shape in list(gguf.values()) + list(transformers.values())}
+    assert len(set(drawn.values())) == len(drawn)  # every shape named is drawn differently
+    assert all('fill="none"' in svg for shape, svg in drawn.items() if shape.startswith("open-"))
+
+
+def test_charts_scale_and_name_the_frontier_and_only_what_is_plotted(fixture_db):
+    import re
+
+    from markupsafe import escape
+
+    from evalq.leaderboard import charts
+    from evalq.leaderboard.pages import pareto
+
+    rows = [to_row(r) for r in Store(fixture_db).cells()]
+    svg = str(charts.scatter(rows, "memory", "t", "x"))
+    assert re.match(r'<svg [^>]*viewBox="0 0 \d+ \d+"', svg) and " width=" not in svg.split(">")[0]
+    labels = re.findall(r'class="point-label">([^<]*)<', svg)
+    assert sorted(labels) == sorted(escape(f"{r.model} {r.variant}") for r in pareto(rows, "memory")) and len(labels) >= 2
+    legend = re.findall(r'class="legend">([^<]*)<', svg)
+    plotted = {r.variant for r in rows if r.ok and r.accuracy is not None}
+    assert set(legend) - {"Pareto frontier", "one model&#39;s variants", "95 % interval"} == plotted
+    assert svg.count('tabindex="0"') == len(charts.points(rows, "memory"))  # every point focusable, and in the table
+
+
+def test_a_row_links_its_weights_at_the_revision_measured():
+    from evalq.leaderboard.pages import source_of
+
+    hub = source_of({"hub": "org/m"}, "a" * 40)
+    assert hub.url == "https://huggingface.co/org/m/tree/" + "a" * 40 and hub.text == "org/m @ " + "a" * 12
+    assert source_of({"hub": "org/m", "revision": "v1.0"}, None).url.endswith("/tree/v1.0")
+    local = source_of({"path": "/models/x"}, "local:0123456789abcdef0123")
+    assert local.url is None and local.text == "local folder /models/x (local:0123456789abc…)"
+    assert source_of({"package": "smollm2-135m-instruct"}, "sha256:ff").text == "Python package smollm2-135m-instruct (sha256:ff)"
+
+
+def test_columns_have_stable_ids_and_the_issues_defaults():
+    from evalq.leaderboard.render import table_columns
+
+    cols = table_columns(["arc_easy", "mmlu"], priced=True)
+    assert len({c.id for c in cols}) == len(cols)
+    shown = [c.label for c in cols if c.default]
+    assert shown == ["model", "variant", "weights GB", "peak (gen.) GB", "avg acc %", "arc_easy", "mmlu", "recovery %", "KLD",
+                     "decode tok/s", "status"]
