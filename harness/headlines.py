@@ -43,10 +43,20 @@ def headlines(metrics: dict[str, Any], cell: dict[str, Any] | None) -> dict[str,
     return {t: h for t, m in tasks if (h := headline(metrics.get(t) or {}, m))}
 
 
+def row_headlines(row: Any) -> dict[str, Headline]:
+    """A stored row's headlines, worked out once per stored value (pairing, results and the
+    leaderboard each ask for every row)."""
+    cached = row.__dict__.get("_headlines")
+    if cached is None or cached[0] is not row.metrics or cached[1] is not row.cell:
+        cached = (row.metrics, row.cell, headlines(row.metrics or {}, row.cell))
+        row.__dict__["_headlines"] = cached
+    return cached[2]
+
+
 def accuracy_metrics(row: Any) -> dict[str, str]:
     """task → headline metric of a stored row's accuracy-like tasks (perplexities left out):
     what answer flips and comparisons are counted by."""
-    return {t: h[0] for t, h in headlines(row.metrics or {}, row.cell).items() if h[0] != PERPLEXITY_METRIC}
+    return {t: h[0] for t, h in row_headlines(row).items() if h[0] != PERPLEXITY_METRIC}
 
 
 def suite_average(scores: dict[str, Headline]) -> tuple[float, float | None] | None:

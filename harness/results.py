@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from evalq.verdicts import Judge
-from evalq.headlines import PERPLEXITY_METRIC, Headline, headlines, suite_average, suite_tasks
+from evalq.headlines import PERPLEXITY_METRIC, Headline, row_headlines, suite_average, suite_tasks
 from evalq.paired import Paired, pair_rows
 from evalq.store.tables import CellRow
 
@@ -16,7 +16,7 @@ from evalq.store.tables import CellRow
 def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
     outcome = row.outcome
     speed = outcome.speed
-    scores = headlines(row.metrics or {}, row.cell)
+    scores = row_headlines(row)
     # a suite average over some of its tasks would pass for the whole suite's
     average = suite_average(scores) if all(t in scores for t, _ in suite_tasks(row.cell or {})) else None
     return {

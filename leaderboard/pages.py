@@ -12,7 +12,7 @@ from urllib.parse import quote
 from evalq.backends.base import BASELINE_VARIANT, variant_details, variant_rank
 from evalq.verdicts import Comparison, Difference, holm
 from evalq.paired import group_signature
-from evalq.headlines import PERPLEXITY_METRIC, headline, headlines, suite_average
+from evalq.headlines import PERPLEXITY_METRIC, headline, suite_average
 from evalq.results import as_record, paired_figures
 
 @dataclass
@@ -159,7 +159,7 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
     details = rec.get("details") or {}
     tasks: dict[str, TaskScore] = {}
     perplexity = None
-    scores = headlines(rec.get("metrics") or {}, cell)
+    scores = {t: (h["metric"], h["value"], h["stderr"]) for t, h in (rec.get("headline") or {}).items()}  # as_record's
     for task, (metric, value, stderr) in scores.items():
         if metric == PERPLEXITY_METRIC:
             perplexity = value if perplexity is None else perplexity
