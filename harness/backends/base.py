@@ -193,6 +193,7 @@ def _registry() -> dict[str, str]:
 # Families: one backend class for many variants, named PREFIX + type ("gguf-q4_k_m").
 FAMILIES: dict[str, str] = {
     "gguf-": "evalq.backends.gguf:GGUFBackend",
+    "torchao-": "evalq.backends.torchao:TorchAoBackend",
 }
 
 

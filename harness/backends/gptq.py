@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
-from evalq.backends.hf import DtypeName, baseline_dtype, missing_module
+from evalq.backends.hf import DtypeName, baseline_dtype, linear_in_features, missing_module
 from evalq.cache import build_once, cache_dir
 
 VALID_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
@@ -62,20 +62,6 @@ class GPTQConfig(BackendConfig):
         if self.calibration is None and self.checkpoint is None:
             raise ValueError("give calibration (to quantize here) or checkpoint (pre-quantized)")
         return self
-
-
-def linear_in_features(model_config: dict[str, Any]) -> dict[str, int]:
-    """in_features of the transformer's linear layers, from config.json alone."""
-    cfg = model_config.get("text_config", model_config)
-    hidden = cfg.get("hidden_size")
-    heads = cfg.get("num_attention_heads")
-    head_dim = cfg.get("head_dim") or (hidden // heads if hidden and heads else None)
-    found = {
-        "hidden_size (q/k/v/gate/up_proj)": hidden,
-        "intermediate_size (down_proj)": cfg.get("intermediate_size"),
-        "num_attention_heads*head_dim (o_proj)": heads * head_dim if heads and head_dim else None,
-    }
-    return {k: v for k, v in found.items() if isinstance(v, int)}
 
 
 class GPTQBackend(BackendBase):

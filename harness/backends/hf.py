@@ -64,3 +64,17 @@ def missing_module(module: str, install: str) -> str | None:
     if importlib.util.find_spec(module) is None:
         return f"{module} is not installed ({install})"
     return None
+
+
+def linear_in_features(model_config: dict[str, Any]) -> dict[str, int]:
+    """in_features of the transformer's linear layers, from config.json alone."""
+    cfg = model_config.get("text_config", model_config)
+    hidden = cfg.get("hidden_size")
+    heads = cfg.get("num_attention_heads")
+    head_dim = cfg.get("head_dim") or (hidden // heads if hidden and heads else None)
+    found = {
+        "hidden_size (q/k/v/gate/up_proj)": hidden,
+        "intermediate_size (down_proj)": cfg.get("intermediate_size"),
+        "num_attention_heads*head_dim (o_proj)": heads * head_dim if heads and head_dim else None,
+    }
+    return {k: v for k, v in found.items() if isinstance(v, int)}

@@ -27,6 +27,16 @@ def _tensors_of_quant_state(qs: Any):
             yield from _tensors_of_quant_state(value)
 
 
+def _inner_tensors(t: Any) -> list[Any] | None:
+    """The tensors a wrapper tensor subclass holds (torchao's Int8Tensor: qdata, scale,
+    zero point), None for a plain tensor or parameter."""
+    flatten = getattr(type(t), "__tensor_flatten__", None)
+    if flatten is None:
+        return None
+    names, _ = flatten(t)
+    return [getattr(t, n) for n in names if getattr(t, n, None) is not None]
+
+
 class TokenClock:
     """A generate() streamer that timestamps the prompt and every new token."""
 
@@ -139,6 +149,11 @@ class TorchModel:
             nonlocal total
             if t is None or not hasattr(t, "untyped_storage") or t.device.type == "meta":
                 return
+            inner = _inner_tensors(t)
+            if inner is not None:  # a tensor subclass (torchao): its own bytes are its inner tensors'
+                for x in inner:
+                    add(x)
+                return
             key = (t.data_ptr(), t.nbytes)
             if key not in seen:
                 seen.add(key)
@@ -158,8 +173,11 @@ class TorchModel:
         return dict(sorted(counts.items()))
 
     def quantized_modules(self) -> int:
+        """Linears of a quantization library: its own module class (bitsandbytes, GPTQ), or a
+        plain nn.Linear holding a tensor subclass as its weight (torchao)."""
         plain = ("torch.", "transformers.")
-        return sum(1 for m in self.module.modules() if "Linear" in type(m).__name__ and not type(m).__module__.startswith(plain))
+        return sum(1 for m in self.module.modules() if "Linear" in type(m).__name__ and (
+            not type(m).__module__.startswith(plain) or _inner_tensors(getattr(m, "weight", None)) is not None))
 
     def tensor_types(self) -> dict[str, int]:
         counts: Counter[str] = Counter()

@@ -1,7 +1,8 @@
 """GPTQ group size is checked against config.json before any weights load."""
 from __future__ import annotations
 
-from evalq.backends.gptq import GPTQBackend, GPTQConfig, linear_in_features
+from evalq.backends.gptq import GPTQBackend, GPTQConfig
+from evalq.backends.hf import linear_in_features
 
 SMOLLM2 = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "head_dim": 64}
 GEMMA3_270M = {"text_config": {"hidden_size": 640, "intermediate_size": 2048, "num_attention_heads": 4, "head_dim": 256}}

@@ -1,0 +1,107 @@
+"""torchao-<scheme>: PyTorch's own quantization (torchao) through transformers' TorchAoConfig.
+
+- torchao-int8wo: int8 weight-only, one float32 scale per output row (Int8WeightOnlyConfig)
+- torchao-w8a8:   int8 weights as above, activations quantized to int8 per token at run time
+                  (Int8DynamicActivationInt8WeightConfig)
+- torchao-int4wo: int4 weight-only in groups (Int4WeightOnlyConfig); its kernels come from
+                  CUDA libraries (torchao 0.18: `mslk`), so on a CPU the cell is `unsupported`
+
+Weights become torchao tensor subclasses inside the usual nn.Linear; measure/torch_model
+counts their inner tensors (qdata, scale, zero point) for the footprint and counts such
+Linears as quantized.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.backends.hf import DtypeName, baseline_dtype, linear_in_features, load_causal_lm, missing_module
+
+PREFIX = "torchao-"
+# scheme → (bits, chart colour and marker, what it is)
+SCHEMES: dict[str, tuple[int, tuple[str, str], str]] = {
+    "int8wo": (8, ("#17becf", "pentagon"), "int8 weight-only, per-row scale"),
+    "w8a8": (8, ("#bcbd22", "star"), "int8 weights, int8 dynamic per-token activations"),
+    "int4wo": (4, ("#393b79", "triangle-down"), "int4 weight-only, grouped"),
+}
+INT4_GROUP_SIZES = (32, 64, 128, 256)
+
+
+def variant_names() -> list[str]:
+    return [PREFIX + s for s in SCHEMES]
+
+
+class TorchAoConfig(BackendConfig):
+    dtype: DtypeName = "auto"  # of the modules left unquantized and of activations: the baseline's
+    group_size: int = Field(128, description="int4wo only: weights per scale (32, 64, 128 or 256)")
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, v: int) -> int:
+        if v not in INT4_GROUP_SIZES:
+            raise ValueError(f"group_size must be one of {list(INT4_GROUP_SIZES)}, got {v}")
+        return v
+
+
+class TorchAoBackend(BackendBase):
+    Config: ClassVar[type[BackendConfig]] = TorchAoConfig
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "torchao")
+    detail_fields: ClassVar[tuple[tuple[str, str], ...]] = (("torchao", "scheme"), ("group", "group_size"))
+    # not fitted yet: the int8 constant (bitsandbytes' CPU path) until a demo run measures these
+    overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 900_000_000, "cuda": 1_200_000_000}
+
+    def __init__(self, name: str = "torchao-int8wo"):
+        scheme = name.removeprefix(PREFIX)
+        if not name.startswith(PREFIX) or scheme not in SCHEMES:
+            raise KeyError(name)
+        self.name, self.scheme = name, scheme
+        self.bits, self.style, self.description = SCHEMES[scheme]
+
+    @staticmethod
+    def variant_names() -> list[str]:
+        return variant_names()
+
+    def rank(self) -> tuple:
+        return (0, 5, -self.bits, self.name)  # after the bitsandbytes and GPTQ variants, before llama.cpp's
+
+    def unavailable_reason(self, device: str) -> str | None:
+        missing = missing_module("torchao", "pip install torchao")
+        if missing:
+            return missing
+        if self.scheme == "int4wo" and device != "cuda":
+            return ("torchao's int4 weight-only kernels need CUDA (torchao 0.18's Int4Tensor requires the "
+                    "`mslk` CUDA library); on a CPU use gptq-4, nf4 or a gguf-q4 type")
+        return None
+
+    def check_model(self, cfg: TorchAoConfig, model_config: dict[str, Any]) -> str | None:
+        if self.scheme != "int4wo":
+            return None
+        bad = {k: v for k, v in linear_in_features(model_config).items() if v % cfg.group_size}
+        if bad:  # torchao would silently leave these layers unquantized
+            what = ", ".join(f"{k} = {v}" for k, v in bad.items())
+            return f"torchao-int4wo: group_size {cfg.group_size} does not divide {what}"
+        return None
+
+    def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
+        if self.scheme == "int4wo":  # two weights a byte; a bf16 scale and zero point per group of each row
+            group = int(options.get("group_size", 128))
+            return sum(i * o // 2 + 2 * 2 * o * (i // group) for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
+        # int8 values, a float32 scale and an int8 zero point per output row (Int8Tensor)
+        return sum(i * o + 5 * o for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
+
+    def load(self, files: ModelFiles, cfg: TorchAoConfig, device: str, workdir: str) -> Loaded:
+        import torchao
+        from torchao.quantization import Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+        from transformers import TorchAoConfig as HFTorchAoConfig
+
+        dtype = baseline_dtype(cfg.dtype, device)
+        quant_type = {"int8wo": Int8WeightOnlyConfig, "w8a8": Int8DynamicActivationInt8WeightConfig}.get(self.scheme)
+        config = quant_type() if quant_type else Int4WeightOnlyConfig(group_size=cfg.group_size)
+        model, tokenizer = load_causal_lm(files, device, dtype, quantization_config=HFTorchAoConfig(quant_type=config))
+        details = {"dtype": dtype, "bits": self.bits, "scheme": self.scheme, "method": self.description,
+                   "config": type(config).__name__, "torchao": torchao.__version__}
+        if self.scheme == "int4wo":
+            details["group_size"] = cfg.group_size
+        return Loaded(model, tokenizer, dtype, details)
