@@ -5,6 +5,11 @@
                   (Int8DynamicActivationInt8WeightConfig)
 - torchao-int4wo: int4 weight-only in groups (Int4WeightOnlyConfig); its kernels come from
                   CUDA libraries (torchao 0.18: `mslk`), so on a CPU the cell is `unsupported`
+- torchao-fp8wo:  float8 (e4m3) weights, one float32 scale per output row, computed in the
+                  model's dtype (Float8WeightOnlyConfig); runs on a CPU
+- torchao-fp8:    float8 weights and float8 dynamic per-row activations, the FP8 W8A8 of
+                  current GPUs (Float8DynamicActivationFloat8WeightConfig): CUDA with compute
+                  capability 8.9 or more (Ada, Hopper, Blackwell), else `unsupported`
 
 Weights become torchao tensor subclasses inside the usual nn.Linear; measure/torch_model
 counts their inner tensors (qdata, scale, zero point) for the footprint and counts such
@@ -25,7 +30,10 @@ SCHEMES: dict[str, tuple[int, tuple[str, str], str]] = {
     "int8wo": (8, ("#17becf", "pentagon"), "int8 weight-only, per-row scale"),
     "w8a8": (8, ("#bcbd22", "star"), "int8 weights, int8 dynamic per-token activations"),
     "int4wo": (4, ("#393b79", "triangle-down"), "int4 weight-only, grouped"),
+    "fp8wo": (8, ("#e377c2", "hexagon"), "float8 e4m3 weight-only, per-row scale"),
+    "fp8": (8, ("#8c564b", "triangle"), "float8 e4m3 weights and dynamic per-row activations (W8A8)"),
 }
+FP8_MIN_CAPABILITY = (8, 9)  # torchao's float8 matmuls (torch._scaled_mm): Ada and later
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 
@@ -73,6 +81,8 @@ class TorchAoBackend(BackendBase):
         if self.scheme == "int4wo" and device != "cuda":
             return ("torchao's int4 weight-only kernels need CUDA (torchao 0.18's Int4Tensor requires the "
                     "`mslk` CUDA library); on a CPU use gptq-4, nf4 or a gguf-q4 type")
+        if self.scheme == "fp8":
+            return _fp8_unavailable(device)
         return None
 
     def check_model(self, cfg: TorchAoConfig, model_config: dict[str, Any]) -> str | None:
@@ -88,20 +98,37 @@ class TorchAoBackend(BackendBase):
         if self.scheme == "int4wo":  # two weights a byte; a bf16 scale and zero point per group of each row
             group = int(options.get("group_size", 128))
             return sum(i * o // 2 + 2 * 2 * o * (i // group) for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
+        if self.scheme.startswith("fp8"):  # float8 values and a float32 scale per output row (Float8Tensor)
+            return sum(i * o + 4 * o for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
         # int8 values, a float32 scale and an int8 zero point per output row (Int8Tensor)
         return sum(i * o + 5 * o for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
 
     def load(self, files: ModelFiles, cfg: TorchAoConfig, device: str, workdir: str) -> Loaded:
         import torchao
-        from torchao.quantization import Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+        from torchao import quantization as q
         from transformers import TorchAoConfig as HFTorchAoConfig
 
         dtype = baseline_dtype(cfg.dtype, device)
-        quant_type = {"int8wo": Int8WeightOnlyConfig, "w8a8": Int8DynamicActivationInt8WeightConfig}.get(self.scheme)
-        config = quant_type() if quant_type else Int4WeightOnlyConfig(group_size=cfg.group_size)
+        quant_type = {"int8wo": q.Int8WeightOnlyConfig, "w8a8": q.Int8DynamicActivationInt8WeightConfig,
+                      "fp8wo": q.Float8WeightOnlyConfig,
+                      "fp8": lambda: q.Float8DynamicActivationFloat8WeightConfig(granularity=q.PerRow())}.get(self.scheme)
+        config = quant_type() if quant_type else q.Int4WeightOnlyConfig(group_size=cfg.group_size)
         model, tokenizer = load_causal_lm(files, device, dtype, quantization_config=HFTorchAoConfig(quant_type=config))
         details = {"dtype": dtype, "bits": self.bits, "scheme": self.scheme, "method": self.description,
                    "config": type(config).__name__, "torchao": torchao.__version__}
         if self.scheme == "int4wo":
             details["group_size"] = cfg.group_size
         return Loaded(model, tokenizer, dtype, details)
+
+
+def _fp8_unavailable(device: str) -> str | None:
+    if device != "cuda":
+        return ("FP8 W8A8 (torchao-fp8) needs a CUDA GPU of compute capability 8.9 or more (Ada, Hopper, "
+                "Blackwell): a CPU has no float8 matmul; torchao-fp8wo keeps float8 weights on a CPU")
+    import torch
+
+    capability = torch.cuda.get_device_capability()
+    if capability < FP8_MIN_CAPABILITY:
+        return (f"FP8 W8A8 (torchao-fp8) needs compute capability 8.9 or more; "
+                f"{torch.cuda.get_device_name()} is {capability[0]}.{capability[1]}")
+    return None
