@@ -162,6 +162,8 @@ REGISTRY: dict[str, str] = {
     "int8": "evalq.backends.int8:Int8Backend",
     "nf4": "evalq.backends.nf4:NF4Backend",
     "gptq-4": "evalq.backends.gptq:GPTQBackend",
+    "awq-4": "evalq.backends.awq:AWQBackend",
+    "hqq-4": "evalq.backends.hqq:HQQBackend",
 }
 
 

@@ -91,15 +91,9 @@ class GPTQBackend(BackendBase):
     def check_model(self, cfg: GPTQConfig, model_config: dict[str, Any]) -> str | None:
         """The group size must divide every in_features: the CPU kernel
         (TorchAtenLinear) and the GPU kernels fail at forward time otherwise."""
-        if cfg.checkpoint or cfg.group_size == -1:
+        if cfg.checkpoint:
             return None
-        bad = {k: v for k, v in linear_in_features(model_config).items() if v % cfg.group_size}
-        if not bad:
-            return None
-        dims = list(linear_in_features(model_config).values())
-        ok = [g for g in VALID_GROUP_SIZES if g > 0 and all(d % g == 0 for d in dims)]
-        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
-        return f"group_size {cfg.group_size} does not divide {what}; valid here: {ok or [-1]} or -1"
+        return group_size_problem(cfg.group_size, model_config)
 
     def load(self, files: ModelFiles, cfg: GPTQConfig, device: str, workdir: str) -> Loaded:
         _gptqmodel_env()
@@ -145,6 +139,20 @@ class GPTQBackend(BackendBase):
         return [s["input_ids"] for s in calibration_samples(tokenizer, cfg.calibration)]
 
 
+def group_size_problem(group_size: int, model_config: dict[str, Any]) -> str | None:
+    """Why gptqmodel's kernels (GPTQ and AWQ alike) cannot take this group size for this
+    model, or None: it must divide every linear layer's in_features."""
+    if group_size == -1:
+        return None
+    bad = {k: v for k, v in linear_in_features(model_config).items() if v % group_size}
+    if not bad:
+        return None
+    dims = list(linear_in_features(model_config).values())
+    ok = [g for g in VALID_GROUP_SIZES if g > 0 and all(d % g == 0 for d in dims)]
+    what = ", ".join(f"{k} = {v}" for k, v in bad.items())
+    return f"group_size {group_size} does not divide {what}; valid here: {ok or [-1]} or -1"
+
+
 def _gptqmodel_env() -> None:
     # On a 2-core machine gptqmodel's default pool asks for more workers than
     # its parent pool has ("Virtual pool 'model_loader:cpu' requests 2 workers").
@@ -153,7 +161,8 @@ def _gptqmodel_env() -> None:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, current())))
 
 
-def quantized_key(files: ModelFiles, cfg: GPTQConfig) -> str:
+def quantized_key(files: ModelFiles, cfg: BackendConfig) -> str:
+    """The cache key of a checkpoint quantized here (GPTQ or AWQ: each under its own cache folder)."""
     calibration = cfg.calibration.model_dump() if cfg.calibration else None
     if calibration and calibration["path"]:
         # the text itself, not where it lies

@@ -166,6 +166,11 @@ class TorchModel:
                 add(t)
         for b in self.module.buffers():
             add(b)
+        for m in self.module.modules():  # hqq's HQQLinear keeps its scale and zero point in a dict
+            meta = getattr(m, "meta", None)
+            if isinstance(meta, dict) and type(m).__module__.startswith("hqq."):
+                for t in meta.values():
+                    add(t)
         return total
 
     def module_types(self) -> dict[str, int]:

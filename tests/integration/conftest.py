@@ -36,3 +36,11 @@ def smollm2_run(tmp_path_factory, wikitext) -> Path:
     res = CliRunner().invoke(app, ["run", "--matrix", str(write_smollm2_matrix(folder, wikitext)), "--db", str(folder / "e.db")])
     assert res.exit_code == 0, res.output
     return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_rows(smollm2_run) -> dict:
+    """The shared SmolLM2 matrix's stored cells, by variant."""
+    from evalq.store import Store
+
+    return {r.variant: r for r in Store(str(smollm2_run / "e.db")).cells()}

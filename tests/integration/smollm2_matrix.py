@@ -1,6 +1,6 @@
 """SmolLM2-135M in every variant: one matrix, run once per test session (the
 smollm2_run fixture). test_smollm2_variants (transformers' variants),
-test_torchao_variants and test_gguf_variants (llama.cpp's) read the same database: fp16, int8 and nf4 are
+test_awq_variant, test_hqq_variant, test_torchao_variants, test_really_quantized and test_gguf_variants (llama.cpp's) read the same database: fp16, int8 and nf4 are
 measured once for both."""
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HF_VARIANTS = ("fp16", "int8", "nf4", "gptq-4")
+AWQ_VARIANTS = ("awq-4",)  # quantized with 2 windows of 64 tokens: AWQ's search takes ~5 s a layer on a CPU even so
 GGUF_VARIANTS = ("gguf-bf16", "gguf-q8_0", "gguf-q4_k_m")
 TORCHAO_VARIANTS = ("torchao-int8wo",)  # w8a8 takes ~200 s a cell on a CPU: test_torchao_variants loads it directly
+HQQ_VARIANTS = ("hqq-4",)
 
 SMOLLM2_MATRIX = """\
 name: it-smollm2
@@ -28,7 +30,15 @@ variants:
       n_samples: 16
       seq_len: 128
       skip_tokens: 4096
+  awq-4:
+    group_size: {group_size}
+    calibration:
+      path: {wikitext}
+      n_samples: 2
+      seq_len: 64
+      skip_tokens: 4096
   torchao-int8wo: {{}}
+  hqq-4: {{group_size: 64}}
 {gguf}suites: [tiny]
 quality: {{path: {wikitext}, tokens: 2048}}
 perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1, 2], warmup: 1, repeats: 2, threads: 1}}
@@ -39,7 +49,7 @@ timeout_s: 1500
 
 def smollm2_variants() -> tuple[str, ...]:
     """The GGUF variants only where the gguf extra (llama-cpp-python) is installed."""
-    return HF_VARIANTS + TORCHAO_VARIANTS + (GGUF_VARIANTS if importlib.util.find_spec("llama_cpp") else ())
+    return HF_VARIANTS + AWQ_VARIANTS + TORCHAO_VARIANTS + HQQ_VARIANTS + (GGUF_VARIANTS if importlib.util.find_spec("llama_cpp") else ())
 
 
 def write_smollm2_matrix(folder: Path, wikitext: Path, group_size: int = 64) -> Path:

@@ -3,31 +3,26 @@ through the real worker in the shared SmolLM2 matrix (smollm2_run): quantized fo
 the CPU, weighing what the planner says to the byte, compared with fp16 token by token,
 shown on the board. int8 dynamic activations × int8 weights (w8a8) is loaded and compared
 here directly (a whole cell takes ~200 s on a CPU). int4 weight-only is `unsupported` on a
-CPU, with the reason, before any model loads."""
+CPU, with the reason, before any model loads; so is float8 W8A8 (a GPU of compute
+capability 8.9+), while float8 weight-only (fp8wo) runs here and is loaded directly."""
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from evalq.cli import app
 from evalq.paired import sanity_flags
-from evalq.store import Store
 
 pytestmark = pytest.mark.integration
 
 LINEARS = 30 * 7  # SmolLM2's layers × projections
 INT8_WEIGHTS = 220_332_928  # measured here = predicted: int8 values + fp32 scale + int8 zero point per row, the rest fp32
+FP8_WEIGHTS = INT8_WEIGHTS - 30 * (3 * 576 + 2 * 192 + 2 * 1536)  # the same without the zero points: one byte a row less
 
 
-@pytest.fixture(scope="module")
-def rows(smollm2_run):
-    return {r.variant: r for r in Store(str(smollm2_run / "e.db")).cells()}
 
-
-def test_int8_weight_only_quantizes_for_real_and_weighs_what_the_planner_says(rows):
-    fp16, row = rows["fp16"], rows["torchao-int8wo"]
+def test_int8_weight_only_quantizes_for_real_and_weighs_what_the_planner_says(smollm2_rows):
+    fp16, row = smollm2_rows["fp16"], smollm2_rows["torchao-int8wo"]
     assert row.status == "ok", row.error
     out = row.outcome
     assert out.weights_bytes == out.plan.predicted_weights_bytes == INT8_WEIGHTS  # its formula, to the byte
@@ -38,14 +33,6 @@ def test_int8_weight_only_quantizes_for_real_and_weighs_what_the_planner_says(ro
     assert sanity_flags(row, fp16) == []
     assert fp16.outcome.details["quantized_modules"] == 0  # plain Linears are not counted
 
-
-def test_the_really_quantized_check_fails_on_an_unquantized_load(rows):
-    """The fp16 load's own figures under a torchao variant's name are flagged twice."""
-    fp16 = rows["fp16"]
-    unquantized = fp16.outcome.model_copy(update={"details": {**fp16.outcome.details, "bits": 8}})
-    fake = SimpleNamespace(variant="torchao-int8wo", status="ok", outcome=unquantized, weights_bytes=fp16.weights_bytes)
-    flags = sanity_flags(fake, fp16)
-    assert "no quantized module in the loaded model" in flags and any("not quantized?" in f for f in flags)
 
 
 def test_w8a8_quantizes_weights_and_activations(wikitext):
@@ -71,6 +58,32 @@ def test_w8a8_quantizes_weights_and_activations(wikitext):
         ref, act, wo = (m(ids).logits.log_softmax(-1) for m in (base, loaded.model, weight_only))
     kld = lambda q: (ref.exp() * (ref - q)).sum(-1).mean().item()  # noqa: E731
     assert 0 < kld(wo) < kld(act) < 0.1  # the activations' rounding adds to the weights'
+
+
+def test_fp8_weight_only_keeps_float8_weights_on_a_cpu(wikitext):
+    import torch
+
+    from evalq.architecture import Shape
+    from evalq.backends.base import get_backend
+    from evalq.matrix import ModelSpec
+    from evalq.measure.memory import quantized_modules, weights_footprint
+    from evalq.model_sources import materialize, read_config
+
+    spec = ModelSpec(package="smollm2-135m-instruct")
+    files, shape = materialize(spec), Shape.from_config(read_config(spec))
+    fp16, fp8 = get_backend("fp16"), get_backend("torchao-fp8wo")
+    base = fp16.load(files, fp16.Config(dtype="float32"), "cpu", "").model
+    loaded = fp8.load(files, fp8.Config(dtype="float32"), "cpu", "")
+    assert weights_footprint(loaded.model) == fp8.weights_bytes(shape, {}, 4) == FP8_WEIGHTS
+    assert quantized_modules(loaded.model) == LINEARS and loaded.details["config"] == "Float8WeightOnlyConfig"
+    weight = loaded.model.model.layers[0].mlp.down_proj.weight
+    assert weight.qdata.dtype == torch.float8_e4m3fn and weight.scale.shape == (576, 1)  # a float32 scale per row
+    ids = loaded.tokenizer(wikitext.read_text()[:2000], return_tensors="pt").input_ids[:, :128]
+    with torch.no_grad():
+        ref, q = (m(ids).logits.log_softmax(-1) for m in (base, loaded.model))
+    kld = (ref.exp() * (ref - q)).sum(-1).mean().item()
+    assert 0 < kld < 0.1
+    assert "compute capability 8.9" in get_backend("torchao-fp8").unavailable_reason("cpu")  # W8A8 FP8: GPUs only
 
 
 def test_int4_weight_only_is_unsupported_on_a_cpu_with_the_reason():

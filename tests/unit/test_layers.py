@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
       "architecture", "suites", "suites.offline", "store.migrations", "store.tables", "measure", "leaderboard")),
     ("variants: the backend boundary and its modules, the matrix, model sources, the planner",
      ("backends", "backends.base", "backends.hf", "backends.fp16", "backends.int8", "backends.nf4", "backends.gptq",
-      "backends.gguf", "backends.llamacpp", "backends.llamacpp_lm", "backends.torchao", "matrix", "model_sources", "planner")),
+      "backends.gguf", "backends.llamacpp", "backends.llamacpp_lm", "backends.torchao", "backends.hqq", "backends.awq", "matrix", "model_sources", "planner")),
     ("cells and measurements",
      ("cell", "preflight", "measure.torch_model", "measure.accuracy", "measure.memory", "measure.quality", "measure.speed",
       "measure.training")),

@@ -1,0 +1,85 @@
+"""hqq-4: Half-Quadratic Quantization (the `hqq` package), 4-bit, no calibration data.
+
+The model loads in its baseline dtype and every linear layer (not the tied lm_head) is
+replaced by hqq's HQQLinear: 4-bit codes packed two a byte, a scale and a zero point per
+group of `group_size` weights, found by HQQ's own optimizer in a few seconds per layer.
+Through the `hqq` package directly: transformers 5's HqqConfig raised NotImplementedError
+here. The scale and zero point live in HQQLinear.meta, not in parameters; measure/torch_model
+counts them.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.backends.hf import DtypeName, baseline_dtype, linear_in_features, load_causal_lm, missing_module
+
+BITS = 4
+
+
+class HQQConfig(BackendConfig):
+    group_size: int = Field(64, description="weights per scale and zero point: a multiple of 8 dividing every in_features")
+    axis: int = Field(1, description="1: groups run along a row (in_features), hqq's default; 0: along a column")
+    dtype: DtypeName = "auto"  # the compute dtype and that of the unquantized modules and the scales: the baseline's
+
+    @field_validator("group_size")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v <= 0 or v % 8:
+            raise ValueError(f"group_size must be a positive multiple of 8, got {v}")
+        return v
+
+    @field_validator("axis")
+    @classmethod
+    def _axis(cls, v: int) -> int:
+        if v not in (0, 1):
+            raise ValueError(f"axis must be 0 or 1, got {v}")
+        return v
+
+
+class HQQBackend(BackendBase):
+    name: ClassVar[str] = "hqq-4"
+    Config: ClassVar[type[BackendConfig]] = HQQConfig
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "hqq")
+    rank_key: ClassVar[tuple] = (0, 4)
+    style: ClassVar[tuple[str, str]] = ("#d62728", "triangle-down")
+    detail_fields: ClassVar[tuple[tuple[str, str], ...]] = (("group", "group_size"), ("axis", "axis"), ("kernel", "backend"))
+    # not fitted yet: nf4's bf16 constant until a demo run measures it
+    overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 655_000_000, "cuda": 1_100_000_000}
+
+    def unavailable_reason(self, device: str) -> str | None:
+        return missing_module("hqq", "pip install hqq")
+
+    def check_model(self, cfg: HQQConfig, model_config: dict[str, Any]) -> str | None:
+        if cfg.axis == 0:  # groups run down a column: out_features must divide instead, not known from every config
+            return None
+        bad = {k: v for k, v in linear_in_features(model_config).items() if v % cfg.group_size}
+        if bad:
+            return f"hqq-4: group_size {cfg.group_size} does not divide " + ", ".join(f"{k} = {v}" for k, v in bad.items())
+        return None
+
+    def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
+        # 4-bit codes two a byte; a scale and a zero point per group, in the compute dtype
+        group = int(options.get("group_size", 64))
+        return sum(i * o // 2 + 2 * dtype_bytes * (i * o // group) for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
+
+    def load(self, files: ModelFiles, cfg: HQQConfig, device: str, workdir: str) -> Loaded:
+        import hqq
+        import torch
+        from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+        from hqq.models.hf.base import AutoHQQHFModel
+
+        dtype = baseline_dtype(cfg.dtype, device)
+        model, tokenizer = load_causal_lm(files, device, dtype)
+        started = time.perf_counter()
+        quant = BaseQuantizeConfig(nbits=BITS, group_size=cfg.group_size, axis=cfg.axis)
+        AutoHQQHFModel.quantize_model(model, quant_config=quant, compute_dtype=getattr(torch, dtype), device=device)
+        seconds = time.perf_counter() - started
+        backends = sorted({str(m.backend).removeprefix("HQQBackend.") for m in model.modules() if isinstance(m, HQQLinear)})
+        details = {"dtype": dtype, "bits": BITS, "group_size": cfg.group_size, "axis": cfg.axis, "backend": backends,
+                   "hqq": getattr(hqq, "__version__", None)}
+        # HQQ quantizes at every load (seconds, no calibration): that is the variant's one-off work
+        return Loaded(model.eval(), tokenizer, dtype, details, prepare_seconds=seconds)

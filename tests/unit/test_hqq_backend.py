@@ -1,0 +1,40 @@
+"""hqq-4: registered, planned by its own formula, checked against the model before it loads."""
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from evalq.architecture import Shape
+from evalq.backends.base import backend_names, get_backend, variant_rank, variant_style
+
+SMOLLM2 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
+           "num_key_value_heads": 3, "head_dim": 64, "num_hidden_layers": 30, "vocab_size": 49152,
+           "tie_word_embeddings": True}
+
+
+def test_registered_ranked_and_drawn_apart():
+    assert "hqq-4" in backend_names()
+    assert sorted(["torchao-int8wo", "hqq-4", "gptq-4", "nf4"], key=variant_rank) == ["nf4", "gptq-4", "hqq-4", "torchao-int8wo"]
+    others = {variant_style(v) for v in ("fp16", "int8", "nf4", "gptq-4", "torchao-int8wo", "torchao-fp8wo")}
+    assert variant_style("hqq-4") not in others
+
+
+def test_weights_formula_counts_codes_scales_and_zero_points():
+    shape = Shape.from_config(SMOLLM2)
+    hqq = get_backend("hqq-4")
+    got = hqq.weights_bytes(shape, {"group_size": 64}, 4)
+    assert got == sum(i * o // 2 + 2 * 4 * (i * o // 64) for i, o in shape.all_linears()) + shape.unquantized_bytes(4)
+    # larger groups: fewer scales; a 2-byte compute dtype halves them and the unquantized modules
+    assert hqq.weights_bytes(shape, {"group_size": 128}, 4) < got
+    assert hqq.weights_bytes(shape, {"group_size": 64}, 2) < got
+
+
+def test_group_size_is_checked_by_the_config_and_against_the_model():
+    hqq = get_backend("hqq-4")
+    with pytest.raises(ValidationError, match="multiple of 8"):
+        hqq.Config(group_size=60)
+    with pytest.raises(ValidationError, match="axis must be 0 or 1"):
+        hqq.Config(axis=2)
+    assert hqq.check_model(hqq.Config(group_size=64), SMOLLM2) is None
+    assert "does not divide hidden_size (q/k/v/gate/up_proj) = 576" in hqq.check_model(hqq.Config(group_size=256), SMOLLM2)
+    assert hqq.check_model(hqq.Config(group_size=256, axis=0), SMOLLM2) is None
