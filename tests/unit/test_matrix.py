@@ -42,6 +42,19 @@ def test_shipped_examples_validate(example):
     assert suites
 
 
+def test_methods_example_runs_every_method_for_smollm2():
+    from evalq.backends.base import REGISTRY
+    from evalq.backends.torchao import variant_names as torchao_names
+
+    matrix, _ = load_matrix(ROOT / "examples" / "methods.yaml")
+    assert [m.package for m in matrix.models] == ["smollm2-135m-instruct"]
+    assert set(REGISTRY) | set(torchao_names()) <= set(matrix.variants)  # every backend and every torchao scheme
+    assert len([v for v in matrix.variants if v.startswith("gguf-")]) >= 8
+    # one calibration for GPTQ and AWQ (a YAML anchor), resolved relative to the file
+    assert matrix.variants["awq-4"]["calibration"] == matrix.variants["gptq-4"]["calibration"]
+    assert Path(matrix.variants["awq-4"]["calibration"]["path"]).is_file()
+
+
 def test_llama2_names_the_open_llm_v1_tasks():
     _, suites = load_matrix(ROOT / "examples" / "llama2.yaml")
     tasks = {t.task: t.num_fewshot for t in suites[0].tasks}
