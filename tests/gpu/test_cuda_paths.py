@@ -80,6 +80,32 @@ def test_bitsandbytes_variants_on_cuda(files, variant, module_type):
         assert torch.isfinite(loaded.model(ids).logits).all()
 
 
+@pytest.mark.parametrize("variant,options", [("torchao-int4wo", {"group_size": 128}), ("torchao-fp8", {}), ("hqq-4", {})])
+def test_gpu_only_and_new_variants_on_cuda(files, model_dir, variant, options):
+    """torchao's int4 and FP8 W8A8 (CPU: unsupported) and HQQ on a GPU: quantized, the planner's
+    bytes to the byte, finite logits. FP8 is skipped below compute capability 8.9, as evalq refuses it."""
+    import json
+
+    import torch
+
+    from evalq.architecture import Shape
+    from evalq.backends.base import get_backend
+    from evalq.measure.memory import quantized_modules, weights_footprint
+
+    backend = get_backend(variant)
+    reason = backend.unavailable_reason("cuda")
+    if variant == "torchao-fp8" and reason:
+        pytest.skip(reason)
+    assert reason is None
+    loaded = backend.load(files, backend.Config.model_validate(options), "cuda", "")
+    shape = Shape.from_config(json.loads((model_dir / "config.json").read_text()))
+    assert quantized_modules(loaded.model) == 4 * 7
+    assert weights_footprint(loaded.model) == backend.weights_bytes(shape, options, 2)
+    ids = torch.tensor([[1, 5, 6, 7]], device="cuda")
+    with torch.inference_mode():
+        assert torch.isfinite(loaded.model(ids).logits.float()).all()
+
+
 def test_speed_on_cuda_uses_cuda_events(files):
     from evalq.backends.fp16 import FP16Backend, FP16Config
     from evalq.matrix import PerfSettings
