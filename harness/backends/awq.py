@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
-from evalq.backends.gptq import (VALID_GROUP_SIZES, Calibration, _gptqmodel_env, calibration_samples,
+from evalq.backends.gptq import (Calibration, _gptqmodel_env, calibration_samples, check_calibrated,
                                  group_size_problem, quantized_key)
 from evalq.backends.hf import DtypeName, baseline_dtype, missing_module
 from evalq.cache import build_once, cache_dir
@@ -40,11 +40,7 @@ class AWQConfig(BackendConfig):
 
     @model_validator(mode="after")
     def _check(self) -> AWQConfig:
-        if self.group_size not in VALID_GROUP_SIZES:
-            raise ValueError(f"group_size must be one of {list(VALID_GROUP_SIZES)}, got {self.group_size}")
-        if self.calibration is None and self.checkpoint is None:
-            raise ValueError("give calibration (to quantize here) or checkpoint (pre-quantized)")
-        return self
+        return check_calibrated(self)
 
 
 class AWQBackend(BackendBase):

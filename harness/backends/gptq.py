@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
-from evalq.backends.hf import DtypeName, baseline_dtype, linear_in_features, missing_module
+from evalq.backends.hf import DtypeName, baseline_dtype, group_size_misfit, linear_in_features, missing_module
 from evalq.cache import build_once, cache_dir
 
 VALID_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
@@ -57,11 +57,17 @@ class GPTQConfig(BackendConfig):
 
     @model_validator(mode="after")
     def _check(self) -> GPTQConfig:
-        if self.group_size not in VALID_GROUP_SIZES:
-            raise ValueError(f"group_size must be one of {list(VALID_GROUP_SIZES)}, got {self.group_size}")
-        if self.calibration is None and self.checkpoint is None:
-            raise ValueError("give calibration (to quantize here) or checkpoint (pre-quantized)")
-        return self
+        return check_calibrated(self)
+
+
+def check_calibrated(cfg: Any) -> Any:
+    """The checks gptqmodel's configs (GPTQ and AWQ) share: a group size its kernels take, and
+    either calibration to quantize here or a pre-quantized checkpoint."""
+    if cfg.group_size not in VALID_GROUP_SIZES:
+        raise ValueError(f"group_size must be one of {list(VALID_GROUP_SIZES)}, got {cfg.group_size}")
+    if cfg.calibration is None and cfg.checkpoint is None:
+        raise ValueError("give calibration (to quantize here) or checkpoint (pre-quantized)")
+    return cfg
 
 
 class GPTQBackend(BackendBase):
@@ -142,15 +148,12 @@ class GPTQBackend(BackendBase):
 def group_size_problem(group_size: int, model_config: dict[str, Any]) -> str | None:
     """Why gptqmodel's kernels (GPTQ and AWQ alike) cannot take this group size for this
     model, or None: it must divide every linear layer's in_features."""
-    if group_size == -1:
-        return None
-    bad = {k: v for k, v in linear_in_features(model_config).items() if v % group_size}
-    if not bad:
+    misfit = None if group_size == -1 else group_size_misfit(group_size, model_config)
+    if misfit is None:
         return None
     dims = list(linear_in_features(model_config).values())
     ok = [g for g in VALID_GROUP_SIZES if g > 0 and all(d % g == 0 for d in dims)]
-    what = ", ".join(f"{k} = {v}" for k, v in bad.items())
-    return f"group_size {group_size} does not divide {what}; valid here: {ok or [-1]} or -1"
+    return f"{misfit}; valid here: {ok or [-1]} or -1"
 
 
 def _gptqmodel_env() -> None:

@@ -78,3 +78,12 @@ def linear_in_features(model_config: dict[str, Any]) -> dict[str, int]:
         "num_attention_heads*head_dim (o_proj)": heads * head_dim if heads and head_dim else None,
     }
     return {k: v for k, v in found.items() if isinstance(v, int)}
+
+
+def group_size_misfit(group_size: int, model_config: dict[str, Any]) -> str | None:
+    """"group_size G does not divide <layer> = <in_features>, …" when grouped quantization
+    cannot split some linear layer's in_features into whole groups, else None."""
+    bad = {k: v for k, v in linear_in_features(model_config).items() if v % group_size}
+    if not bad:
+        return None
+    return f"group_size {group_size} does not divide " + ", ".join(f"{k} = {v}" for k, v in bad.items())

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
-from evalq.backends.hf import DtypeName, baseline_dtype, linear_in_features, load_causal_lm, missing_module
+from evalq.backends.hf import DtypeName, baseline_dtype, group_size_misfit, load_causal_lm, missing_module
 
 BITS = 4
 
@@ -56,10 +56,8 @@ class HQQBackend(BackendBase):
     def check_model(self, cfg: HQQConfig, model_config: dict[str, Any]) -> str | None:
         if cfg.axis == 0:  # groups run down a column: out_features must divide instead, not known from every config
             return None
-        bad = {k: v for k, v in linear_in_features(model_config).items() if v % cfg.group_size}
-        if bad:
-            return f"hqq-4: group_size {cfg.group_size} does not divide " + ", ".join(f"{k} = {v}" for k, v in bad.items())
-        return None
+        misfit = group_size_misfit(cfg.group_size, model_config)
+        return f"hqq-4: {misfit}" if misfit else None
 
     def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
         # 4-bit codes two a byte; a scale and a zero point per group, in the compute dtype

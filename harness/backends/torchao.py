@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
-from evalq.backends.hf import DtypeName, baseline_dtype, linear_in_features, load_causal_lm, missing_module
+from evalq.backends.hf import DtypeName, baseline_dtype, group_size_misfit, load_causal_lm, missing_module
 
 PREFIX = "torchao-"
 # scheme → (bits, chart colour and marker, what it is)
@@ -88,11 +88,8 @@ class TorchAoBackend(BackendBase):
     def check_model(self, cfg: TorchAoConfig, model_config: dict[str, Any]) -> str | None:
         if self.scheme != "int4wo":
             return None
-        bad = {k: v for k, v in linear_in_features(model_config).items() if v % cfg.group_size}
-        if bad:  # torchao would silently leave these layers unquantized
-            what = ", ".join(f"{k} = {v}" for k, v in bad.items())
-            return f"torchao-int4wo: group_size {cfg.group_size} does not divide {what}"
-        return None
+        misfit = group_size_misfit(cfg.group_size, model_config)  # torchao would silently leave such layers unquantized
+        return f"torchao-int4wo: {misfit}" if misfit else None
 
     def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
         if self.scheme == "int4wo":  # two weights a byte; a bf16 scale and zero point per group of each row
