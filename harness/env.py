@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from evalq.cpu import HARDWARE_FLAGS, cpu_features
+from evalq.threads import available
 
 # Versions that change accuracy or speed of every cell; each backend adds its own.
 COMMON_LIBRARIES = ("torch", "transformers", "lm_eval")
@@ -97,6 +98,7 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpus_available": available(),  # this process's CPU affinity: what "every core" means
         "cpu_features": cpu_features(),  # the flags that decide kernels, and the dtype `auto` means here
         "device": device,
         "libraries": library_versions(RECORDED_LIBRARIES),

@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 
 from evalq.cell import Cell
 from evalq.outcome import CellOutcome, Status
+from evalq.threads import available
 from evalq.worker_process import WorkerEnd, run_worker
 
 Phase = Callable[[str], None]
@@ -124,7 +125,7 @@ class RayExecutor:
         """The most threads any phase of the cell uses (Cell.threads); a phase left at
         "every core" asks for this machine's cores, at most the cluster's CPUs."""
         explicit = [n for n in (cell.perf.threads, cell.eval.threads) if n]
-        every_core = [min(os.cpu_count() or 1, max(1, self.cpus))] if len(explicit) < 2 else []
+        every_core = [min(available(), max(1, self.cpus))] if len(explicit) < 2 else []
         return max(explicit + every_core)
 
     def start(self, cell: Cell, on_phase: Phase) -> None:

@@ -12,9 +12,17 @@ ENV = "EVALQ_THREADS"
 PHASES = ("prepare", "accuracy", "speed", "quality")
 
 
+def available() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a cgroup cpuset, a
+    Slurm allocation), not every core of the host, which would oversubscribe them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def resolve(n: int | None) -> int:
-    """A setting's thread count: None means every core."""
-    return n or os.cpu_count() or 1
+    """A setting's thread count: None means every core this process may use."""
+    return n or available()
 
 
 def current() -> int:

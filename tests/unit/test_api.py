@@ -2,6 +2,7 @@
 --version, python -m evalq), the typed outcome and the threads of each phase."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from evalq.cli import app
 from evalq.outcome import CellOutcome, Status
 from evalq.orchestrator import RunSummary
 from evalq.store import Store
+from evalq.threads import available
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo.yaml"
@@ -22,7 +24,7 @@ runner = CliRunner()
 
 def test_prepare_expands_and_plans_what_will_not_fit():
     prepared = api.prepare(DEMO, gpu_memory="500MB")
-    assert len(prepared.cells) == 12 and set(prepared.wont_fit) == {c.key for c in prepared.cells}
+    assert len(prepared.cells) == 14 and set(prepared.wont_fit) == {c.key for c in prepared.cells}
     skipped = prepared.wont_fit[prepared.cells[0].key]
     assert skipped.status is Status.skipped and "exceeds 0.50 GB" in skipped.error and skipped.plan.predicted_peak_bytes > 5e8
     assert api.prepare(DEMO).wont_fit == {}  # on the CPU without --gpu-memory nothing is planned away
@@ -45,7 +47,7 @@ def test_dry_run_says_why_each_cell_would_run_and_writes_nothing(tmp_path):
     db = tmp_path / "e.db"
     res = runner.invoke(app, ["run", "--matrix", str(DEMO), "--db", str(db), "--dry-run"])
     assert res.exit_code == 0, res.output
-    assert res.output.count("  new") == 12 and "12 of 12 cells would run" in res.output
+    assert res.output.count("  new") == 14 and "14 of 14 cells would run" in res.output
     assert not db.exists()
 
     prepared = api.prepare(DEMO)
@@ -114,12 +116,21 @@ def test_an_outcome_reads_back_as_it_was_stored(tmp_path):
 
 
 def test_each_phase_has_one_resolved_thread_count():
-    import os
-
     cell = api.prepare(DEMO).cells[0]  # perf.threads 1, eval.threads null (every core)
-    assert cell.thread_plan() == {"prepare": os.cpu_count(), "accuracy": os.cpu_count(), "speed": 1, "quality": os.cpu_count()}
+    every = available()
+    assert cell.thread_plan() == {"prepare": every, "accuracy": every, "speed": 1, "quality": every}
     with pytest.raises(ValueError, match="unknown phase"):
         cell.threads("load")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_every_core_means_the_cores_this_process_may_use():
+    """taskset, a cgroup cpuset or a Slurm allocation: "every core" is the process's affinity, not the host's."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from evalq.threads import resolve; from evalq.env import environment; "
+            "print(resolve(None), environment('cpu')['cpus_available'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1"]
 
 
 def test_threads_using_sets_and_restores_every_library():

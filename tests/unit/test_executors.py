@@ -6,6 +6,7 @@ from pathlib import Path
 from evalq.cell import expand
 from evalq.executors import RayExecutor
 from evalq.matrix import load_matrix
+from evalq.threads import available
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,11 +35,9 @@ def test_a_cell_asking_more_cpus_than_the_cluster_has_ends_skipped_instead_of_qu
 
 
 def test_ray_reserves_the_threads_of_the_busiest_phase():
-    import os
-
     ex = executor(cpus=64, gpus=0, gpu_memory=None)
     cell = demo_cell(threads=1)  # timing on 1 thread; eval.threads null: accuracy on every core
-    assert ex.cpus_for(cell) == min(os.cpu_count(), 64) == max(cell.thread_plan().values())
+    assert ex.cpus_for(cell) == min(available(), 64) == max(cell.thread_plan().values())
     pinned = cell.model_copy(update={"eval": cell.eval.model_copy(update={"threads": 3})})
     assert ex.cpus_for(pinned) == 3 == pinned.threads("accuracy") and ex.resources(pinned)[0] == {"num_cpus": 3}
 
