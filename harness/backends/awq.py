@@ -56,7 +56,15 @@ class AWQBackend(BackendBase):
         return missing_module("gptqmodel", "pip install gptqmodel")
 
     def check_model(self, cfg: AWQConfig, model_config: dict[str, Any]) -> str | None:
-        return None if cfg.checkpoint else group_size_problem(cfg.group_size, model_config)
+        if cfg.checkpoint:
+            return None
+        model_type = str(model_config.get("text_config", model_config).get("model_type", ""))
+        if model_type.startswith("gemma3"):
+            # seen with gptqmodel 7.6 and transformers 5.24, hours into a demo: refused before loading
+            return ("gptqmodel's AWQ search cannot run Gemma 3: it calls Gemma3RotaryEmbedding without its "
+                    "layer_type argument (TypeError with gptqmodel 7.6, transformers 5.24); give a pre-quantized "
+                    "AWQ checkpoint instead")
+        return group_size_problem(cfg.group_size, model_config)
 
     def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
         # GEMM layout: int32-packed 4-bit weights and zero points, a scale per group and output in the

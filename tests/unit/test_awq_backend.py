@@ -40,3 +40,6 @@ def test_config_and_model_checks():
     assert awq.check_model(awq.Config(group_size=64, calibration=CAL), SMOLLM2) is None
     assert "group_size 128 does not divide hidden_size" in awq.check_model(awq.Config(group_size=128, calibration=CAL), SMOLLM2)
     assert awq.check_model(awq.Config(group_size=128, checkpoint="org/m-awq"), SMOLLM2) is None  # its own group size
+    gemma3 = {"model_type": "gemma3_text", "hidden_size": 640, "intermediate_size": 2048}
+    assert "cannot run Gemma 3" in awq.check_model(awq.Config(group_size=64, calibration=CAL), gemma3)
+    assert awq.check_model(awq.Config(checkpoint="org/gemma-awq"), gemma3) is None
