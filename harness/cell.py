@@ -17,7 +17,8 @@ from evalq.backends.hf import resolve_auto_dtypes
 from evalq.cache import file_sha256
 from evalq.env import COMMON_LIBRARIES, hardware_class, library_versions
 from evalq.threads import PHASES, resolve
-from evalq.matrix import EvalSettings, Matrix, ModelSpec, PerfSettings, QualitySettings, variant_options
+from evalq.matrix import (EvalSettings, LongContextSettings, Matrix, ModelSpec, PerfSettings, QualitySettings,
+                          variant_options)
 from evalq.suites import Suite
 
 class Cell(BaseModel):
@@ -41,6 +42,9 @@ class Cell(BaseModel):
     quality: QualitySettings | None = None
     quality_text_sha256: str | None = None
     baseline_options: dict[str, Any] | None = None
+    # Quality at long context under each KV-cache type, and its text's hash.
+    long_context: LongContextSettings | None = None
+    long_context_text_sha256: str | None = None
     # Not part of the key: they change how a cell is run, not its numbers.
     matrix: str = ""
     timeout_s: int | None = None
@@ -89,10 +93,12 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
     hardware = hardware or hardware_class(device)
     cells = []
     text_sha = file_sha256(Path(matrix.quality.path)) if matrix.quality and matrix.quality.path else None
+    long = matrix.long_context
+    long_sha = file_sha256(Path(long.path)) if long and long.path else None
     for model in matrix.models:
         revision = resolve_revision(model)
         baseline = None
-        if matrix.quality:
+        if matrix.quality or long:
             baseline = resolve_auto_dtypes(variant_options(matrix, model, BASELINE_VARIANT).model_dump(mode="json"), device)
         for variant in matrix.variants:
             backend = get_backend(variant)
@@ -113,6 +119,8 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
                     quality=matrix.quality,
                     quality_text_sha256=text_sha,
                     baseline_options=baseline,
+                    long_context=long,
+                    long_context_text_sha256=long_sha,
                     matrix=matrix.name,
                     timeout_s=matrix.timeout_s,
                 )

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evalq.backends.base import BackendConfig, backend_names, get_backend
+from evalq.kv_cache import unknown_types
 from evalq.suites import Suite, SuiteNotFound, load_suite
 from evalq.yamlpos import PositionedYAMLError, line_for, load_with_lines, read_text
 
@@ -97,16 +98,31 @@ class EvalSettings(Strict):
     limit: int | None = Field(None, gt=0, description="cap on samples per task, over the suites' own limits")
 
 
-class QualitySettings(Strict):
-    """The text slice on which every variant's next-token distributions are
-    compared with its model's fp16 baseline (perplexity, KL divergence,
-    same-top-1, Δp)."""
+class TextSource(Strict):
+    """A text: a local file or a hub dataset's column."""
 
     path: str | None = Field(None, description="a local UTF-8 text file, e.g. WikiText-2's test split")
     dataset: str | None = Field(None, description="a hub dataset id, e.g. wikitext (needs the hub or its cache)")
     config: str | None = Field(None, description="the dataset's config, e.g. wikitext-2-raw-v1")
     split: str = "test"
     column: str = "text"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TextSource:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of path or dataset")
+        if self.path is not None and not Path(self.path).is_file():
+            raise ValueError(f"text {self.path} does not exist")
+        if self.config is not None and self.dataset is None:
+            raise ValueError("config applies only to a dataset")
+        return self
+
+
+class QualitySettings(TextSource):
+    """The text slice on which every variant's next-token distributions are
+    compared with its model's fp16 baseline (perplexity, KL divergence,
+    same-top-1, Δp)."""
+
     tokens: int = Field(4096, gt=1, description="the slice: this many tokens from the start of the text")
     convention: Literal["llama.cpp", "gptq"] = Field(
         "llama.cpp", description="llama.cpp: windows of 512, second half of each scored; gptq: windows of the model's length, all scored")
@@ -114,15 +130,32 @@ class QualitySettings(Strict):
     stride: int | None = Field(None, gt=0, description="distance between window starts; default: the window length")
 
     @model_validator(mode="after")
-    def _one_source(self) -> QualitySettings:
-        if (self.path is None) == (self.dataset is None):
-            raise ValueError("give exactly one of path or dataset")
-        if self.path is not None and not Path(self.path).is_file():
-            raise ValueError(f"quality text {self.path} does not exist")
-        if self.config is not None and self.dataset is None:
-            raise ValueError("config applies only to a dataset")
+    def _stride(self) -> QualitySettings:
         if self.stride is not None and self.context is not None and self.stride > self.context:
             raise ValueError(f"stride {self.stride} is larger than the window ({self.context}): tokens would be skipped")
+        return self
+
+
+class LongContextSettings(TextSource):
+    """Quality at long context under each KV-cache type: windows of `context` tokens
+    whose last `scored` tokens are fed `chunk` at a time after the rest, so they
+    attend to what the cache kept; each compared with the fp16 weights and the
+    unquantized cache on the same windows (KLD, same-top-1, PPL), with the cache's
+    bytes predicted and measured."""
+
+    context: int = Field(2048, gt=1, description="window length in tokens")
+    scored: int = Field(256, gt=0, description="the window's last tokens whose predictions are scored")
+    windows: int = Field(1, gt=0, description="windows, one after the other from the text's start")
+    chunk: int = Field(64, gt=0, le=512, description="scored tokens fed per forward pass (at most 512: llama.cpp's batch)")
+    kv_cache: list[str] = Field(default_factory=lambda: ["f16"], min_length=1,
+                                description="cache types, by each runtime's names (evalq.kv_cache): f16 q8_0 q4_0 hqq-4 ...")
+
+    @model_validator(mode="after")
+    def _fits(self) -> LongContextSettings:
+        if self.scored >= self.context - 1:
+            raise ValueError(f"scored ({self.scored}) must leave tokens before it in the window of {self.context}")
+        if len(set(self.kv_cache)) != len(self.kv_cache):
+            raise ValueError("kv_cache lists a type twice")
         return self
 
 
@@ -135,6 +168,7 @@ class Matrix(Strict):
     perf: PerfSettings = Field(default_factory=PerfSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     quality: QualitySettings | None = Field(None, description="paired token-level quality against fp16; absent: not measured")
+    long_context: LongContextSettings | None = Field(None, description="KV-cache types at long context; absent: not measured")
     timeout_s: int | None = Field(None, gt=0, description="wall-clock limit of one cell")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 1234
@@ -246,9 +280,10 @@ def _resolve_paths(data: dict, base: Path) -> None:
             for key in ("path", "gguf"):
                 if isinstance(m.get(key), str) and "\0" not in m[key]:  # a NUL is reported by validation
                     m[key] = str((base / m[key]).expanduser().resolve())
-    quality = data.get("quality")
-    if isinstance(quality, dict) and isinstance(quality.get("path"), str) and "\0" not in quality["path"]:
-        quality["path"] = str((base / quality["path"]).expanduser().resolve())
+    for section in ("quality", "long_context"):
+        text = data.get(section)
+        if isinstance(text, dict) and isinstance(text.get("path"), str) and "\0" not in text["path"]:
+            text["path"] = str((base / text["path"]).expanduser().resolve())
     for opts in _all_variant_options(data):
         cal = opts.get("calibration") if isinstance(opts, dict) else None
         if isinstance(cal, dict) and isinstance(cal.get("path"), str) and "\0" not in cal["path"]:
@@ -293,6 +328,10 @@ def load_matrix(path: str | Path) -> tuple[Matrix, list[Suite]]:
                     variant_options(matrix, model, name)
                 except ValidationError as exc:
                     problems += _pydantic_problems(exc, get_backend(name).Config, lines, ("models", i, "variants", name))
+    if matrix.long_context:
+        runtimes = {get_backend(v).kv_runtime for v in matrix.variants if v in backend_names()}
+        for i, msg in unknown_types(matrix.long_context.kv_cache, runtimes):
+            problems.append(_format(("long_context", "kv_cache", i), msg, lines))
     suites: list[Suite] = []
     for i, suite_name in enumerate(matrix.suites):
         try:

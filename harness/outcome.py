@@ -82,6 +82,7 @@ class CellOutcome(BaseModel):
     threads: dict[str, int] | None = None  # CPU threads by phase (evalq.threads), as the cell resolved them
     # the other measurements
     quality: Quality | None = None
+    long_context: dict[str, Any] | None = None  # KV-cache types at long context (measure/long_context.py)
     speed: Speed | None = None
     memory: Memory | None = None
     memory_at_failure: dict[str, int] | None = None

@@ -30,12 +30,14 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
         out.problems.append(f"suites: {s.name!r} needs hub access, but HF_DATASETS_OFFLINE=1")
     out.problems += unknown_tasks([s for s in suites if s not in unreachable])
     out.problems += missing_shipped_data(suites)
-    if matrix.quality and matrix.quality.dataset and offline:
-        out.problems.append(f"quality: dataset {matrix.quality.dataset!r} needs hub access, but HF_DATASETS_OFFLINE=1 "
-                            f"(give a local text as quality.path)")
-    if matrix.quality and BASELINE_VARIANT not in matrix.variants:
-        out.notes.append(f"quality: {BASELINE_VARIANT} is not among the variants; each model's baseline is computed "
-                         f"once with {BASELINE_VARIANT}'s defaults")
+    for section in ("quality", "long_context"):
+        text = getattr(matrix, section)
+        if text and text.dataset and offline:
+            out.problems.append(f"{section}: dataset {text.dataset!r} needs hub access, but HF_DATASETS_OFFLINE=1 "
+                                f"(give a local text as {section}.path)")
+        if text and BASELINE_VARIANT not in matrix.variants:
+            out.notes.append(f"{section}: {BASELINE_VARIANT} is not among the variants; each model's baseline is computed "
+                             f"once with {BASELINE_VARIANT}'s defaults")
     for i, model in enumerate(matrix.models):
         where = f"models.{i} ({model.display_name})"
         try:
@@ -51,6 +53,9 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
         problem = quality_window_problem(matrix, config)
         if problem:
             out.problems.append(f"{where}, quality: {problem}")
+        problem = long_context_problem(matrix, config)
+        if problem:
+            out.problems.append(f"{where}, long_context: {problem}")
         for variant in matrix.variants:
             backend = get_backend(variant)
             message = backend.check_model(variant_options(matrix, model, variant), config)
@@ -70,6 +75,16 @@ def quality_window_problem(matrix: Matrix, config: dict) -> str | None:
         plan_windows(q.tokens, q.convention, q.context, q.stride, model_length(config), bos=None)
     except QualityError as exc:
         return str(exc)
+    return None
+
+
+def long_context_problem(matrix: Matrix, config: dict) -> str | None:
+    """The long-context window against the model's length, from config.json alone."""
+    from evalq.measure.quality import model_length
+
+    length = model_length(config)
+    if matrix.long_context and length and matrix.long_context.context > length:
+        return f"context {matrix.long_context.context} is longer than the model's {length} positions"
     return None
 
 

@@ -46,6 +46,7 @@ def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
         "memory": _section(outcome.memory),
         "plan": _section(outcome.plan),  # the memory planner's prediction, from config.json alone
         "quality": _section(outcome.quality),  # token-level, against the fp16 baseline
+        "long_context": outcome.long_context,  # KV-cache types at long context, against fp16 weights and cache
         "paired": paired.as_dict() if paired else None,  # answer flips, footprint ratio, sanity flags
         "attempts": row.attempts,
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
@@ -234,4 +235,42 @@ def to_table(records: list[dict[str, Any]]) -> Any:
         cells.append(f"{r['decode_tokens_per_s']:.1f}" if r["decode_tokens_per_s"] else "–")
         cells.append(escape(f["flags"] or ""))
         table.add_row(*cells)
+    return table
+
+
+def kv_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (cell, KV-cache type) measured at long context."""
+    rows = []
+    for r in records:
+        lc = r.get("long_context")
+        if not lc:
+            continue
+        for kv_type, fig in lc["types"].items():
+            rows.append({"model": r["model"], "variant": r["variant"], "kv_cache": kv_type, "runtime": lc["runtime"],
+                         "context": lc["context"], "scored": lc["scored"], "windows": lc["windows"], **fig})
+    return rows
+
+
+def kv_table(records: list[dict[str, Any]]) -> Any | None:
+    """The long-context table: KLD, same-top-1 and PPL ratio of each variant × KV-cache type
+    against the fp16 weights with the unquantized cache, and the cache's bytes (None: not measured)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = kv_rows(records)
+    if not rows:
+        return None
+    first = rows[0]
+    table = Table(title=f"KV cache at long context ({first['context']}-token windows, last {first['scored']} scored, "
+                        f"× {first['windows']})")
+    for col in ("model", "variant", "KV cache", "KLD", "top-1 %", "PPL ×", "KV bytes", "predicted", "s", "note"):
+        table.add_column(col, justify="left" if col in ("model", "variant", "KV cache", "note") else "right")
+    for row in rows:
+        head = [escape(row["model"]), escape(row["variant"]), escape(row["kv_cache"])]
+        if row["status"] != "ok":
+            table.add_row(*head, escape(row["status"]), *[""] * 5, escape(row.get("reason") or ""))
+            continue
+        kld = f"{row['kld_mean']:.4f} ± {row['kld_stderr']:.4f}" if row.get("kld_stderr") is not None else f"{row['kld_mean']:.4f}"
+        table.add_row(*head, kld, f"{100 * row['same_top1']:.1f}", f"{row['ppl_ratio']:.3f}", f"{row['kv_bytes']:,}",
+                      _num(row.get("kv_bytes_predicted"), ","), f"{row['seconds']:.0f}", "")
     return table

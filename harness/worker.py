@@ -102,10 +102,11 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
         raise Unsupported(f"{cell.variant} on {cell.model.display_name}: {problem}")
     predicted = predict(cell, model_config)
 
-    baseline = None
-    if cell.quality and cell.variant != BASELINE_VARIANT:
+    baseline = long_baseline = None
+    if cell.variant != BASELINE_VARIANT and (cell.quality or cell.long_context):
         phase("baseline")
-        baseline = ensure_baseline_elsewhere(cell, files)
+        baseline = ensure_baseline_elsewhere(cell, files) if cell.quality else None
+        long_baseline = ensure_baseline_elsewhere(cell, files, long_context=True) if cell.long_context else None
 
     threads = cell.thread_plan()
     peak = PeakMemory(cell.device)
@@ -159,6 +160,12 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
                 quality["floor"] = noise_floor(model, quality_slice, baseline, cell.device)
         quality["seconds"] = time.perf_counter() - started
         del baseline
+    long_context = None
+    if cell.long_context:
+        release_buffers(model)
+        with peak.phase("long_context"), using_threads(threads["quality"], model):
+            long_context = measure_long_context(cell, files, backend, loaded, model_config, long_baseline)
+        del long_baseline
     memory = peak.finish()
 
     return CellOutcome(
@@ -168,6 +175,7 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
         details={**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model),
                  "quantized_modules": quantized_modules(model)},
         quality=quality,
+        long_context=long_context,
         warnings=warnings,
         plan=predicted,
         weights_bytes=weights,
@@ -206,37 +214,70 @@ def predict(cell: Any, model_config: dict[str, Any]) -> dict[str, Any] | None:
         return {"error": str(exc)}
 
 
-def _baseline_target(cell: Any, files: Any) -> Path:
+def measure_long_context(cell: Any, files: Any, backend: Any, loaded: Any, model_config: dict[str, Any],
+                         baseline: Any) -> dict[str, Any]:
+    """Every KV-cache type of the matrix at long context, against the fp16 weights' unquantized cache."""
+    from evalq.architecture import DTYPE_BYTES, PlanError, Shape
+    from evalq.measure.long_context import measure_kv_types, prepare_long_slice
+
+    sl = prepare_long_slice(loaded.tokenizer, cell.long_context, model_config)
+    if baseline is None:  # the fp16 cell: its own model is the baseline
+        phase("baseline")
+        baseline = ensure_baseline_here(cell, files, loaded.model, sl, long_context=True)
+    phase("long_context")
+    try:
+        shape = Shape.from_config(model_config)
+    except PlanError:
+        shape = None
+    return measure_kv_types(loaded.model, backend.kv_runtime, sl, baseline, cell.long_context, shape,
+                            DTYPE_BYTES.get(loaded.dtype, 2))
+
+
+def _baseline_target(cell: Any, files: Any, long_context: bool) -> Path:
     from evalq.cache import cache_dir
     from evalq.measure.quality import baseline_key
 
-    return cache_dir("baselines") / baseline_key(cell, files)
+    return cache_dir("baselines") / baseline_key(cell, files, long_context)
 
 
-def ensure_baseline_here(cell: Any, files: Any, model: Any, quality_slice: Any) -> Any:
+def _baseline_writer(cell: Any, long_context: bool) -> Any:
+    """write_baseline's arguments after (out, model, slice, name): the long-context one
+    goes through the unquantized cache on the long-context schedule."""
+    if not long_context:
+        from evalq.measure.quality import write_baseline
+
+        return write_baseline, ()
+    from evalq.measure.long_context import write_long_baseline
+
+    return write_long_baseline, (cell.long_context,)
+
+
+def ensure_baseline_here(cell: Any, files: Any, model: Any, text_slice: Any, long_context: bool = False) -> Any:
     from evalq.cache import build_once
-    from evalq.measure.quality import Baseline, write_baseline
+    from evalq.measure.quality import Baseline
 
-    target = _baseline_target(cell, files)
-    build_once(target, write_baseline, model, quality_slice, cell.model.display_name)
+    target = _baseline_target(cell, files, long_context)
+    write, extra = _baseline_writer(cell, long_context)
+    build_once(target, write, model, text_slice, cell.model.display_name, *extra)
     return Baseline.open(target)
 
 
-def ensure_baseline_elsewhere(cell: Any, files: Any) -> Any:
+def ensure_baseline_elsewhere(cell: Any, files: Any, long_context: bool = False) -> Any:
     """The fp16 baseline of this cell's model, computed in a child process when
     not on disk yet (its memory is then not this cell's)."""
     from evalq.cache import build_once
     from evalq.measure.quality import Baseline
 
-    target = _baseline_target(cell, files)
-    build_once(target, _baseline_in_child, cell.model_dump_json(), isolated=True)
+    target = _baseline_target(cell, files, long_context)
+    build_once(target, _baseline_in_child, cell.model_dump_json(), long_context, isolated=True)
     return Baseline.open(target)
 
 
-def _baseline_in_child(out: Path, cell_json: str) -> None:
+def _baseline_in_child(out: Path, cell_json: str, long_context: bool = False) -> None:
     from evalq.backends.base import get_backend
     from evalq.cell import Cell
-    from evalq.measure.quality import prepare_slice, write_baseline
+    from evalq.measure.long_context import prepare_long_slice
+    from evalq.measure.quality import prepare_slice
     from evalq.model_sources import materialize
     from evalq.threads import using as using_threads
 
@@ -247,7 +288,12 @@ def _baseline_in_child(out: Path, cell_json: str) -> None:
     with using_threads(cell.threads("prepare")):
         loaded = backend.load(files, backend.Config.model_validate(cell.baseline_options or {}), cell.device, str(out))
     with using_threads(cell.threads("quality")):
-        write_baseline(out, loaded.model, prepare_slice(loaded.tokenizer, cell, model_config), cell.model.display_name)
+        if long_context:
+            text_slice = prepare_long_slice(loaded.tokenizer, cell.long_context, model_config)
+        else:
+            text_slice = prepare_slice(loaded.tokenizer, cell, model_config)
+        write, extra = _baseline_writer(cell, long_context)
+        write(out, loaded.model, text_slice, cell.model.display_name, *extra)
 
 
 def calibration_warnings(backend: Any, cfg: Any, tokenizer: Any, quality_slice: Any) -> list[str]:

@@ -62,6 +62,7 @@ class Row:
     date: str = "–"  # when the cell finished, UTC day
     source: "Source | None" = None  # where the weights came from
     subtasks: dict[str, list["Subtask"]] = field(default_factory=dict)  # an lm-eval group's members (MMLU's subjects)
+    long_context: dict[str, Any] | None = None  # KV-cache types at long context (measure/long_context.py)
 
     @property
     def threads_text(self) -> str:
@@ -183,7 +184,7 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
         flags=(rec.get("paired") or {}).get("flags") or [], plan=rec.get("plan") or {},
         task_data=rec.get("task_data") or {}, hardware=rec.get("hardware") or "–", matrix=rec.get("matrix") or "",
         date=(rec.get("finished_at") or "–")[:10], source=source_of(spec, rec.get("revision")),
-        subtasks=subtasks_of(db_row.result, rec.get("metrics") or {}, scores),
+        subtasks=subtasks_of(db_row.result, rec.get("metrics") or {}, scores), long_context=rec.get("long_context"),
     )
 
 

@@ -38,6 +38,9 @@ class Measurable(Protocol):
 
     def window_logits(self, window: list[int], first_scored: int) -> Any: ...  # as quality.window_logits
 
+    # as window_logits through a KV cache of that type, fed `chunk` tokens at a time; and the cache's bytes
+    def cached_logits(self, window: list[int], first_scored: int, chunk: int, kv_type: str) -> tuple[Any, int]: ...
+
     def generate_timed(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, list[float]]: ...
 
     def weights_bytes(self) -> int: ...
@@ -87,6 +90,7 @@ class Backend(Protocol):
     libraries: ClassVar[tuple[str, ...]]  # distributions whose version changes the numbers
     detail_fields: ClassVar[tuple[tuple[str, str], ...]]  # (label, details key) for the leaderboard
     style: ClassVar[tuple[str, str]]  # chart colour and marker (charts.SHAPES; "open-" first: outlined)
+    kv_runtime: ClassVar[str]  # whose KV-cache types the variant takes: "transformers" or "llama.cpp"
 
     def unavailable_reason(self, device: str) -> str | None: ...
 
@@ -120,6 +124,7 @@ class BackendBase:
     overhead_bytes: ClassVar[dict[str, int]] = {}
     cpu_float32_overhead_bytes: ClassVar[int | None] = None
     rank_key: ClassVar[tuple] = (2, 0)  # leaderboard order: lower first; ties by name
+    kv_runtime: ClassVar[str] = "transformers"  # whose KV-cache types the variant takes (kv_cache.RUNTIMES)
 
     def unavailable_reason(self, device: str) -> str | None:
         return None

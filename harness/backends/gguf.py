@@ -116,6 +116,7 @@ class GGUFBackend(BackendBase):
     # the worker (torch imported) and llama.cpp's context beside the mapped weights;
     # the mean of the demo's four GGUF cells (0.50-0.60 GB)
     overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 547_000_000, "cuda": 1_000_000_000}
+    kv_runtime: ClassVar[str] = "llama.cpp"
 
     def __init__(self, name: str = "gguf-q4_k_m"):
         gguf_type = name.removeprefix(PREFIX)

@@ -139,15 +139,17 @@ class LlamaCppModel:
         self.tokenizer = LlamaCppTokenizer(self)
         self.threads = current()  # the loading phase's (evalq.threads); each phase sets its own
         self._ctx = None
-        self._ctx_shape: tuple[int, int, int] | None = None
+        self._ctx_shape: tuple[int, int, int, str | None] | None = None
         self._cached: list[int] = []  # tokens whose KV the context of sequence 0 holds
         self._header = read_header(self.path)
         self.file_type = file_type_of(self._header)
 
     # --- contexts ------------------------------------------------------------
 
-    def _context(self, n_ctx: int, n_seq: int, n_batch: int):
-        shape = (n_ctx, n_seq, n_batch)
+    def _context(self, n_ctx: int, n_seq: int, n_batch: int, kv_type: str | None = None):
+        """A context (reused while its shape holds); with kv_type, a KV cache of that
+        type for K and V, and flash attention, which llama.cpp needs for a quantized V."""
+        shape = (n_ctx, n_seq, n_batch, kv_type)
         if self._ctx is not None and self._ctx_shape == shape:
             return self._ctx
         self.release()
@@ -157,9 +159,15 @@ class LlamaCppModel:
         params.n_ubatch = min(self.n_ubatch, n_batch)
         params.n_threads = params.n_threads_batch = self.threads
         params.no_perf = True
+        if kv_type is not None:
+            from gguf.constants import GGMLQuantizationType
+
+            params.type_k = params.type_v = GGMLQuantizationType[kv_type.upper()].value
+            params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
         ctx = L.llama_init_from_model(self.model, params)
         if not ctx:
-            raise MemoryError(f"llama.cpp could not create a context of {n_ctx} tokens × {n_seq} sequences")
+            cache = f" with a {kv_type} KV cache" if kv_type else ""
+            raise MemoryError(f"llama.cpp could not create a context of {n_ctx} tokens × {n_seq} sequences{cache}")
         self._ctx, self._ctx_shape, self._cached = ctx, shape, []
         return ctx
 
@@ -241,6 +249,38 @@ class LlamaCppModel:
 
         rows = np.concatenate([r for _, r in self.forward(window, first_scored, reuse_prefix=False)])
         return torch.from_numpy(rows[:-1])
+
+    def cached_logits(self, window: list[int], first_scored: int, chunk: int, kv_type: str) -> tuple[Any, int]:
+        """As window_logits with a KV cache of `kv_type` (kv_cache.LLAMA_CPP_TYPES), the tokens
+        before the scored ones fed a physical batch at a time, then the rest `chunk` at a time.
+        Also returns the bytes llama.cpp writes for the sequence's state: the K and V rows in
+        their type, and a few bytes of positions per cell."""
+        import torch
+
+        L = self._L
+        ctx = self._context(-(-len(window) // 256) * 256, 1, self.n_ubatch, kv_type)
+        L.llama_memory_clear(L.llama_get_memory(ctx), True)
+        self._cached = []
+        batch = L.llama_batch_init(self.n_ubatch, 0, 1)
+        rows = []
+        try:
+            pieces = [(lo, min(lo + self.n_ubatch, first_scored)) for lo in range(0, first_scored, self.n_ubatch)]
+            pieces += [(lo, min(lo + chunk, len(window))) for lo in range(first_scored, len(window), chunk)]
+            for lo, hi in pieces:
+                scored = lo >= first_scored
+                for i, pos in enumerate(range(lo, hi)):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = window[pos], pos, 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = scored
+                batch.n_tokens = hi - lo
+                self._decode(ctx, batch)
+                if scored:
+                    rows.append(np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(hi - lo, self.n_vocab)).copy())
+            size = int(L.llama_state_seq_get_size(ctx, 0))
+        finally:
+            L.llama_batch_free(batch)
+            self.release()
+        return torch.from_numpy(np.concatenate(rows)[:-1]), size
 
     # --- timing: greedy generation, `batch` sequences at once --------------------
 

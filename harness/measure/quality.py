@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -167,24 +167,30 @@ def window_logits(model: Any, window: list[int], first_scored: int) -> Any:
 STORED_DTYPES = {"bfloat16": "<u2", "float16": "<f2", "float32": "<f4"}  # numpy has no bfloat16: keep its bits
 
 
-def baseline_key(cell: Any, files: Any) -> str:
+def baseline_key(cell: Any, files: Any, long_context: bool = False) -> str:
+    """The baseline's content key: of the quality slice, or of the long-context one
+    (whose cache types are the variants', not the baseline's)."""
     payload = {
         # 3: ids.npy (int32) kept beside the logits; 4: BOS first in the stream and special
         # tokens' spellings as plain text, as llama-perplexity
         "format": 4,
         "model": files.revision,
-        "quality": cell.quality.model_dump(mode="json"),
-        "text": cell.quality_text_sha256,
+        "quality": (cell.long_context.model_dump(mode="json", exclude={"kv_cache"}) if long_context
+                    else cell.quality.model_dump(mode="json")),
+        "text": cell.long_context_text_sha256 if long_context else cell.quality_text_sha256,
         "baseline": cell.baseline_options,
         "device": cell.device,
         "torch": version("torch"),
         "transformers": version("transformers"),
     }
+    if long_context:
+        payload["kind"] = "long_context"
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def write_baseline(out: Path, model: Any, sl: Slice, model_name: str) -> None:
-    """Write the scored logits of every window to out/logits.npy (memory-mapped, one window at a time)."""
+def write_baseline(out: Path, model: Any, sl: Slice, model_name: str, logits_of: Callable = window_logits) -> None:
+    """Write the scored logits of every window to out/logits.npy (memory-mapped, one window at a time);
+    `logits_of(model, window, first_scored)` as window_logits."""
     import torch
 
     w = sl.windows
@@ -192,7 +198,7 @@ def write_baseline(out: Path, model: Any, sl: Slice, model_name: str) -> None:
     targets = np.empty(w.n_scored, dtype=np.int32)
     rows = w.scored_per_window
     for i, (window, target) in enumerate(sl.batches()):
-        logits = window_logits(model, window, w.first_scored)
+        logits = logits_of(model, window, w.first_scored)
         dtype = str(logits.dtype).removeprefix("torch.")
         if first is None:
             if dtype not in STORED_DTYPES:
@@ -291,8 +297,9 @@ def check_tokens(baseline: Baseline, ids: list[int]) -> None:
     raise QualityError(msg + ". The distributions cannot be compared token for token.")
 
 
-def against_baseline(model: Any, sl: Slice, baseline: Baseline) -> dict[str, Any]:
-    """Run the variant over the slice and summarize it against the stored baseline."""
+def against_baseline(model: Any, sl: Slice, baseline: Baseline, logits_of: Callable = window_logits) -> dict[str, Any]:
+    """Run the variant over the slice and summarize it against the stored baseline
+    (`logits_of` as in write_baseline)."""
     base_bos = baseline.meta["windows"].get("bos")
     if base_bos != sl.windows.bos:
         def said(bos: int | None) -> str:
@@ -307,7 +314,7 @@ def against_baseline(model: Any, sl: Slice, baseline: Baseline) -> dict[str, Any
     rows = w.scored_per_window
     parts = []
     for i, (window, target) in enumerate(sl.batches()):
-        logits = window_logits(model, window, w.first_scored).cpu()
+        logits = logits_of(model, window, w.first_scored).cpu()
         if logits.shape[-1] != baseline.meta["vocab"]:
             raise QualityError(f"vocabulary of {logits.shape[-1]} logits, the baseline has {baseline.meta['vocab']}")
         if not np.array_equal(baseline.targets[i * rows : (i + 1) * rows], target):

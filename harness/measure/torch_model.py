@@ -110,6 +110,34 @@ class TorchModel:
             out = self.module(input_ids=torch.tensor([window], device=device), logits_to_keep=keep, use_cache=False)
         return out.logits[0, :-1].detach()
 
+    def cached_logits(self, window: list[int], first_scored: int, chunk: int, kv_type: str) -> tuple[Any, int]:
+        """As window_logits, but through a KV cache of `kv_type` (kv_cache.TRANSFORMERS_TYPES):
+        the tokens before the scored ones in one pass, then the rest `chunk` at a time, so
+        the scored tokens attend to what the cache kept. Also returns the cache's bytes."""
+        import inspect
+
+        import torch
+        from transformers import DynamicCache, QuantizedCache
+
+        from evalq.kv_cache import TRANSFORMERS_TYPES, transformers_cache_bytes
+
+        spec = TRANSFORMERS_TYPES[kv_type]
+        config = self.module.config
+        if spec is None:
+            cache = DynamicCache(config=config)
+        else:
+            backend, bits = spec
+            cache = QuantizedCache(backend, config, **({"nbits": bits} if bits else {}))
+        # transformers 5.24 renamed past_key_values to cache (the old name warns until 5.40)
+        name = "cache" if "cache" in inspect.signature(self.module.forward).parameters else "past_key_values"
+        ids = torch.tensor([window], device=next(self.module.parameters()).device)
+        rows = []
+        with torch.inference_mode():
+            self.module(input_ids=ids[:, :first_scored], use_cache=True, logits_to_keep=1, **{name: cache})
+            for lo in range(first_scored, len(window), chunk):
+                rows.append(self.module(input_ids=ids[:, lo : lo + chunk], use_cache=True, **{name: cache}).logits[0])
+        return torch.cat(rows)[:-1].detach(), transformers_cache_bytes(cache)
+
     def generate_timed(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, list[float]]:
         """One greedy generation; returns (time to first token, per-token decode latencies), seconds."""
         import torch

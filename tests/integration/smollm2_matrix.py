@@ -1,6 +1,6 @@
 """SmolLM2-135M in every variant: one matrix, run once per test session (the
 smollm2_run fixture). test_smollm2_variants (transformers' variants),
-test_awq_variant, test_hqq_variant, test_torchao_variants, test_really_quantized and test_gguf_variants (llama.cpp's) read the same database: fp16, int8 and nf4 are
+test_awq_variant, test_hqq_variant, test_torchao_variants, test_really_quantized, test_long_context and test_gguf_variants (llama.cpp's) read the same database: fp16, int8 and nf4 are
 measured once for both."""
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ AWQ_VARIANTS = ("awq-4",)  # quantized with 2 windows of 64 tokens: AWQ's search
 GGUF_VARIANTS = ("gguf-bf16", "gguf-q8_0", "gguf-q4_k_m")
 TORCHAO_VARIANTS = ("torchao-int8wo",)  # w8a8 takes ~200 s a cell on a CPU: test_torchao_variants loads it directly
 HQQ_VARIANTS = ("hqq-4",)
+# every cell at long context with each cache type: its runtime's run, the other runtime's are stored unsupported
+KV_TYPES = ("f16", "hqq-4", "q8_0", "q4_0")
 
 SMOLLM2_MATRIX = """\
 name: it-smollm2
@@ -41,6 +43,7 @@ variants:
   hqq-4: {{group_size: 64}}
 {gguf}suites: [tiny]
 quality: {{path: {wikitext}, tokens: 2048}}
+long_context: {{path: {wikitext}, context: 512, scored: 64, chunk: 32, kv_cache: [{kv_cache}]}}
 perf: {{prompt_tokens: 32, new_tokens: 8, batch_sizes: [1, 2], warmup: 1, repeats: 2, threads: 1}}
 eval: {{batch_size: 8}}
 timeout_s: 1500
@@ -55,5 +58,5 @@ def smollm2_variants() -> tuple[str, ...]:
 def write_smollm2_matrix(folder: Path, wikitext: Path, group_size: int = 64) -> Path:
     gguf = "".join(f"  {v}: {{}}\n" for v in smollm2_variants() if v.startswith("gguf-"))
     path = folder / f"m{group_size}.yaml"
-    path.write_text(SMOLLM2_MATRIX.format(group_size=group_size, wikitext=wikitext, gguf=gguf))
+    path.write_text(SMOLLM2_MATRIX.format(group_size=group_size, wikitext=wikitext, gguf=gguf, kv_cache=", ".join(KV_TYPES)))
     return path

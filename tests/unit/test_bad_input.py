@@ -86,6 +86,13 @@ def truncated_gguf(paths: dict) -> None:
         dst.write(src.read(20 * 1024 * 1024))
 
 
+def model_length(n: int) -> Callable[[dict], None]:
+    def setup(paths: dict) -> None:
+        Path(paths["model"], "config.json").write_text(json.dumps({**CONFIG, "max_position_embeddings": n}))
+
+    return setup
+
+
 CASES = [
     Case("malformed-yaml", sub("  fp16: {{}}", "  fp16: {{"), "malformed YAML"),
     Case("top-level-typo", sub("suites:", "suits:"), "did you mean 'suites'"),
@@ -151,7 +158,21 @@ CASES = [
     Case("revision-escapes", sub("    path: {model}", "    hub: org/name\n    revision: ../../x"), "is not a branch, tag or commit"),
     Case("nul-byte", sub("    path: {model}", '    path: "a\\0b"'), "NUL byte"),
     Case("hub-suite-offline", sub("[tiny]", "[open-llm-v1]"), "needs hub access"),
-    Case("quality-text-missing", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: nowhere.txt}}"), "quality: quality text"),
+    Case("quality-text-missing", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: nowhere.txt}}"), "quality: text"),
+    Case("kv-cache-type-unknown", sub("timeout_s: 60", "timeout_s: 60\nlong_context: {{path: {cal}, kv_cache: [f16, q3_k]}}"),
+         "long_context.kv_cache.1: no variant of this matrix has a KV-cache type 'q3_k' (transformers: f16, hqq-8, hqq-4"),
+    Case("kv-cache-type-of-another-runtime", sub("timeout_s: 60", "timeout_s: 60\nlong_context: {{path: {cal}, kv_cache: [q8_0]}}"),
+         "no variant of this matrix has a KV-cache type 'q8_0'"),
+    Case("kv-cache-type-twice", sub("timeout_s: 60", "timeout_s: 60\nlong_context: {{path: {cal}, kv_cache: [f16, f16]}}"),
+         "kv_cache lists a type twice"),
+    Case("long-context-scored-whole-window", sub("timeout_s: 60", "timeout_s: 60\nlong_context: {{path: {cal}, context: 256, scored: 255}}"),
+         "scored (255) must leave tokens before it"),
+    Case("long-context-chunk-over-batch", sub("timeout_s: 60", "timeout_s: 60\nlong_context: {{path: {cal}, chunk: 1024}}"),
+         "long_context.chunk"),
+    Case("long-context-longer-than-model", sub("timeout_s: 60", "timeout_s: 60\nlong_context: {{path: {cal}, context: 16384}}"),
+         "long_context: context 16384 is longer than the model's 8192 positions", model_length(8192)),
+    Case("long-context-dataset-offline", sub("timeout_s: 60", "timeout_s: 60\nlong_context: {{dataset: pg19}}"),
+         "long_context: dataset 'pg19' needs hub access"),
     Case("quality-two-sources", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, dataset: wikitext}}"),
          "give exactly one of path or dataset"),
     Case("quality-key-typo", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, tokenz: 10}}"),

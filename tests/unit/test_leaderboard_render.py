@@ -323,3 +323,29 @@ def test_columns_have_stable_ids_and_the_issues_defaults():
     shown = [c.label for c in cols if c.default]
     assert shown == ["model", "variant", "weights GB", "peak (gen.) GB", "avg acc %", "arc_easy", "mmlu", "recovery %", "KLD",
                      "decode tok/s", "status"]
+
+
+def test_model_page_shows_kv_cache_types_at_long_context(tmp_path):
+    from evalq.cell import expand
+    from evalq.matrix import load_matrix
+
+    (tmp_path / "t.txt").write_text("text " * 10)
+    (tmp_path / "m.yaml").write_text("name: kv\nmodels:\n  - hub: org/m\nvariants:\n  fp16: {}\n  gguf-q8_0: {}\n"
+                                     "suites: [demo]\nlong_context: {path: t.txt, kv_cache: [f16, q4_0]}\n")
+    matrix, suites = load_matrix(tmp_path / "m.yaml")
+    db = str(tmp_path / "e.db")
+    store = Store(db)
+    ok = {"status": "ok", "n_tokens": 256, "kld_mean": 0.0292, "kld_stderr": 0.0036, "same_top1": 0.953, "ppl_ratio": 1.029,
+          "kv_bytes": 3324648, "kv_bytes_predicted": 3317760, "seconds": 2.6}
+    for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cpu"):
+        runtime = "llama.cpp" if cell.variant.startswith("gguf-") else "transformers"
+        other = {"status": "unsupported", "reason": "<b>no</b> such type"}
+        types = {"f16": ok, "q4_0": ok} if runtime == "llama.cpp" else {"f16": ok, "q4_0": other}
+        store.record(cell, {"status": "ok", "metrics": {"evalq_demo_mc": {"acc": 0.5, "acc_stderr": 0.05}},
+                            "long_context": {"runtime": runtime, "context": 2048, "scored": 256, "windows": 1, "chunk": 64,
+                                             "types": types}}, None, "", 1.0)
+    site = build_from_db(db, tmp_path / "s", built_at="x").parent
+    page = next((site / "models").iterdir()).read_text()
+    assert "KV cache at long context" in page and "1 window of 2048 tokens; the last 256 of each scored" in page
+    assert page.count("0.0292 ± 0.0036") == 3 and "3,324,648" in page and "3,317,760" in page and "95.3" in page
+    assert "unsupported: &lt;b&gt;no&lt;/b&gt; such type" in page and "<b>no</b>" not in page

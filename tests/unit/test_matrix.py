@@ -38,7 +38,8 @@ def problems(write, text: str) -> str:
 def test_shipped_examples_validate(example):
     matrix, suites = load_matrix(ROOT / "examples" / example)
     assert len(matrix.models) == 2
-    assert list(matrix.variants) == ["fp16", "int8", "nf4", "gptq-4", "gguf-q8_0", "gguf-q4_k_m"]
+    assert list(matrix.variants)[:6] == ["fp16", "int8", "nf4", "gptq-4", "gguf-q8_0", "gguf-q4_k_m"]
+    assert list(matrix.variants)[6:] == (["torchao-int8wo"] if example == "demo.yaml" else [])
     assert suites
 
 
@@ -53,6 +54,9 @@ def test_methods_example_runs_every_method_for_smollm2():
     # one calibration for GPTQ and AWQ (a YAML anchor), resolved relative to the file
     assert matrix.variants["awq-4"]["calibration"] == matrix.variants["gptq-4"]["calibration"]
     assert Path(matrix.variants["awq-4"]["calibration"]["path"]).is_file()
+    # both runtimes' KV-cache types at long context, on the text resolved relative to the file
+    assert {"q8_0", "q4_0", "hqq-4", "f16"} <= set(matrix.long_context.kv_cache)
+    assert Path(matrix.long_context.path).is_file() and matrix.long_context.context == 2048
 
 
 def test_llama2_names_the_open_llm_v1_tasks():
