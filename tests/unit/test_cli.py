@@ -21,7 +21,7 @@ runner = CliRunner()
 def test_validate_ok():
     res = runner.invoke(app, ["validate", str(ROOT / "examples" / "demo.yaml")])
     assert res.exit_code == 0, res.output
-    assert "2 models × 6 variants = 12 cells" in res.output
+    assert "2 models × 7 variants = 14 cells" in res.output
 
 
 def test_validate_typo_exits_2_without_traceback(write):

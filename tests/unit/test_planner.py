@@ -111,7 +111,7 @@ def test_plan_json_for_the_demo_and_a_local_config_for_an_offline_hub_model(tmp_
     res = runner.invoke(app, ["plan", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--gpu-memory", "2GB", "-f", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    assert len(rows) == 12 and {"model", "variant", "predicted_weights_bytes", "predicted_peak_bytes", "fits"} <= set(rows[0])
+    assert len(rows) == 14 and {"model", "variant", "predicted_weights_bytes", "predicted_peak_bytes", "fits"} <= set(rows[0])
     smol = {r["variant"]: r for r in rows if r["model"].startswith("SmolLM2")}
     assert smol["int8"]["predicted_weights_bytes"] == 163_484_032  # as measured on the loaded model (README)
     assert all(r["fits"] for r in smol.values()) and not all(r["fits"] for r in rows)
