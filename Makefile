@@ -66,7 +66,7 @@ postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 test: install browser postgres
-	$(BIN)/python -m pytest -q -rs --durations=15
+	$(BIN)/python -m pytest -q -rs --durations=15 -n 2 --no-loadscope-reorder
 
 bench: install
 	$(OFFLINE) $(BIN)/python scripts/bench_overhead.py

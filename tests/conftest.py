@@ -2,6 +2,8 @@
 (never the user's home: gptqmodel builds its C++ extension under ~/.cache)."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from pathlib import Path
 
@@ -28,7 +30,54 @@ for _k in ("EVALQ_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HOME"):
     Path(os.environ[_k]).mkdir(parents=True, exist_ok=True)
 
 
+def _pin_xdist_worker() -> None:
+    """Under pytest-xdist, each worker (and every process it starts) gets its own share of the
+    cores: "every core" (threads.available) then means that share, and two workers never run
+    four busy OpenMP threads on two cores, which slowed a cell tenfold here."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = cpus[int(worker.removeprefix("gw")) % count :: count]
+    if share and len(cpus) >= count:
+        os.sched_setaffinity(0, share)
+
+
+_pin_xdist_worker()
+
+
+SHARED_RUN = ("smollm2_run", "smollm2_rows")  # the one SmolLM2 matrix run (integration/conftest.py)
+ROOT_DIR = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=None)
+def reads_shared_run(test_file: str) -> bool:
+    path = ROOT_DIR / test_file
+    return path.suffix == ".py" and any(name in path.read_text() for name in SHARED_RUN)
+
+
+def scope_of(nodeid: str) -> str:
+    """A test's unit of work for pytest-xdist: its file, and one unit for every file reading the shared run."""
+    test_file = nodeid.split("::")[0]
+    return "smollm2" if reads_shared_run(test_file) else test_file
+
+
+if importlib.util.find_spec("xdist"):
+    def pytest_xdist_make_scheduler(config, log):
+        """`make test` runs two pytest-xdist workers: a file's tests stay on one worker (its module
+        fixtures are built once), and the files reading the shared SmolLM2 run share one, started
+        first (the longest unit: the other worker takes the rest meanwhile)."""
+        from xdist.scheduler import LoadScopeScheduling
+
+        class SharedRunTogether(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return scope_of(nodeid)
+
+        return SharedRunTogether(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: scope_of(item.nodeid) != "smollm2")  # the shared run first
     try:
         import torch
 
