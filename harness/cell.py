@@ -16,6 +16,7 @@ from evalq.backends.base import BASELINE_VARIANT, get_backend  # noqa: F401 (BAS
 from evalq.backends.hf import resolve_auto_dtypes
 from evalq.cache import file_sha256
 from evalq.env import COMMON_LIBRARIES, hardware_class, library_versions
+from evalq.kv_cache import runtime_lacks
 from evalq.threads import PHASES, resolve
 from evalq.matrix import (EvalSettings, LongContextSettings, Matrix, ModelSpec, PerfSettings, QualitySettings,
                           variant_options)
@@ -119,13 +120,22 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
                     quality=matrix.quality,
                     quality_text_sha256=text_sha,
                     baseline_options=baseline,
-                    long_context=long,
-                    long_context_text_sha256=long_sha,
+                    long_context=(kv := kv_types_for(long, backend)),
+                    long_context_text_sha256=long_sha if kv else None,
                     matrix=matrix.name,
                     timeout_s=matrix.timeout_s,
                 )
             )
     return cells
+
+
+def kv_types_for(long: LongContextSettings | None, backend: Any) -> LongContextSettings | None:
+    """The long-context settings of one variant: the matrix's KV-cache types its runtime has (the
+    cross of variants and types is of what each runtime offers); None when it has none of them."""
+    if long is None:
+        return None
+    types = [t for t in long.kv_cache if runtime_lacks(backend.kv_runtime, t) is None]
+    return long.model_copy(update={"kv_cache": types}) if types else None
 
 
 def key_difference(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:

@@ -13,7 +13,7 @@ AWQ_VARIANTS = ("awq-4",)  # quantized with 2 windows of 64 tokens: AWQ's search
 GGUF_VARIANTS = ("gguf-bf16", "gguf-q8_0", "gguf-q4_k_m")
 TORCHAO_VARIANTS = ("torchao-int8wo",)  # w8a8 takes ~200 s a cell on a CPU: test_torchao_variants loads it directly
 HQQ_VARIANTS = ("hqq-4",)
-# every cell at long context with each cache type: its runtime's run, the other runtime's are stored unsupported
+# every cell at long context with each cache type its runtime has (transformers': f16, hqq-4; llama.cpp's: f16, q8_0, q4_0)
 KV_TYPES = ("f16", "hqq-4", "q8_0", "q4_0")
 
 SMOLLM2_MATRIX = """\

@@ -29,7 +29,8 @@ def pinned(cell: Cell, **changes) -> Cell:
 def test_expand_gives_every_model_variant_pair_in_order():
     cells = demo_cells()
     assert [(c.model.display_name, c.variant) for c in cells] == [
-        (m, v) for m in ("SmolLM2-135M-Instruct", "Gemma-3-270M") for v in ("fp16", "int8", "nf4", "gptq-4", "gguf-q8_0", "gguf-q4_k_m")
+        (m, v) for m in ("SmolLM2-135M-Instruct", "Gemma-3-270M") for v in ("fp16", "int8", "nf4", "gptq-4", "gguf-q8_0", "gguf-q4_k_m",
+                                                                  "torchao-int8wo")
     ]
     assert all(c.device == "cpu" and c.timeout_s == 3600 for c in cells)
 
@@ -135,3 +136,18 @@ def test_key_roundtrips_through_json():
     assert Cell.model_validate_json(cell.model_dump_json()).key == cell.key
 
 
+
+
+def test_each_variant_gets_the_kv_cache_types_of_its_runtime(write):
+    """The cross of variants and cache types is of what each runtime has: llama.cpp's for gguf-*,
+    transformers' for the rest; a variant whose runtime has none of them measures no long context."""
+    text = write("t.txt", "text " * 10)
+    path = write("m.yaml", f"name: kv\nmodels:\n  - hub: org/m\nvariants:\n  fp16: {{}}\n  gguf-q8_0: {{}}\n"
+                           f"suites: [demo]\nlong_context: {{path: {text}, kv_cache: [f16, q8_0, hqq-4]}}\n")
+    matrix, suites = load_matrix(path)
+    fp16, gguf = expand(matrix, suites, lambda spec: "0" * 40, device="cpu")
+    assert fp16.long_context.kv_cache == ["f16", "hqq-4"] and gguf.long_context.kv_cache == ["f16", "q8_0"]
+    assert fp16.long_context.context == gguf.long_context.context == 2048 and fp16.long_context_text_sha256
+    path.write_text(path.read_text().replace("[f16, q8_0, hqq-4]", "[q8_0]"))
+    fp16, gguf = expand(*load_matrix(path), lambda spec: "0" * 40, device="cpu")
+    assert fp16.long_context is None and fp16.long_context_text_sha256 is None and gguf.long_context.kv_cache == ["q8_0"]
