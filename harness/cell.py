@@ -19,7 +19,7 @@ from evalq.env import COMMON_LIBRARIES, hardware_class, library_versions
 from evalq.kv_cache import runtime_lacks
 from evalq.threads import PHASES, resolve
 from evalq.matrix import (EvalSettings, LongContextSettings, Matrix, ModelSpec, PerfSettings, QualitySettings,
-                          variant_options)
+                          ServeSettings, variant_options)
 from evalq.suites import Suite
 
 class Cell(BaseModel):
@@ -46,6 +46,9 @@ class Cell(BaseModel):
     # Quality at long context under each KV-cache type, and its text's hash.
     long_context: LongContextSettings | None = None
     long_context_text_sha256: str | None = None
+    # Serving under load (which variants and models the matrix serves is not part of it).
+    serve: ServeSettings | None = None
+    serve_text_sha256: str | None = None
     # Not part of the key: they change how a cell is run, not its numbers.
     matrix: str = ""
     timeout_s: int | None = None
@@ -96,6 +99,7 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
     text_sha = file_sha256(Path(matrix.quality.path)) if matrix.quality and matrix.quality.path else None
     long = matrix.long_context
     long_sha = file_sha256(Path(long.path)) if long and long.path else None
+    serve_sha = file_sha256(Path(matrix.serve.path)) if matrix.serve and matrix.serve.path else None
     for model in matrix.models:
         revision = resolve_revision(model)
         baseline = None
@@ -122,6 +126,8 @@ def expand(matrix: Matrix, suites: list[Suite], resolve_revision: Callable[[Mode
                     baseline_options=baseline,
                     long_context=(kv := kv_types_for(long, backend)),
                     long_context_text_sha256=long_sha if kv else None,
+                    serve=(served := serve_for(matrix.serve, model, variant)),
+                    serve_text_sha256=serve_sha if served else None,
                     matrix=matrix.name,
                     timeout_s=matrix.timeout_s,
                 )
@@ -136,6 +142,13 @@ def kv_types_for(long: LongContextSettings | None, backend: Any) -> LongContextS
         return None
     types = [t for t in long.kv_cache if runtime_lacks(backend.kv_runtime, t) is None]
     return long.model_copy(update={"kv_cache": types}) if types else None
+
+
+def serve_for(serve: ServeSettings | None, model: ModelSpec, variant: str) -> ServeSettings | None:
+    """The serving sweep of one cell, or None where the matrix serves not this model or variant."""
+    if serve is None or (serve.variants and variant not in serve.variants) or (serve.models and model.display_name not in serve.models):
+        return None
+    return serve.model_copy(update={"variants": None, "models": None})
 
 
 def key_difference(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:

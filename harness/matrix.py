@@ -159,6 +159,43 @@ class LongContextSettings(TextSource):
         return self
 
 
+class ServiceLevel(Strict):
+    """Latency targets a request must meet to count in goodput (MLPerf's llama2-70b server: 2 s, 200 ms)."""
+
+    ttft_ms: float = Field(2000, gt=0, description="time to first token")
+    tpot_ms: float = Field(200, gt=0, description="time per output token after the first")
+
+
+class ServeSettings(TextSource):
+    """Serving under load: the variant behind a real OpenAI-compatible server with
+    continuous batching (transformers' own; llama.cpp's llama-server for gguf-*; vLLM
+    on request), driven at each request rate in turn with Poisson arrivals of prompts
+    cut from the text (seeded: the same prompts for every variant of a model)."""
+
+    rates: list[float | Literal["inf"]] = Field(min_length=1, description="requests per second, in order; inf: all at once")
+    duration_s: float = Field(30, gt=0, description="each rate sends rate × duration_s requests (at least 1)")
+    max_requests: int = Field(64, gt=0, description="cap on the requests of one rate")
+    max_concurrency: int | None = Field(None, gt=0, description="cap on requests in flight (the client's), none: uncapped")
+    slots: int = Field(4, gt=0, description="sequences the server batches at once (llama.cpp --parallel, transformers' paged cache)")
+    prompt_tokens: int = Field(128, gt=0)
+    output_tokens: int = Field(32, gt=1, description="every answer is this long (EOS ignored)")
+    slo: ServiceLevel = Field(default_factory=ServiceLevel)
+    request_timeout_s: float = Field(120, gt=0, description="a request not answered in full by then counts as failed")
+    start_timeout_s: float = Field(600, gt=0, description="the server must answer /health by then (it loads the model)")
+    server: Literal["auto", "vllm"] = Field("auto", description="auto: transformers or llama-server by variant; vllm: `vllm serve`")
+    variants: list[str] | None = Field(None, description="the variants to serve; none: all")
+    models: list[str] | None = Field(None, description="the models (by name) to serve; none: all")
+
+    @model_validator(mode="after")
+    def _rates(self) -> ServeSettings:
+        finite = [r for r in self.rates if r != "inf"]
+        if any(r <= 0 for r in finite):
+            raise ValueError("every rate must be above 0 requests per second")
+        if len(set(self.rates)) != len(self.rates):
+            raise ValueError("rates lists a rate twice")
+        return self
+
+
 class Matrix(Strict):
     name: str = Field(min_length=1)
     description: str | None = None
@@ -169,6 +206,7 @@ class Matrix(Strict):
     eval: EvalSettings = Field(default_factory=EvalSettings)
     quality: QualitySettings | None = Field(None, description="paired token-level quality against fp16; absent: not measured")
     long_context: LongContextSettings | None = Field(None, description="KV-cache types at long context; absent: not measured")
+    serve: ServeSettings | None = Field(None, description="request-rate sweeps through a real server; absent: not measured")
     timeout_s: int | None = Field(None, gt=0, description="wall-clock limit of one cell")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 1234
@@ -280,7 +318,7 @@ def _resolve_paths(data: dict, base: Path) -> None:
             for key in ("path", "gguf"):
                 if isinstance(m.get(key), str) and "\0" not in m[key]:  # a NUL is reported by validation
                     m[key] = str((base / m[key]).expanduser().resolve())
-    for section in ("quality", "long_context"):
+    for section in ("quality", "long_context", "serve"):
         text = data.get(section)
         if isinstance(text, dict) and isinstance(text.get("path"), str) and "\0" not in text["path"]:
             text["path"] = str((base / text["path"]).expanduser().resolve())
@@ -332,6 +370,12 @@ def load_matrix(path: str | Path) -> tuple[Matrix, list[Suite]]:
         runtimes = {get_backend(v).kv_runtime for v in matrix.variants if v in backend_names()}
         for i, msg in unknown_types(matrix.long_context.kv_cache, runtimes):
             problems.append(_format(("long_context", "kv_cache", i), msg, lines))
+    if matrix.serve:
+        names = [m.display_name for m in matrix.models]
+        for field, listed, known in (("variants", matrix.serve.variants, list(matrix.variants)), ("models", matrix.serve.models, names)):
+            for i, name in enumerate(listed or []):
+                if name not in known:
+                    problems.append(_format(("serve", field, i), f"{name!r} is not one of the matrix's {field} ({', '.join(known)})", lines))
     suites: list[Suite] = []
     for i, suite_name in enumerate(matrix.suites):
         try:

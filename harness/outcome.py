@@ -83,6 +83,7 @@ class CellOutcome(BaseModel):
     # the other measurements
     quality: Quality | None = None
     long_context: dict[str, Any] | None = None  # KV-cache types at long context (measure/long_context.py)
+    serve: dict[str, Any] | None = None  # the request-rate sweep through a real server (serve/sweep.py)
     speed: Speed | None = None
     memory: Memory | None = None
     memory_at_failure: dict[str, int] | None = None

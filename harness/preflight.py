@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from evalq.backends.base import BASELINE_VARIANT, get_backend
@@ -30,12 +31,13 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
         out.problems.append(f"suites: {s.name!r} needs hub access, but HF_DATASETS_OFFLINE=1")
     out.problems += unknown_tasks([s for s in suites if s not in unreachable])
     out.problems += missing_shipped_data(suites)
-    for section in ("quality", "long_context"):
+    out.problems += serve_problems(matrix)
+    for section in ("quality", "long_context", "serve"):
         text = getattr(matrix, section)
         if text and text.dataset and offline:
             out.problems.append(f"{section}: dataset {text.dataset!r} needs hub access, but HF_DATASETS_OFFLINE=1 "
                                 f"(give a local text as {section}.path)")
-        if text and BASELINE_VARIANT not in matrix.variants:
+        if text and section != "serve" and BASELINE_VARIANT not in matrix.variants:
             out.notes.append(f"{section}: {BASELINE_VARIANT} is not among the variants; each model's baseline is computed "
                              f"once with {BASELINE_VARIANT}'s defaults")
     for i, model in enumerate(matrix.models):
@@ -61,6 +63,36 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
             message = backend.check_model(variant_options(matrix, model, variant), config)
             if message:
                 out.problems.append(f"{where}, variants.{variant}: {message}")
+    return out
+
+
+def serve_problems(matrix: Matrix) -> list[str]:
+    """What a serving sweep needs installed: llama-server for a served gguf-* variant, vLLM's
+    command where the matrix asks for it, transformers' serving app otherwise."""
+    import shutil
+
+    s = matrix.serve
+    if not s:
+        return []
+    served = [v for v in matrix.variants if not s.variants or v in s.variants]
+    runtimes = {get_backend(v).kv_runtime for v in served}
+    out = []
+    if s.server == "vllm":
+        if shutil.which("vllm") is None:
+            out.append("serve.server: vllm, but no `vllm` command is installed (pip install vllm, on a GPU box)")
+        return out
+    if "llama.cpp" in runtimes:
+        from evalq.serve.sweep import llama_server_binary
+
+        binary = llama_server_binary()
+        if binary is None or not Path(binary).is_file():
+            out.append(f"serve: a gguf-* variant is served but llama.cpp's llama-server is not installed{f' ({binary} is not a file)' if binary else ''} "
+                       "(`make install` builds it from the bindings' llama.cpp source; or set EVALQ_LLAMA_SERVER)")
+    if "transformers" in runtimes:
+        from transformers.utils.import_utils import is_serve_available
+
+        if not is_serve_available():
+            out.append("serve: transformers' serving app needs fastapi, uvicorn and openai (pip install 'transformers[serving]')")
     return out
 
 

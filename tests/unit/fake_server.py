@@ -1,0 +1,69 @@
+"""A fake OpenAI-compatible completions server for the serving tests' injected faults:
+`python fake_server.py MODE PORT`. MODE: ok (streams max_tokens tokens, TTFT_MS then
+TPOT_MS apart), exit (fails before listening), hang (healthy, then stops mid-answer,
+with a child process in its group), error (healthy, every completion a 500)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TTFT_MS, TPOT_MS = 40, 15
+
+
+class Handler(BaseHTTPRequestHandler):
+    mode = "ok"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        if self.path == "/health":
+            self._json(200, {"status": "ok"})
+        else:
+            self._json(404, {"error": "no such path"})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.mode == "error":
+            self._json(500, {"error": "fake: CUDA error: an illegal memory access was encountered"})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        time.sleep(TTFT_MS / 1e3)
+        for i in range(body["max_tokens"]):
+            if i:
+                time.sleep(TPOT_MS / 1e3)
+            chunk = {"choices": [{"index": 0, "text": f" t{i}"}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+            if self.mode == "hang":
+                time.sleep(3600)
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def _json(self, code, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def main() -> None:
+    mode, port = sys.argv[1], int(sys.argv[2])
+    if mode == "exit":
+        print("fake: could not load the weights: file is truncated", file=sys.stderr)
+        sys.exit(3)
+    if mode == "hang":  # a child in the server's group: killed with it, or left behind
+        child = subprocess.Popen(["sleep", "600"])
+        print(f"child {child.pid}", flush=True)
+    Handler.mode = mode
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

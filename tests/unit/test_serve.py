@@ -1,0 +1,168 @@
+"""Serving under load, without a model: the load generator's arrivals and figures, what a
+sweep concludes, and the server hygiene against a fake server whose faults are real
+(it exits, hangs mid-answer with a child in its group, or answers every request with an
+error): the sweep ends with the reason and no process is left behind."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from evalq.matrix import ServeSettings
+from evalq.serve.load import Load, Record, percentile, summarize
+from evalq.serve.process import ServeError, ServeTimeout, free_port
+from evalq.serve.sweep import Server, conclusions, requests_at, sweep
+
+FAKE = Path(__file__).with_name("fake_server.py")
+SLO = {"ttft_ms": 500.0, "tpot_ms": 50.0}
+
+
+def settings(**kw) -> ServeSettings:
+    base = dict(path=str(FAKE), rates=[4, "inf"], duration_s=1, max_requests=6, prompt_tokens=8, output_tokens=5,
+                request_timeout_s=3, start_timeout_s=20)
+    return ServeSettings(**{**base, **kw})
+
+
+def fake(mode: str) -> Server:
+    port = free_port()
+    return Server([sys.executable, str(FAKE), mode, str(port)], port, "fake", "fake-model")
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def started_pids(log: Path) -> list[int]:
+    """The fake server's pid (from the sweep's process) and the child it reports in its log."""
+    return [int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("child ")]
+
+
+# ---- the load generator's arithmetic
+
+def test_poisson_arrivals_are_seeded_and_at_the_rate():
+    load = Load(rate=5.0, requests=4000, output_tokens=4, seed=7)
+    a = load.arrivals()
+    assert a == Load(rate=5.0, requests=4000, output_tokens=4, seed=7).arrivals()
+    assert a != Load(rate=5.0, requests=4000, output_tokens=4, seed=8).arrivals()
+    gaps = np.diff(a)
+    assert abs(gaps.mean() - 0.2) < 0.02  # 1 / rate
+    assert abs(gaps.std() / gaps.mean() - 1) < 0.1  # exponential: coefficient of variation 1
+    assert Load(rate=math.inf, requests=3, output_tokens=4, seed=7).arrivals() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("q", [50, 90, 99])
+def test_percentile_is_numpys(q):
+    xs = list(np.random.default_rng(q).exponential(100, 37))
+    assert percentile(xs, q) == pytest.approx(np.percentile(xs, q))
+    assert percentile([], q) is None
+
+
+def test_summary_counts_goodput_by_both_slos():
+    recs = [Record(sent=0, first=0.1, last=0.1 + 0.02 * 4, tokens=5),  # TTFT 100, TPOT 20: good
+            Record(sent=0, first=0.9, last=0.9 + 0.02 * 4, tokens=5),  # TTFT 900: misses
+            Record(sent=0, first=0.1, last=0.1 + 0.08 * 4, tokens=5),  # TPOT 80: misses
+            Record(sent=0, first=0.2, last=0.2, tokens=1),  # one token: judged by TTFT alone
+            Record(sent=0, error="HTTP 500: boom")]
+    s = summarize(recs, wall_s=2.0, rate=3.0, slo=SLO)
+    assert (s["requests"], s["completed"], s["errors"]) == (5, 4, 1)
+    assert s["goodput"] == pytest.approx(2 / 2.0) and s["slo_met"] == pytest.approx(2 / 5)
+    assert s["output_tokens_per_s"] == pytest.approx(16 / 2.0)
+    assert s["ttft_ms_p50"] == pytest.approx(150) and s["tpot_ms_p50"] == pytest.approx(20)
+    assert s["error_examples"] == ["HTTP 500: boom"] and s["within_slo"] is False  # an error: never within
+    clean = summarize(recs[:1] + recs[3:4], wall_s=1.0, rate=math.inf, slo=SLO)
+    assert clean["within_slo"] is True and clean["rate"] is None
+
+
+def test_conclusions_take_the_highest_rate_within_the_slo():
+    def step(rate, ok, tok):
+        return {"rate": rate, "within_slo": ok, "goodput": tok / 10, "requests_per_s": tok / 5, "output_tokens_per_s": tok}
+    c = conclusions([step(0.5, True, 10), step(2, True, 30), step(4, False, 45), step(None, False, 40)])
+    assert c["max_rate_within_slo"] == 2 and c["goodput_at_max_rate"] == 3.0
+    assert c["saturation_output_tokens_per_s"] == 45 and c["saturation_requests_per_s"] == 9
+    assert conclusions([step(1, True, 5), step(None, True, 9)])["max_rate_within_slo"] == "inf"
+    assert conclusions([step(1, False, 5)])["max_rate_within_slo"] is None
+
+
+def test_requests_per_rate_are_bounded():
+    s = settings(duration_s=10, max_requests=12)
+    assert [requests_at(r, s) for r in (0.05, 0.5, 5.0, math.inf)] == [1, 5, 12, 12]
+
+
+@pytest.mark.parametrize("bad, expect", [({"rates": []}, "at least 1"), ({"rates": [1, -2]}, "above 0"),
+                                         ({"rates": [1, 1]}, "twice"), ({"output_tokens": 1}, "greater than 1")])
+def test_settings_refuse(bad, expect):
+    with pytest.raises(ValueError, match=expect):
+        settings(**bad)
+
+
+# ---- a sweep through a (fake) server: measured, and the faults
+
+def test_sweep_measures_what_the_server_does(tmp_path):
+    server = fake("ok")
+    out = sweep(server, [f"prompt {i}" for i in range(6)], settings(), seed=1, log=tmp_path / "server.log")
+    assert [s["rate"] for s in out["steps"]] == [4.0, None]
+    for step in out["steps"]:
+        assert step["completed"] == step["requests"] == (4 if step["rate"] else 6) and step["errors"] == 0
+        assert step["ttft_ms_p50"] >= 35 and step["tpot_ms_p50"] >= 12  # the fake's own delays (40, 15 ms), give or take the stream's jitter
+    assert all(r["tokens"] == 5 for recs in out["records"] for r in recs)  # every streamed token counted
+    assert out["peak_rss_bytes"] > 1e6
+    with pytest.raises(OSError):  # the port is free again: the server is gone
+        import urllib.request
+        urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=1)
+
+
+def test_a_server_that_fails_to_start(tmp_path):
+    with pytest.raises(ServeError, match=r"exited with status 3 before it was ready: .*could not load the weights"):
+        sweep(fake("exit"), ["p"], settings(), seed=1, log=tmp_path / "server.log")
+
+
+def test_a_server_that_hangs_mid_answer_is_killed_with_its_group(tmp_path):
+    log = tmp_path / "server.log"
+    with pytest.raises(ServeTimeout, match=r"stopped answering at the warm-up request: no complete answer within 3 s"):
+        sweep(fake("hang"), ["p"], settings(), seed=1, log=log)
+    (child,) = started_pids(log)
+    assert gone(child), "the hung server's child outlived it"
+
+
+def test_a_server_that_answers_errors(tmp_path):
+    with pytest.raises(ServeError, match=r"every request failed at the warm-up request: HTTP 500: .*illegal memory access"):
+        sweep(fake("error"), ["p"], settings(), seed=1, log=tmp_path / "server.log")
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(FAKE) in " ".join(p.info["cmdline"] or [])
+                and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_the_server_dies_with_the_process_that_started_it(tmp_path):
+    """A worker killed mid-sweep (the cell's timeout kills its group, not the server's) takes its server with it."""
+    port = free_port()
+    code = (f"import sys, os; from evalq.serve.process import ServerProcess; from pathlib import Path\n"
+            f"p = ServerProcess([sys.executable, {str(FAKE)!r}, 'ok', '{port}'], {port}, Path({str(tmp_path / 'log')!r}))\n"
+            f"p.start(); print(p.proc.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.split()[0])
+    assert gone(pid), "the server outlived the process that started it"
+
+
+def test_the_worker_ends_a_hung_server_as_timeout_and_a_failed_one_as_error(monkeypatch, tmp_path):
+    from evalq import worker
+    from evalq.cell import expand
+    from evalq.matrix import load_matrix
+
+    root = Path(__file__).resolve().parents[2]
+    matrix, suites = load_matrix(root / "examples" / "demo.yaml")
+    cell = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
+    for exc, status in ((ServeTimeout("the server stopped answering at rate 2/s"), "timeout"),
+                        (ServeError("every request failed at rate 2/s: HTTP 500"), "error")):
+        monkeypatch.setattr(worker, "_measure", lambda *a, exc=exc: (_ for _ in ()).throw(exc))
+        out = worker.run_cell(cell.model_dump_json(), tmp_path)
+        assert (out.status, out.error) == (status, f"{exc.__class__.__name__}: {exc}")
