@@ -47,6 +47,8 @@ def as_record(row: CellRow, paired: Paired | None = None) -> dict[str, Any]:
         "plan": _section(outcome.plan),  # the memory planner's prediction, from config.json alone
         "quality": _section(outcome.quality),  # token-level, against the fp16 baseline
         "long_context": outcome.long_context,  # KV-cache types at long context, against fp16 weights and cache
+        "serve": outcome.serve,  # the request-rate sweep through a real server, per rate and concluded
+        "serve_settings": (row.cell or {}).get("serve"),  # its rates, lengths, SLO
         "paired": paired.as_dict() if paired else None,  # answer flips, footprint ratio, sanity flags
         "attempts": row.attempts,
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
@@ -147,6 +149,10 @@ def _flat(rec: dict[str, Any], tasks: list[str]) -> dict[str, Any]:
     flat["predicted_weights_bytes"] = plan.get("predicted_weights_bytes")
     flat["predicted_peak_bytes"] = plan.get("predicted_peak_bytes")
     flat.update(paired_figures(rec))
+    sv = rec.get("serve") or {}
+    flat["serve_max_rate_within_slo"] = sv.get("max_rate_within_slo")  # "inf": every rate, all at once included
+    flat["serve_goodput_at_max_rate"] = sv.get("goodput_at_max_rate")
+    flat["serve_saturation_output_tokens_per_s"] = sv.get("saturation_output_tokens_per_s")
     return flat
 
 
@@ -273,4 +279,47 @@ def kv_table(records: list[dict[str, Any]]) -> Any | None:
         kld = f"{row['kld_mean']:.4f} ± {row['kld_stderr']:.4f}" if row.get("kld_stderr") is not None else f"{row['kld_mean']:.4f}"
         table.add_row(*head, kld, f"{100 * row['same_top1']:.1f}", f"{row['ppl_ratio']:.3f}", f"{row['kv_bytes']:,}",
                       _num(row.get("kv_bytes_predicted"), ","), f"{row['seconds']:.0f}", "")
+    return table
+
+
+def serve_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (cell, request rate) of the serving sweeps."""
+    rows = []
+    for r in records:
+        sv = r.get("serve")
+        if not sv:
+            continue
+        for step in sv["steps"]:
+            rows.append({"model": r["model"], "variant": r["variant"], "server": sv["server"], **step})
+    return rows
+
+
+def rate_label(rate: Any) -> str:
+    return "inf" if rate in (None, "inf") else f"{rate:g}"
+
+
+def serve_table(records: list[dict[str, Any]]) -> Any | None:
+    """The serving table: per rate, throughput, TTFT and TPOT percentiles, goodput within the SLO
+    (None: no cell was served)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows = serve_rows(records)
+    if not rows:
+        return None
+    settings = next(r["serve_settings"] for r in records if r.get("serve"))
+    slo = settings.get("slo", {}) if settings else {}
+    table = Table(title=f"Serving under load ({settings.get('prompt_tokens')} prompt + {settings.get('output_tokens')} output "
+                        f"tokens; SLO TTFT ≤ {slo.get('ttft_ms', 0):g} ms, TPOT ≤ {slo.get('tpot_ms', 0):g} ms; "
+                        f"rate inf: all at once)")
+    for col in ("model", "variant", "server", "rate/s", "done", "req/s", "out tok/s", "TTFT p50/p90/p99 ms",
+                "TPOT p50/p90/p99 ms", "goodput/s", "in SLO"):
+        table.add_column(col, justify="left" if col in ("model", "variant", "server") else "right")
+    for row in rows:
+        def trio(name: str) -> str:
+            return "/".join(_num(row[f"{name}_p{q}"], ".0f") for q in (50, 90, 99))
+        table.add_row(escape(row["model"]), escape(row["variant"]), escape(row["server"]), rate_label(row["rate"]),
+                      f"{row['completed']}/{row['requests']}", _num(row["requests_per_s"], ".2f"),
+                      _num(row["output_tokens_per_s"], ".1f"), trio("ttft_ms"), trio("tpot_ms"),
+                      _num(row["goodput"], ".2f"), "yes" if row["within_slo"] else "no")
     return table

@@ -199,6 +199,18 @@ HW, HH = 420, 240
 HLEFT, HRIGHT, HTOP, HBOTTOM = 64, 90, 28, 40
 
 
+def _line_frame(title: str, kind: str, width: float, pw: float, ph: float, y_lo: float, y_hi: float, py) -> list[str]:
+    """A line chart's opening: the svg, its title, the plot's frame and the y grid with its ticks."""
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {HH}" role="group" aria-label="{escape(title)}" '
+           f'class="chart {kind}" font-family="DejaVu Sans, sans-serif" font-size="11">',
+           f'<text x="{HLEFT}" y="16" class="title">{escape(title)}</text>',
+           f'<rect x="{HLEFT}" y="{HTOP}" width="{pw}" height="{ph}" class="frame"/>']
+    for v in _nice_ticks(y_lo, y_hi, 4):
+        out.append(f'<line x1="{HLEFT}" x2="{HLEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
+                   f'<text x="{HLEFT - 5}" y="{py(v) + 4:.1f}" text-anchor="end" class="tick">{v:g}</text>')
+    return out
+
+
 def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tuple[int, float, bool]]]) -> Markup:
     """One metric of one model over the nightly runs: a line per variant.
     nights: (run id, date) in order; series: variant → (run id, value, flagged
@@ -220,13 +232,7 @@ def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tu
     def py(v: float) -> float:
         return HTOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {HW} {HH}" role="group" aria-label="{escape(title)}" '
-           f'class="chart history" font-family="DejaVu Sans, sans-serif" font-size="11">',
-           f'<text x="{HLEFT}" y="16" class="title">{escape(title)}</text>',
-           f'<rect x="{HLEFT}" y="{HTOP}" width="{pw}" height="{ph}" class="frame"/>']
-    for v in _nice_ticks(y_lo, y_hi, 4):
-        out.append(f'<line x1="{HLEFT}" x2="{HLEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
-                   f'<text x="{HLEFT - 5}" y="{py(v) + 4:.1f}" text-anchor="end" class="tick">{v:g}</text>')
+    out = _line_frame(title, "history", HW, pw, ph, y_lo, y_hi, py)
     step = max(1, math.ceil(len(nights) / 8))
     for i, (run, _) in enumerate(nights):
         if i % step == 0 or i == len(nights) - 1:
@@ -244,6 +250,50 @@ def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tu
             ring = f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="8" fill="none" stroke="#d62728" stroke-width="2"/>' if flag else ""
             bar = _error_bar(px(i), py(v - h), py(v + h), colour, cap=3) if h else ""
             out.append(f'<g class="point" tabindex="0" role="img" aria-label="{escape(tip)}">{bar}{_marker(shape, px(i), py(v), colour)}{ring}</g>')
+        out.append(_marker(shape, HLEFT + pw + 14, HTOP + 8 + 16 * k, colour)
+                   + f'<text x="{HLEFT + pw + 24}" y="{HTOP + 12 + 16 * k}" class="legend">{escape(variant)}</text>')
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+def serve_curve(title: str, series: dict[str, list[tuple[float, float, str]]], x_title: str, y_title: str,
+                limit: float | None = None) -> Markup:
+    """A throughput–latency curve per variant from a serving sweep: each point is one
+    request rate, at the throughput it achieved (x) and its p90 latency (y); `limit`,
+    the SLO, as a dashed line. series: variant → (x, y, the rate's label)."""
+    pts_all = [(x, y) for pts in series.values() for x, y, _ in pts if x is not None and y is not None]
+    if not pts_all:
+        return Markup("")
+    xs, ys = [p[0] for p in pts_all], [p[1] for p in pts_all] + ([limit] if limit else [])
+    x_lo, x_hi = 0.0, max(xs) * 1.1 or 1
+    y_lo, y_hi = 0.0, max(ys) * 1.1 or 1
+    width = HW + 20  # a wider legend: variant names such as gguf-q4_k_m
+    pw, ph = width - HLEFT - HRIGHT - 20, HH - HTOP - HBOTTOM
+
+    def px(v: float) -> float:
+        return HLEFT + (v - x_lo) / (x_hi - x_lo) * pw
+
+    def py(v: float) -> float:
+        return HTOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
+
+    out = _line_frame(title, "serve", width, pw, ph, y_lo, y_hi, py)
+    for v in _nice_ticks(x_lo, x_hi, 5):
+        out.append(f'<text x="{px(v):.1f}" y="{HTOP + ph + 14}" text-anchor="middle" class="tick">{v:g}</text>')
+    out.append(f'<text x="{HLEFT + pw / 2}" y="{HH - 6}" text-anchor="middle" class="axis">{escape(x_title)}</text>'
+               f'<text transform="translate(12,{HTOP + ph / 2}) rotate(-90)" text-anchor="middle" class="axis">{escape(y_title)}</text>')
+    if limit:
+        out.append(f'<line x1="{HLEFT}" x2="{HLEFT + pw}" y1="{py(limit):.1f}" y2="{py(limit):.1f}" stroke="{PARETO}" '
+                   f'stroke-dasharray="4 3" class="slo"/><text x="{HLEFT + pw - 2}" y="{py(limit) - 3:.1f}" text-anchor="end" '
+                   f'class="tick">SLO {limit:g}</text>')
+    for k, (variant, pts) in enumerate(sorted(series.items(), key=lambda kv: variant_rank(kv[0]))):
+        colour, shape = variant_style(variant)
+        pts = sorted((x, y, label) for x, y, label in pts if x is not None and y is not None)
+        if len(pts) > 1:
+            line = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in pts)
+            out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        for x, y, label in pts:
+            tip = f"{variant}, rate {label}/s: {x:.3g} on x, p90 {y:.4g}"
+            out.append(f'<g class="point" tabindex="0" role="img" aria-label="{escape(tip)}">{_marker(shape, px(x), py(y), colour)}</g>')
         out.append(_marker(shape, HLEFT + pw + 14, HTOP + 8 + 16 * k, colour)
                    + f'<text x="{HLEFT + pw + 24}" y="{HTOP + 12 + 16 * k}" class="legend">{escape(variant)}</text>')
     out.append("</svg>")

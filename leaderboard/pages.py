@@ -63,6 +63,22 @@ class Row:
     source: "Source | None" = None  # where the weights came from
     subtasks: dict[str, list["Subtask"]] = field(default_factory=dict)  # an lm-eval group's members (MMLU's subjects)
     long_context: dict[str, Any] | None = None  # KV-cache types at long context (measure/long_context.py)
+    serve: dict[str, Any] | None = None  # the request-rate sweep through a real server (serve/sweep.py)
+    serve_settings: dict[str, Any] | None = None  # its rates, lengths and SLO
+
+    @property
+    def serve_step(self) -> dict[str, Any] | None:
+        """The sweep's step at its highest rate within the SLO (p90 TTFT and TPOT, no error)."""
+        best = (self.serve or {}).get("max_rate_within_slo")
+        if best is None:
+            return None
+        want = None if best == "inf" else best
+        return next((s for s in self.serve["steps"] if s["rate"] == want), None)
+
+    @property
+    def serve_slo_text(self) -> str:
+        slo = (self.serve_settings or {}).get("slo") or {}
+        return f"p90 TTFT ≤ {slo.get('ttft_ms', 0):g} ms, TPOT ≤ {slo.get('tpot_ms', 0):g} ms" if slo else "–"
 
     @property
     def threads_text(self) -> str:
@@ -185,6 +201,7 @@ def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
         task_data=rec.get("task_data") or {}, hardware=rec.get("hardware") or "–", matrix=rec.get("matrix") or "",
         date=(rec.get("finished_at") or "–")[:10], source=source_of(spec, rec.get("revision")),
         subtasks=subtasks_of(db_row.result, rec.get("metrics") or {}, scores), long_context=rec.get("long_context"),
+        serve=rec.get("serve"), serve_settings=rec.get("serve_settings"),
     )
 
 
@@ -266,6 +283,8 @@ class Budget:
     fitting: list[Row]
     best: Row | None
     verdicts: list[Verdict]
+    best_in_slo: Row | None = None  # the most accurate that met its serving SLO at some rate of its sweep
+    served: int = 0  # fitting rows measured under load
 
 
 @dataclass(frozen=True)
@@ -338,7 +357,8 @@ def equal_cost(rows: list[Row], budgets: list[float], judge: Judge, axis: CostAx
                 verdicts.append(Verdict(a, b, judged[(a.key, b.key)]))
             if len(seen_models) == MAX_VERDICTS:
                 break
-        out.append(Budget(limit, fitting, fitting[0] if fitting else None, verdicts))
+        in_slo = next((r for r in fitting if r.serve_step is not None), None)
+        out.append(Budget(limit, fitting, fitting[0] if fitting else None, verdicts, in_slo, sum(1 for r in fitting if r.serve)))
     return out
 
 

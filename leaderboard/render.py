@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from evalq import __version__
 from evalq.verdicts import ALPHA, Judge
@@ -24,7 +25,7 @@ from evalq.leaderboard import charts
 from evalq.leaderboard.pages import (LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
                                      default_budgets, describe_group, equal_cost, memory_axis, price_axis, sort_rows, to_row)
 from evalq.backends.base import variant_rank
-from evalq.results import current_rows, display_order, records_of, to_csv, to_json
+from evalq.results import current_rows, display_order, rate_label, records_of, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
 
@@ -84,7 +85,8 @@ def table_columns(tasks: list[str], priced: bool) -> list[Column]:
     named += [("ppl", "ppl", "num"), ("delta", "Δ acc vs fp16", "num"), ("recovery", "recovery %", "num"),
               ("flips", "flips c→w / w→c", "num"), ("mcnemar", "McNemar p", "num"), ("kld", "KLD", "num"),
               ("top1", "same top-1 %", "num"), ("ppl-ratio", "ppl ratio", "num"), ("ttft", "TTFT ms", "num"),
-              ("decode", "decode tok/s", "num")]
+              ("decode", "decode tok/s", "num"), ("serve-rate", "req/s in SLO", "num"), ("serve-goodput", "goodput req/s", "num"),
+              ("serve-saturation", "served tok/s (max)", "num")]
     named += [("cost", "$ / M tokens", "num")] if priced else []
     named += [("status", "status", "text")]
     return [Column(i, label, kind, i in DEFAULT_COLUMNS or i.startswith("task:")) for i, label, kind in named]
@@ -122,6 +124,7 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool, alpha:
               [r.paired.get("same_top1"), _pct(r.paired.get("same_top1")), ""],
               [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""], [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""],
               [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]]
+    cells += serve_cells(r)
     if priced:
         cells.append([cost, _fmt(cost, ".2f"), ""])
     cells.append([r.status, r.status, (r.error or "; ".join(r.flags))[:300]])
@@ -129,6 +132,35 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool, alpha:
     badges += ["suspect"] if r.flags else []
     return {"key": r.key, "badges": badges, "family": r.family, "variant": r.variant,
             "fit": r.fit_bytes / 1e9 if r.fit_bytes else None, "failed": not r.ok, "cells": cells}
+
+
+def serve_cells(r: Row) -> list[list]:
+    """The serving sweep in three columns: the highest request rate whose p90 met the SLO, the
+    goodput there, and the most output tokens/s any rate achieved."""
+    if not r.serve:
+        return [[None, "–", ""]] * 3
+    step, slo = r.serve_step, r.serve_slo_text
+    rate = r.serve["max_rate_within_slo"]
+    rate_cell = ([None, "none", f"no rate met {slo}"] if step is None else
+                 [step["requests_per_s"], "all at once" if rate == "inf" else f"{rate:g}", f"{slo}; achieved {step['requests_per_s']:.2f} req/s"])
+    good = [None, "–", ""] if step is None else [step["goodput"], _fmt(step["goodput"], ".2f"), f"requests/s meeting {slo}"]
+    sat = r.serve.get("saturation_output_tokens_per_s")
+    return [rate_cell, good, [sat, _fmt(sat, ".1f"), f"{r.serve['server']} server, {r.serve.get('threads', '?')} threads"]]
+
+
+def serve_charts(model_rows: list[Row]) -> list[tuple[Markup, str]]:
+    """A model's serving sweeps as two throughput–latency charts (a line per variant)."""
+    served = [r for r in model_rows if r.ok and r.serve]
+    if not served:
+        return []
+    slo = (served[0].serve_settings or {}).get("slo") or {}
+    out = []
+    for x, y, x_title, y_title, limit in (
+            ("requests_per_s", "ttft_ms_p90", "achieved requests/s", "p90 TTFT (ms)", slo.get("ttft_ms")),
+            ("output_tokens_per_s", "tpot_ms_p90", "achieved output tok/s", "p90 TPOT (ms)", slo.get("tpot_ms"))):
+        series = {r.variant: [(s[x], s[y], rate_label(s["rate"])) for s in r.serve["steps"]] for r in served}
+        out.append((charts.serve_curve(f"{y_title} vs {x_title.removeprefix('achieved ')}", series, x_title, y_title, limit), y))
+    return out
 
 
 def _cost_of(axis: Any, r: Row) -> str:
@@ -276,7 +308,8 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     for r in rows:
         by_model.setdefault(r.model, []).append(r)
     for model in models:
-        write(f"models/{slug(model)}.html", "model.html", model=model, model_rows=by_model[model])
+        write(f"models/{slug(model)}.html", "model.html", model=model, model_rows=by_model[model],
+              serve_charts=serve_charts(by_model[model]))
     if runs:
         write("history.html", "history.html", runs=runs, history=history_charts(*history))
     (out / "results.csv").write_text(to_csv(records), encoding="utf-8")

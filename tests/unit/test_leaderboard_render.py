@@ -349,3 +349,48 @@ def test_model_page_shows_kv_cache_types_at_long_context(tmp_path):
     assert "KV cache at long context" in page and "1 window of 2048 tokens; the last 256 of each scored" in page
     assert page.count("0.0292 ± 0.0036") == 3 and "3,324,648" in page and "3,317,760" in page and "95.3" in page
     assert "unsupported: &lt;b&gt;no&lt;/b&gt; such type" in page and "<b>no</b>" not in page
+
+
+def test_serving_sweeps_on_the_model_page_and_within_the_slo_on_equal_cost(tmp_path):
+    from evalq.cell import expand
+    from evalq.matrix import load_matrix
+
+    (tmp_path / "t.txt").write_text("text " * 10)
+    (tmp_path / "m.yaml").write_text("name: sv\nmodels:\n  - hub: org/m\nvariants:\n  fp16: {}\n  nf4: {}\n  gguf-q4_k_m: {}\n"
+                                     "suites: [tiny]\nserve: {path: t.txt, rates: [1, 4, inf], slo: {ttft_ms: 900, tpot_ms: 80}}\n")
+    matrix, suites = load_matrix(tmp_path / "m.yaml")
+    db = str(tmp_path / "e.db")
+    store = Store(db)
+
+    def step(rate, ok, tok, error=None):
+        return {"rate": rate, "requests": 8, "completed": 8 - bool(error), "errors": int(bool(error)),
+                "error_examples": [error] if error else [], "wall_s": 4.0, "requests_per_s": tok / 32,
+                "output_tokens_per_s": tok, "goodput": tok / 40 if ok else 0.0, "slo_met": 1.0 if ok else 0.0,
+                **{f"{m}_p{q}": base * (1 + q / 100) for m, base in (("ttft_ms", 300 + tok), ("tpot_ms", 40 + tok / 2)) for q in (50, 90, 99)},
+                "within_slo": ok}
+
+    sweeps = {  # nf4 the most accurate but never within the SLO; gguf-q4_k_m within it at every rate
+        "fp16": ({"max_rate_within_slo": 1}, [step(1, True, 20), step(4, False, 50), step(None, False, 60)], 0.50),
+        "nf4": ({"max_rate_within_slo": None}, [step(1, False, 10, "HTTP 500: <script>x</script>"), step(4, False, 20),
+                                                  step(None, False, 22)], 0.60),
+        "gguf-q4_k_m": ({"max_rate_within_slo": "inf"}, [step(1, True, 30), step(4, True, 90), step(None, True, 120)], 0.55),
+    }
+    for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cpu"):
+        concl, steps, acc = sweeps[cell.variant]
+        serve = {"server": "llama.cpp" if cell.variant.startswith("gguf-") else "transformers", "steps": steps,
+                 "threads": 1, "saturation_output_tokens_per_s": max(s["output_tokens_per_s"] for s in steps), **concl}
+        store.record(cell, {"status": "ok", "weights_bytes": 10**8, "peak_memory_bytes": 2 * 10**8,
+                            "metrics": {"evalq_demo_mc": {"acc": acc, "acc_stderr": 0.05}}, "serve": serve}, None, "", 1.0)
+    site = build_from_db(db, tmp_path / "s", built_at="x").parent
+    page = next((site / "models").iterdir()).read_text()
+    assert "Serving under load" in page and page.count('class="chart serve"') == 2
+    assert page.count("<polyline") == 6  # a line per variant, in each chart
+    assert "SLO 900" in page and "SLO 80" in page  # the targets drawn on the charts
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
+    assert page.count("<td>yes</td>") == 4  # fp16 at 1/s, gguf at every rate
+    equal = " ".join((site / "equal-cost.html").read_text().split())
+    assert "Best: <b>org/m nf4</b>" in equal
+    assert "Best within its serving SLO: <b>org/m gguf-q4_k_m</b>" in equal
+    assert "met p90 TTFT ≤ 900 ms, TPOT ≤ 80 ms up to all requests at once, goodput 3.00 requests/s" in equal
+    index = (site / "index.html").read_text()
+    assert "req/s in SLO" in index and "all at once" in index and "no rate met p90 TTFT \\u2264 900 ms" in index  # the rows are JSON
