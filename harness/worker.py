@@ -217,11 +217,11 @@ def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], 
     from transformers import AutoTokenizer
 
     from evalq.measure.quality import read_text
-    from evalq.serve.sweep import prompts_for, server_for, sweep
+    from evalq.serve.sweep import prompts_for, prompts_needed, server_for, sweep
 
     settings = cell.serve
     tokenizer = AutoTokenizer.from_pretrained(files.path, trust_remote_code=files.trust_remote_code)
-    prompts = prompts_for(tokenizer, read_text(settings), settings, cell.seed, settings.max_requests)
+    prompts = prompts_for(tokenizer, read_text(settings), settings, cell.seed, prompts_needed(settings))
     server = server_for(cell, backend, details, files, out_dir, threads)
 
     def progress(step: dict[str, Any]) -> None:

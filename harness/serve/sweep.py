@@ -16,6 +16,11 @@ from evalq.serve.load import Load, drive, records_json, summarize
 from evalq.serve.process import ServeError, ServerProcess, ServeTimeout, free_port
 
 
+# Every answer output_tokens long, and its count from the server (a streamed chunk can
+# carry more than one token where a token ends inside a UTF-8 character).
+OPENAI_EXTRAS = {"ignore_eos": True, "stream_options": {"include_usage": True}}
+
+
 @dataclass
 class Server:
     """How to start one server and talk to it."""
@@ -55,7 +60,7 @@ def server_for(cell: Any, backend: Any, details: dict[str, Any], files: Any, wor
             raise ServeError("serve.server is vllm but no `vllm` command is installed (pip install vllm on a GPU box)")
         return Server([vllm, "serve", files.path, "--host", "127.0.0.1", "--port", str(port), "--served-model-name",
                        "evalq-served", "--max-num-seqs", str(s.slots), "--max-model-len", str(context), "--seed", str(cell.seed)],
-                      port, "vllm", "evalq-served", {"ignore_eos": True})
+                      port, "vllm", "evalq-served", OPENAI_EXTRAS)
     if backend.kv_runtime == "llama.cpp":
         binary = llama_server_binary()
         if binary is None:
@@ -68,7 +73,7 @@ def server_for(cell: Any, backend: Any, details: dict[str, Any], files: Any, wor
             argv.append("--no-repack")
         if details.get("n_gpu_layers"):
             argv += ["--n-gpu-layers", str(details["n_gpu_layers"])]
-        return Server(argv, port, "llama.cpp", "evalq-served", {"ignore_eos": True})
+        return Server(argv, port, "llama.cpp", "evalq-served", OPENAI_EXTRAS)
     from evalq.serve.hf_server import SERVED_NAME
 
     spec = workdir / "serve-spec.json"
@@ -95,23 +100,34 @@ def requests_at(rate: float, settings: Any) -> int:
     return max(1, min(settings.max_requests, round(rate * settings.duration_s)))
 
 
+def prompts_needed(settings: Any) -> int:
+    """A prompt for every request of the sweep, the warm-up's included."""
+    return 1 + sum(requests_at(math.inf if r == "inf" else float(r), settings) for r in settings.rates)
+
+
 def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Path,
           on_step: Any = None) -> dict[str, Any]:
-    """Start the server, warm it with one request, drive each rate in turn, stop it.
+    """Start the server, warm it with one request, drive each rate in turn, stop it. Each
+    request takes the next of `prompts` (wrapping round only where too few are given).
     Raises ServeError (it failed to start, died, or answered no request of a rate) or
     ServeTimeout (not healthy in time, or it stopped answering): the cell's end."""
     slo = settings.slo.model_dump()
     steps, raw = [], []
+    unused = iter(prompts * (1 + prompts_needed(settings) // len(prompts)))
+
+    def take(n: int) -> list[str]:  # never a prompt twice: a server's prefix cache would skip its prefill
+        return [next(unused) for _ in range(n)]
+
     with ServerProcess(server.argv, server.port, log, env=server.env, start_timeout_s=settings.start_timeout_s) as proc:
         warm = Load(rate=math.inf, requests=1, output_tokens=settings.output_tokens, seed=seed,
                     request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
-        _check(drive(proc.base_url, server.model, prompts[:1], warm)[0], "the warm-up request", proc)
+        _check(drive(proc.base_url, server.model, take(1), warm)[0], "the warm-up request", proc)
         for i, rate in enumerate(settings.rates):
             rate = math.inf if rate == "inf" else float(rate)
             load = Load(rate=rate, requests=requests_at(rate, settings), output_tokens=settings.output_tokens,
                         seed=seed + i, max_concurrency=settings.max_concurrency,
                         request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
-            records, wall = drive(proc.base_url, server.model, prompts, load)
+            records, wall = drive(proc.base_url, server.model, take(load.requests), load)
             _check(records, f"rate {rate:g}/s", proc)
             step = summarize(records, wall, rate, slo)
             steps.append(step)

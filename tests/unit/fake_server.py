@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible completions server for the serving tests' injected faults:
 `python fake_server.py MODE PORT`. MODE: ok (streams max_tokens tokens, TTFT_MS then
-TPOT_MS apart), exit (fails before listening), hang (healthy, then stops mid-answer,
+TPOT_MS apart), merged (two tokens a chunk, the count in a final usage chunk), exit (fails before listening), hang (healthy, then stops mid-answer,
 with a child process in its group), error (healthy, every completion a 500)."""
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        print(f"prompt {body['prompt']}", flush=True)
         if self.mode == "error":
             self._json(500, {"error": "fake: CUDA error: an illegal memory access was encountered"})
             return
@@ -34,15 +35,20 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         time.sleep(TTFT_MS / 1e3)
-        for i in range(body["max_tokens"]):
+        per_chunk = 2 if self.mode == "merged" else 1  # merged: two tokens a chunk, as a split UTF-8 character makes
+        for i in range(0, body["max_tokens"], per_chunk):
             if i:
                 time.sleep(TPOT_MS / 1e3)
-            chunk = {"choices": [{"index": 0, "text": f" t{i}"}]}
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            self.wfile.flush()
+            self._event({"choices": [{"index": 0, "text": f" t{i}"}]})
             if self.mode == "hang":
                 time.sleep(3600)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self._event({"choices": [], "usage": {"completion_tokens": body["max_tokens"]}})
         self.wfile.write(b"data: [DONE]\n\n")
+
+    def _event(self, obj):
+        self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+        self.wfile.flush()
 
     def _json(self, code, obj):
         data = json.dumps(obj).encode()

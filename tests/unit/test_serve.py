@@ -110,7 +110,10 @@ def test_settings_refuse(bad, expect):
 
 def test_sweep_measures_what_the_server_does(tmp_path):
     server = fake("ok")
-    out = sweep(server, [f"prompt {i}" for i in range(6)], settings(), seed=1, log=tmp_path / "server.log")
+    log = tmp_path / "server.log"
+    out = sweep(server, [f"p{i}" for i in range(11)], settings(), seed=1, log=log)
+    sent = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("prompt ")]
+    assert sorted(sent) == sorted(f"p{i}" for i in range(11))  # the warm-up's, then each rate's: never one twice
     assert [s["rate"] for s in out["steps"]] == [4.0, None]
     for step in out["steps"]:
         assert step["completed"] == step["requests"] == (4 if step["rate"] else 6) and step["errors"] == 0
@@ -120,6 +123,18 @@ def test_sweep_measures_what_the_server_does(tmp_path):
     with pytest.raises(OSError):  # the port is free again: the server is gone
         import urllib.request
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=1)
+
+
+def test_tokens_are_counted_from_the_usage_where_a_chunk_carries_two(tmp_path):
+    from evalq.serve.sweep import OPENAI_EXTRAS
+
+    server = fake("merged")
+    server.extra_body = OPENAI_EXTRAS
+    out = sweep(server, ["p"], settings(rates=[4]), seed=1, log=tmp_path / "server.log")
+    assert [r["tokens"] for r in out["records"][0]] == [5] * 4  # 3 chunks, 5 tokens
+    server = fake("merged")
+    out = sweep(server, ["p"], settings(rates=[4]), seed=1, log=tmp_path / "server.log")
+    assert [r["tokens"] for r in out["records"][0]] == [3] * 4  # without the usage: chunks, too few
 
 
 def test_a_server_that_fails_to_start(tmp_path):
