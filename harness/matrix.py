@@ -176,6 +176,7 @@ class ServeSettings(TextSource):
     duration_s: float = Field(30, gt=0, description="each rate sends rate × duration_s requests (at least 1)")
     max_requests: int = Field(64, gt=0, description="cap on the requests of one rate")
     max_concurrency: int | None = Field(None, gt=0, description="cap on requests in flight (the client's), none: uncapped")
+    single_stream: int = Field(8, ge=0, description="requests sent one at a time before the sweep (the server's own batch-1 figures); 0: none")
     slots: int = Field(4, gt=0, description="sequences the server batches at once (llama.cpp --parallel, transformers' paged cache)")
     prompt_tokens: int = Field(128, gt=0)
     output_tokens: int = Field(32, gt=1, description="every answer is this long (EOS ignored)")

@@ -212,14 +212,15 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
 
 def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], out_dir: Path, threads: int,
                   speed: dict[str, Any]) -> dict[str, Any]:
-    """The request-rate sweep through a real server (evalq.serve); at the lowest rate, the
-    server's median TPOT beside this cell's own batch-1 decode latency."""
+    """The request-rate sweep through a real server (evalq.serve); the server's median TPOT
+    one request at a time beside this cell's own batch-1 decode latency."""
     from transformers import AutoTokenizer
 
     from evalq.measure.quality import read_text
     from evalq.serve.sweep import prompts_for, prompts_needed, server_for, sweep
 
     settings = cell.serve
+    started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(files.path, trust_remote_code=files.trust_remote_code)
     prompts = prompts_for(tokenizer, read_text(settings), settings, cell.seed, prompts_needed(settings))
     server = server_for(cell, backend, details, files, out_dir, threads)
@@ -231,10 +232,11 @@ def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], 
     out = sweep(server, prompts, settings, cell.seed, out_dir / "server.log", on_step=progress)
     del out["records"]  # per request: the steps' figures are what is stored
     out["threads"] = threads
+    out["seconds"] = time.perf_counter() - started  # the whole phase: the server's start and load included
     batch1 = (speed.get("by_batch") or {}).get("1", {}).get("decode_ms_median")
-    lowest = out["steps"][0]["tpot_ms_p50"] if out["steps"] else None
+    alone = (out["single_stream"] or {}).get("tpot_ms_p50")
     out["batch1_decode_ms"] = batch1
-    out["lowest_rate_tpot_ratio"] = lowest / batch1 if lowest and batch1 else None
+    out["single_stream_tpot_ratio"] = alone / batch1 if alone and batch1 else None
     return out
 
 

@@ -259,7 +259,8 @@ def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tu
 def serve_curve(title: str, series: dict[str, list[tuple[float, float, str]]], x_title: str, y_title: str,
                 limit: float | None = None) -> Markup:
     """A throughput–latency curve per variant from a serving sweep: each point is one
-    request rate, at the throughput it achieved (x) and its p90 latency (y); `limit`,
+    request rate, at the throughput it achieved (x) and its p90 latency (y), joined in
+    the order of the rates (past saturation the achieved throughput can fall back); `limit`,
     the SLO, as a dashed line. series: variant → (x, y, the rate's label)."""
     pts_all = [(x, y) for pts in series.values() for x, y, _ in pts if x is not None and y is not None]
     if not pts_all:
@@ -287,7 +288,7 @@ def serve_curve(title: str, series: dict[str, list[tuple[float, float, str]]], x
                    f'class="tick">SLO {limit:g}</text>')
     for k, (variant, pts) in enumerate(sorted(series.items(), key=lambda kv: variant_rank(kv[0]))):
         colour, shape = variant_style(variant)
-        pts = sorted((x, y, label) for x, y, label in pts if x is not None and y is not None)
+        pts = [(x, y, label) for x, y, label in pts if x is not None and y is not None]  # in the sweep's order of rates
         if len(pts) > 1:
             line = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in pts)
             out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')

@@ -101,13 +101,14 @@ def requests_at(rate: float, settings: Any) -> int:
 
 
 def prompts_needed(settings: Any) -> int:
-    """A prompt for every request of the sweep, the warm-up's included."""
-    return 1 + sum(requests_at(math.inf if r == "inf" else float(r), settings) for r in settings.rates)
+    """A prompt for every request of the sweep, the warm-up's and the single stream's included."""
+    return 1 + settings.single_stream + sum(requests_at(math.inf if r == "inf" else float(r), settings) for r in settings.rates)
 
 
 def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Path,
           on_step: Any = None) -> dict[str, Any]:
-    """Start the server, warm it with one request, drive each rate in turn, stop it. Each
+    """Start the server, warm it with one request, send `single_stream` requests one at a time,
+    drive each rate in turn, stop it. Each
     request takes the next of `prompts` (wrapping round only where too few are given).
     Raises ServeError (it failed to start, died, or answered no request of a rate) or
     ServeTimeout (not healthy in time, or it stopped answering): the cell's end."""
@@ -122,6 +123,13 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
         warm = Load(rate=math.inf, requests=1, output_tokens=settings.output_tokens, seed=seed,
                     request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
         _check(drive(proc.base_url, server.model, take(1), warm)[0], "the warm-up request", proc)
+        single = None
+        if settings.single_stream:  # one request at a time: the server's decode beside the cell's own batch-1 figures
+            alone = Load(rate=math.inf, requests=settings.single_stream, output_tokens=settings.output_tokens, seed=seed,
+                         max_concurrency=1, request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
+            records, wall = drive(proc.base_url, server.model, take(alone.requests), alone)
+            _check(records, "one request at a time", proc)
+            single = summarize(records, wall, math.inf, slo)
         for i, rate in enumerate(settings.rates):
             rate = math.inf if rate == "inf" else float(rate)
             load = Load(rate=rate, requests=requests_at(rate, settings), output_tokens=settings.output_tokens,
@@ -136,8 +144,8 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
                 on_step(step)
         gpu = _server_memory(proc.base_url, server.memory_path)
         peak_rss = proc.peak_rss_bytes
-    return {"server": server.kind, "steps": steps, "records": raw, "peak_rss_bytes": peak_rss, **gpu,
-            **conclusions(steps)}
+    return {"server": server.kind, "single_stream": single, "steps": steps, "records": raw, "peak_rss_bytes": peak_rss,
+            **gpu, **conclusions(steps)}
 
 
 def _check(records: list[Any], what: str, proc: ServerProcess) -> None:

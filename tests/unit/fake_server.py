@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TTFT_MS, TPOT_MS = 40, 15
+LOG = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -27,7 +29,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        print(f"prompt {body['prompt']}", flush=True)
+        with LOG:  # one line a request, whole, whichever thread serves it
+            sys.stdout.write(f"prompt {body['prompt']}\n")
+            sys.stdout.flush()
         if self.mode == "error":
             self._json(500, {"error": "fake: CUDA error: an illegal memory access was encountered"})
             return

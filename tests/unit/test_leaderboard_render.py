@@ -377,7 +377,8 @@ def test_serving_sweeps_on_the_model_page_and_within_the_slo_on_equal_cost(tmp_p
     }
     for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cpu"):
         concl, steps, acc = sweeps[cell.variant]
-        serve = {"server": "llama.cpp" if cell.variant.startswith("gguf-") else "transformers", "steps": steps,
+        alone = step(None, True, 3) if cell.variant == "fp16" else None  # one request at a time, before the sweep
+        serve = {"server": "llama.cpp" if cell.variant.startswith("gguf-") else "transformers", "steps": steps, "single_stream": alone,
                  "threads": 1, "saturation_output_tokens_per_s": max(s["output_tokens_per_s"] for s in steps), **concl}
         store.record(cell, {"status": "ok", "weights_bytes": 10**8, "peak_memory_bytes": 2 * 10**8,
                             "metrics": {"evalq_demo_mc": {"acc": acc, "acc_stderr": 0.05}}, "serve": serve}, None, "", 1.0)
@@ -387,7 +388,8 @@ def test_serving_sweeps_on_the_model_page_and_within_the_slo_on_equal_cost(tmp_p
     assert page.count("<polyline") == 6  # a line per variant, in each chart
     assert "SLO 900" in page and "SLO 80" in page  # the targets drawn on the charts
     assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x" not in page
-    assert page.count("<td>yes</td>") == 4  # fp16 at 1/s, gguf at every rate
+    assert page.count("<td>yes</td>") == 5  # fp16 one by one and at 1/s, gguf at every rate
+    assert page.count("<td>1 by 1</td>") == 1
     equal = " ".join((site / "equal-cost.html").read_text().split())
     assert "Best: <b>org/m nf4</b>" in equal
     assert "Best within its serving SLO: <b>org/m gguf-q4_k_m</b>" in equal

@@ -25,7 +25,7 @@ SLO = {"ttft_ms": 500.0, "tpot_ms": 50.0}
 
 def settings(**kw) -> ServeSettings:
     base = dict(path=str(FAKE), rates=[4, "inf"], duration_s=1, max_requests=6, prompt_tokens=8, output_tokens=5,
-                request_timeout_s=3, start_timeout_s=20)
+                request_timeout_s=3, start_timeout_s=20, single_stream=0)
     return ServeSettings(**{**base, **kw})
 
 
@@ -111,9 +111,11 @@ def test_settings_refuse(bad, expect):
 def test_sweep_measures_what_the_server_does(tmp_path):
     server = fake("ok")
     log = tmp_path / "server.log"
-    out = sweep(server, [f"p{i}" for i in range(11)], settings(), seed=1, log=log)
+    out = sweep(server, [f"p{i}" for i in range(13)], settings(single_stream=2), seed=1, log=log)
     sent = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("prompt ")]
-    assert sorted(sent) == sorted(f"p{i}" for i in range(11))  # the warm-up's, then each rate's: never one twice
+    assert sorted(sent) == sorted(f"p{i}" for i in range(13))  # warm-up, single stream, each rate: never one twice
+    alone = out["single_stream"]
+    assert alone["completed"] == 2 and 15 <= alone["tpot_ms_p50"] < 2 * 15  # one at a time: the fake's own spacing
     assert [s["rate"] for s in out["steps"]] == [4.0, None]
     for step in out["steps"]:
         assert step["completed"] == step["requests"] == (4 if step["rate"] else 6) and step["errors"] == 0
