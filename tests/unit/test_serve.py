@@ -115,7 +115,7 @@ def test_sweep_measures_what_the_server_does(tmp_path):
     sent = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("prompt ")]
     assert sorted(sent) == sorted(f"p{i}" for i in range(13))  # warm-up, single stream, each rate: never one twice
     alone = out["single_stream"]
-    assert alone["completed"] == 2 and 15 <= alone["tpot_ms_p50"] < 2 * 15  # one at a time: the fake's own spacing
+    assert alone["completed"] == 2 and 12 <= alone["tpot_ms_p50"] < 30  # one at a time: the fake's 15 ms, give or take jitter
     assert [s["rate"] for s in out["steps"]] == [4.0, None]
     for step in out["steps"]:
         assert step["completed"] == step["requests"] == (4 if step["rate"] else 6) and step["errors"] == 0
