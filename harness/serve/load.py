@@ -135,13 +135,10 @@ def drive(base_url: str, model: str, prompts: list[str], load: Load) -> tuple[li
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    """The q-th percentile (0–100) as the speed phase computes it (numpy's linear rule); None of nothing."""
+    from evalq.measure.speed import percentile as fraction_percentile
+
+    return fraction_percentile(values, q / 100) if values else None
 
 
 def summarize(records: list[Record], wall_s: float, rate: float, slo: dict[str, float]) -> dict[str, Any]:
