@@ -94,6 +94,11 @@ def prompts_for(tokenizer: Any, text: str, settings: Any, seed: int, n: int) -> 
     return [tokenizer.decode(ids[i:i + settings.prompt_tokens]) for i in starts]
 
 
+def rates_of(settings: Any) -> list[float]:
+    """The matrix's rates as numbers, "inf" as math.inf."""
+    return [math.inf if r == "inf" else float(r) for r in settings.rates]
+
+
 def requests_at(rate: float, settings: Any) -> int:
     if math.isinf(rate):
         return settings.max_requests
@@ -102,7 +107,7 @@ def requests_at(rate: float, settings: Any) -> int:
 
 def prompts_needed(settings: Any) -> int:
     """A prompt for every request of the sweep, the warm-up's and the single stream's included."""
-    return 1 + settings.single_stream + sum(requests_at(math.inf if r == "inf" else float(r), settings) for r in settings.rates)
+    return 1 + settings.single_stream + sum(requests_at(rate, settings) for rate in rates_of(settings))
 
 
 def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Path,
@@ -130,8 +135,7 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
             records, wall = drive(proc.base_url, server.model, take(alone.requests), alone)
             _check(records, "one request at a time", proc)
             single = summarize(records, wall, math.inf, slo)
-        for i, rate in enumerate(settings.rates):
-            rate = math.inf if rate == "inf" else float(rate)
+        for i, rate in enumerate(rates_of(settings)):
             load = Load(rate=rate, requests=requests_at(rate, settings), output_tokens=settings.output_tokens,
                         seed=seed + i, max_concurrency=settings.max_concurrency,
                         request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
