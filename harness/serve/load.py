@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -131,7 +132,15 @@ async def _run(base_url: str, model: str, prompts: list[str], load: Load) -> tup
 
 def drive(base_url: str, model: str, prompts: list[str], load: Load) -> tuple[list[Record], float]:
     """Send the load; every request ends (answered, failed or timed out) before this returns."""
-    return asyncio.run(_run(base_url, model, prompts, load))
+    coro = _run(base_url, model, prompts, load)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # A loop already runs in this thread (a notebook, playwright's sync API) and asyncio.run
+    # refuses to nest: the load gets a thread and a loop of its own.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -139,6 +139,16 @@ def test_tokens_are_counted_from_the_usage_where_a_chunk_carries_two(tmp_path):
     assert [r["tokens"] for r in out["records"][0]] == [3] * 4  # without the usage: chunks, too few
 
 
+def test_the_load_runs_where_an_event_loop_already_runs(tmp_path):
+    import asyncio
+
+    async def inside_a_loop():  # a notebook's cell, or a test after playwright's sync API started
+        return sweep(fake("ok"), ["p"], settings(rates=[4]), seed=1, log=tmp_path / "server.log")
+
+    out = asyncio.run(inside_a_loop())
+    assert out["steps"][0]["completed"] == 4 and out["steps"][0]["errors"] == 0
+
+
 def test_a_server_that_fails_to_start(tmp_path):
     with pytest.raises(ServeError, match=r"exited with status 3 before it was ready: .*could not load the weights"):
         sweep(fake("exit"), ["p"], settings(), seed=1, log=tmp_path / "server.log")
