@@ -141,11 +141,13 @@ def test_tokens_are_counted_from_the_usage_where_a_chunk_carries_two(tmp_path):
 
 def test_the_load_runs_where_an_event_loop_already_runs(tmp_path):
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     async def inside_a_loop():  # a notebook's cell, or a test after playwright's sync API started
         return sweep(fake("ok"), ["p"], settings(rates=[4]), seed=1, log=tmp_path / "server.log")
 
-    out = asyncio.run(inside_a_loop())
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own: this one may already run playwright's loop
+        out = pool.submit(asyncio.run, inside_a_loop()).result()
     assert out["steps"][0]["completed"] == 4 and out["steps"][0]["errors"] == 0
 
 
