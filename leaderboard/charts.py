@@ -43,6 +43,13 @@ def _nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
     return [round(start + i * step, 10) for i in range(int((hi - start) / step) + 1)]
 
 
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2, 5 in each decade from lo to hi (both > 0); the powers of ten alone where that spans more than three."""
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    steps = (1, 2, 5) if last - first <= 3 else (1,)
+    return [m * 10.0 ** e for e in range(first, last + 1) for m in steps if lo <= m * 10.0 ** e <= hi]
+
+
 def _polygon(x: float, y: float, r: float, n: int, turn: float = -90.0, inner: float | None = None) -> str:
     """A regular polygon (a star when `inner` is the inner radius) centred on x, y."""
     corners = n * 2 if inner else n
@@ -129,8 +136,7 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
            f'<text x="{LEFT}" y="20" class="title">{escape(title)}</text>',
            f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" class="frame"/>']
     if log:
-        ticks = [v for e in range(math.floor(x_lo), math.ceil(x_hi) + 1) for v in (10 ** e, 2 * 10 ** e, 5 * 10 ** e)
-                 if x_lo <= math.log10(v) <= x_hi]
+        ticks = _log_ticks(10 ** x_lo, 10 ** x_hi)
     else:
         ticks = [v for v in _nice_ticks(x_lo, x_hi) if v > 0]
     for v in ticks:
@@ -199,13 +205,13 @@ HW, HH = 420, 240
 HLEFT, HRIGHT, HTOP, HBOTTOM = 64, 90, 28, 40
 
 
-def _line_frame(title: str, kind: str, width: float, pw: float, ph: float, y_lo: float, y_hi: float, py) -> list[str]:
+def _line_frame(title: str, kind: str, width: float, pw: float, ph: float, y_ticks: list[float], py) -> list[str]:
     """A line chart's opening: the svg, its title, the plot's frame and the y grid with its ticks."""
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {HH}" role="group" aria-label="{escape(title)}" '
            f'class="chart {kind}" font-family="DejaVu Sans, sans-serif" font-size="11">',
            f'<text x="{HLEFT}" y="16" class="title">{escape(title)}</text>',
            f'<rect x="{HLEFT}" y="{HTOP}" width="{pw}" height="{ph}" class="frame"/>']
-    for v in _nice_ticks(y_lo, y_hi, 4):
+    for v in y_ticks:
         out.append(f'<line x1="{HLEFT}" x2="{HLEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
                    f'<text x="{HLEFT - 5}" y="{py(v) + 4:.1f}" text-anchor="end" class="tick">{v:g}</text>')
     return out
@@ -232,7 +238,7 @@ def history(title: str, nights: list[tuple[int, str]], series: dict[str, list[tu
     def py(v: float) -> float:
         return HTOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
 
-    out = _line_frame(title, "history", HW, pw, ph, y_lo, y_hi, py)
+    out = _line_frame(title, "history", HW, pw, ph, _nice_ticks(y_lo, y_hi, 4), py)
     step = max(1, math.ceil(len(nights) / 8))
     for i, (run, _) in enumerate(nights):
         if i % step == 0 or i == len(nights) - 1:
@@ -261,13 +267,22 @@ def serve_curve(title: str, series: dict[str, list[tuple[float, float, str]]], x
     """A throughput–latency curve per variant from a serving sweep: each point is one
     request rate, at the throughput it achieved (x) and its p90 latency (y), joined in
     the order of the rates (past saturation the achieved throughput can fall back); `limit`,
-    the SLO, as a dashed line. series: variant → (x, y, the rate's label)."""
+    the SLO, as a dashed line. series: variant → (x, y, the rate's label). Where the
+    latencies span a decade or more (queueing past saturation: seconds against the
+    SLO's milliseconds), the y axis is logarithmic so the region near the SLO stays legible."""
     pts_all = [(x, y) for pts in series.values() for x, y, _ in pts if x is not None and y is not None]
     if not pts_all:
         return Markup("")
     xs, ys = [p[0] for p in pts_all], [p[1] for p in pts_all] + ([limit] if limit else [])
     x_lo, x_hi = 0.0, max(xs) * 1.1 or 1
-    y_lo, y_hi = 0.0, max(ys) * 1.1 or 1
+    measured = [p[1] for p in pts_all]
+    log_y = min(measured) > 0 and max(measured) >= 10 * min(measured)  # the data's span decides, not the SLO's place
+    if log_y:
+        y_lo, y_hi = math.log10(min(ys) / 1.25), math.log10(max(ys) * 1.25)
+        y_ticks = _log_ticks(10 ** y_lo, 10 ** y_hi)
+    else:
+        y_lo, y_hi = 0.0, max(ys) * 1.1 or 1
+        y_ticks = _nice_ticks(y_lo, y_hi, 4)
     width = HW + 20  # a wider legend: variant names such as gguf-q4_k_m
     pw, ph = width - HLEFT - HRIGHT - 20, HH - HTOP - HBOTTOM
 
@@ -275,13 +290,14 @@ def serve_curve(title: str, series: dict[str, list[tuple[float, float, str]]], x
         return HLEFT + (v - x_lo) / (x_hi - x_lo) * pw
 
     def py(v: float) -> float:
+        v = math.log10(v) if log_y else v
         return HTOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
 
-    out = _line_frame(title, "serve", width, pw, ph, y_lo, y_hi, py)
+    out = _line_frame(title, "serve", width, pw, ph, y_ticks, py)
     for v in _nice_ticks(x_lo, x_hi, 5):
         out.append(f'<text x="{px(v):.1f}" y="{HTOP + ph + 14}" text-anchor="middle" class="tick">{v:g}</text>')
     out.append(f'<text x="{HLEFT + pw / 2}" y="{HH - 6}" text-anchor="middle" class="axis">{escape(x_title)}</text>'
-               f'<text transform="translate(12,{HTOP + ph / 2}) rotate(-90)" text-anchor="middle" class="axis">{escape(y_title)}</text>')
+               f'<text transform="translate(12,{HTOP + ph / 2}) rotate(-90)" text-anchor="middle" class="axis">{escape(y_title + (" (log scale)" if log_y else ""))}</text>')
     if limit:
         out.append(f'<line x1="{HLEFT}" x2="{HLEFT + pw}" y1="{py(limit):.1f}" y2="{py(limit):.1f}" stroke="{PARETO}" '
                    f'stroke-dasharray="4 3" class="slo"/><text x="{HLEFT + pw - 2}" y="{py(limit) - 3:.1f}" text-anchor="end" '

@@ -396,3 +396,23 @@ def test_serving_sweeps_on_the_model_page_and_within_the_slo_on_equal_cost(tmp_p
     assert "met p90 TTFT ≤ 900 ms, TPOT ≤ 80 ms up to all requests at once, goodput 3.00 requests/s" in equal
     index = (site / "index.html").read_text()
     assert "req/s in SLO" in index and "all at once" in index and "no rate met p90 TTFT \\u2264 900 ms" in index  # the rows are JSON
+
+
+def test_a_sweep_past_saturation_gets_a_log_latency_axis():
+    from evalq.leaderboard import charts
+
+    def ticks(svg: str) -> dict[float, float]:  # the y grid: tick label → its pixel height
+        return {float(v): float(y) for y, v in re.findall(r'y1="([\d.]+)" y2="[\d.]+" class="grid"/><text[^>]*>([\d.e+]+)</text>', svg)}
+
+    queued = {"fp16": [(0.1, 550.0, "0.1"), (0.25, 765.0, "0.25"), (0.6, 46000.0, "inf")]}  # seconds of queue past saturation
+    svg = str(charts.serve_curve("t", queued, "x", "p90 TTFT (ms)", 2000))
+    grid = ticks(svg)
+    assert "p90 TTFT (ms) (log scale)" in svg and {1000, 2000, 10000, 20000} <= set(grid)
+    assert grid[1000] - grid[2000] == pytest.approx(grid[10000] - grid[20000], abs=0.2)  # equal ratios, equal distances
+    slo_y = float(re.search(r'y1="([\d.]+)" y2="[\d.]+" stroke="[^"]+" stroke-dasharray', svg).group(1))
+    assert slo_y == pytest.approx(grid[2000], abs=0.1)  # the SLO drawn where its tick is
+    narrow = {"gguf": [(0.1, 20.0, "0.1"), (1.0, 48.0, "1")]}  # within a decade: linear, from 0
+    svg = str(charts.serve_curve("t", narrow, "x", "p90 TPOT (ms)", 200))
+    grid = ticks(svg)
+    assert "log scale" not in svg and 0 in grid
+    assert grid[0] - grid[100] == pytest.approx(grid[100] - grid[200], abs=0.2)
