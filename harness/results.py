@@ -289,13 +289,18 @@ def serve_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sv = r.get("serve")
         if not sv:
             continue
-        alone = [{**sv["single_stream"], "rate": ONE_AT_A_TIME}] if sv.get("single_stream") else []
-        for step in alone + sv["steps"]:
+        for step in serve_steps(sv):
             rows.append({"model": r["model"], "variant": r["variant"], "server": sv["server"], **step})
     return rows
 
 
 ONE_AT_A_TIME = "1 by 1"  # the single stream's row: requests sent one after another
+
+
+def serve_steps(serve: dict[str, Any]) -> list[dict[str, Any]]:
+    """A sweep's rows in order: the single stream (rate ONE_AT_A_TIME) where there was one, then each rate."""
+    alone = [{**serve["single_stream"], "rate": ONE_AT_A_TIME}] if serve.get("single_stream") else []
+    return alone + serve["steps"]
 
 
 def rate_label(rate: Any) -> str:
@@ -317,7 +322,7 @@ def serve_table(records: list[dict[str, Any]]) -> Any | None:
     slo = settings.get("slo", {}) if settings else {}
     table = Table(title=f"Serving under load ({settings.get('prompt_tokens')} prompt + {settings.get('output_tokens')} output "
                         f"tokens; SLO TTFT ≤ {slo.get('ttft_ms', 0):g} ms, TPOT ≤ {slo.get('tpot_ms', 0):g} ms; "
-                        f"rate inf: all at once; 1 by 1: one request at a time, before the sweep)")
+                        f"rate inf: all at once; {ONE_AT_A_TIME}: one request at a time, before the sweep)")
     for col in ("model", "variant", "server", "rate/s", "done", "req/s", "out tok/s", "TTFT p50/p90/p99 ms",
                 "TPOT p50/p90/p99 ms", "goodput/s", "in SLO"):
         table.add_column(col, justify="left" if col in ("model", "variant", "server") else "right")

@@ -25,7 +25,7 @@ from evalq.leaderboard import charts
 from evalq.leaderboard.pages import (LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
                                      default_budgets, describe_group, equal_cost, memory_axis, price_axis, sort_rows, to_row)
 from evalq.backends.base import variant_rank
-from evalq.results import current_rows, display_order, rate_label, records_of, to_csv, to_json
+from evalq.results import ONE_AT_A_TIME, current_rows, display_order, rate_label, records_of, serve_steps, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
 
@@ -207,6 +207,8 @@ def _env() -> Environment:
     env.filters["num"] = _fmt
     env.filters["signed"] = _signed
     env.filters["slug"] = slug
+    env.filters["rate_label"] = rate_label
+    env.globals.update(serve_steps=serve_steps, ONE_AT_A_TIME=ONE_AT_A_TIME)
     return env
 
 
