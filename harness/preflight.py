@@ -111,13 +111,10 @@ def quality_window_problem(matrix: Matrix, config: dict) -> str | None:
 
 
 def long_context_problem(matrix: Matrix, config: dict) -> str | None:
-    """The long-context window against the model's length, from config.json alone."""
-    from evalq.measure.quality import model_length
+    """The long-context window against the model's length, as the run will check it."""
+    from evalq.measure.long_context import length_problem
 
-    length = model_length(config)
-    if matrix.long_context and length and matrix.long_context.context > length:
-        return f"context {matrix.long_context.context} is longer than the model's {length} positions"
-    return None
+    return length_problem(matrix.long_context, config) if matrix.long_context else None
 
 
 def missing_shipped_data(suites: list[Suite]) -> list[str]:

@@ -24,10 +24,18 @@ FIGURES = ("n_tokens", "kld_mean", "kld_stderr", "same_top1", "same_top1_stderr"
            "ln_ppl_ratio_stderr")
 
 
-def prepare_long_slice(tokenizer: Any, settings: Any, model_config: dict[str, Any]) -> Slice:
+def length_problem(settings: Any, model_config: dict[str, Any]) -> str | None:
+    """The window against the model's length, from config.json alone (preflight asks before anything runs)."""
     length = model_length(model_config)
     if length and settings.context > length:
-        raise QualityError(f"long_context.context {settings.context} is longer than the model's {length} positions")
+        return f"context {settings.context} is longer than the model's {length} positions"
+    return None
+
+
+def prepare_long_slice(tokenizer: Any, settings: Any, model_config: dict[str, Any]) -> Slice:
+    problem = length_problem(settings, model_config)
+    if problem:
+        raise QualityError(f"long_context.{problem}")
     bos = bos_token(tokenizer)
     n = settings.context * settings.windows
     ids = slice_tokens(tokenizer, read_text(settings), n - (bos is not None))

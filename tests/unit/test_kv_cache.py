@@ -87,3 +87,17 @@ def test_kv_table_shows_figures_and_reasons():
     assert "0.0292 ± 0.0036" in text and "95.3" in text and "3,324,648" in text and "3,317,760" in text
     assert "unsupported" in text and "no type 'hqq-4'" in text
     assert kv_table([{"model": "n", "variant": "fp16", "long_context": None}]) is None
+
+
+def test_a_window_longer_than_the_model_is_refused_in_preflight_and_at_run_time_alike(tmp_path):
+    from evalq.matrix import LongContextSettings
+    from evalq.measure.long_context import length_problem, prepare_long_slice
+    from evalq.measure.quality import QualityError
+
+    (tmp_path / "t.txt").write_text("text")
+    settings = LongContextSettings(path=str(tmp_path / "t.txt"), context=4096, scored=64)
+    config = {"max_position_embeddings": 2048}
+    assert length_problem(settings, config) == "context 4096 is longer than the model's 2048 positions"
+    assert length_problem(settings, {"max_position_embeddings": 8192}) is None
+    with pytest.raises(QualityError, match=r"^long_context\.context 4096 is longer than the model's 2048 positions$"):
+        prepare_long_slice(None, settings, config)  # refused before the tokenizer is touched
