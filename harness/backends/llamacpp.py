@@ -220,22 +220,28 @@ class LlamaCppModel:
         batch = L.llama_batch_init(self.n_ubatch, 0, 1)
         try:
             for lo in range(keep, len(tokens), self.n_ubatch):
-                chunk = tokens[lo : lo + self.n_ubatch]
-                n_out = 0
-                for i, t in enumerate(chunk):
-                    pos = lo + i
-                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = t, pos, 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = pos >= first_output
-                    n_out += pos >= first_output
-                batch.n_tokens = len(chunk)
-                self._decode(ctx, batch)
-                self._cached += chunk
-                if n_out:
-                    rows = np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(n_out, self.n_vocab)).copy()
-                    yield lo + len(chunk) - n_out, rows
+                hi = min(lo + self.n_ubatch, len(tokens))
+                rows = self._feed(ctx, batch, tokens, lo, hi, first_output)
+                self._cached += tokens[lo:hi]
+                if rows is not None:
+                    yield hi - len(rows), rows
         finally:
             L.llama_batch_free(batch)
+
+    def _feed(self, ctx: Any, batch: Any, tokens: list[int], lo: int, hi: int, first_output: int) -> np.ndarray | None:
+        """Decode tokens[lo:hi] of sequence 0 at their positions; the logits rows of those at
+        first_output or later (None: none asked)."""
+        n_out = 0
+        for i, pos in enumerate(range(lo, hi)):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = tokens[pos], pos, 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = pos >= first_output
+            n_out += pos >= first_output
+        batch.n_tokens = hi - lo
+        self._decode(ctx, batch)
+        if not n_out:
+            return None
+        return np.ctypeslib.as_array(self._L.llama_get_logits(ctx), shape=(n_out, self.n_vocab)).copy()
 
     def _decode(self, ctx: Any, batch: Any) -> None:
         rc = self._L.llama_decode(ctx, batch)
@@ -266,16 +272,10 @@ class LlamaCppModel:
         try:
             pieces = [(lo, min(lo + self.n_ubatch, first_scored)) for lo in range(0, first_scored, self.n_ubatch)]
             pieces += [(lo, min(lo + chunk, len(window))) for lo in range(first_scored, len(window), chunk)]
-            for lo, hi in pieces:
-                scored = lo >= first_scored
-                for i, pos in enumerate(range(lo, hi)):
-                    batch.token[i], batch.pos[i], batch.n_seq_id[i] = window[pos], pos, 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = scored
-                batch.n_tokens = hi - lo
-                self._decode(ctx, batch)
-                if scored:
-                    rows.append(np.ctypeslib.as_array(L.llama_get_logits(ctx), shape=(hi - lo, self.n_vocab)).copy())
+            for lo, hi in pieces:  # a piece is all before first_scored or all after it
+                out = self._feed(ctx, batch, window, lo, hi, first_scored)
+                if out is not None:
+                    rows.append(out)
             size = int(L.llama_state_seq_get_size(ctx, 0))
         finally:
             L.llama_batch_free(batch)
