@@ -7,9 +7,10 @@ protect the weights the calibration activations say matter, then rounds to 4 bit
 zero point per group ("GEMM" layout). The checkpoint is packed by gptqmodel's portable
 torch kernel, so one quantized on a CPU loads on a GPU and the other way round.
 
-It is quantized in gptqmodel's own choice of dtype (bfloat16 on a CPU: its AWQ packer takes
-no float32) and computes in the baseline's (`dtype: auto`): on a CPU without native bf16
-that is float32, through gptqmodel's TorchFusedAwqLinear.
+It is quantized in gptqmodel's own choice of dtype (bfloat16 on a CPU, emulated where bf16 is
+not native), not in the cell's as gptq-4 is: asked for float32, its AWQ packer raises "AwqTorchLinear
+only supports [torch.float16, torch.bfloat16]". It computes in the baseline's (`dtype: auto`):
+on a CPU without native bf16 that is float32, through gptqmodel's TorchFusedAwqLinear.
 """
 from __future__ import annotations
 

@@ -161,9 +161,24 @@ def test_gptq_checkpoint_is_reused_from_the_cache(rows):
 
     files = materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct"))
     cfg = GPTQConfig.model_validate(rows["gptq-4"].cell["options"])
-    assert (cache_dir("gptq") / quantized_key(files, cfg)).is_dir()
+    assert (cache_dir("gptq") / quantized_key(files, cfg, AUTO)).is_dir()
+    assert quantized_key(files, cfg, "bfloat16") != quantized_key(files, cfg, "float32")
     loaded = GPTQBackend().load(files, cfg, "cpu", "")
     assert loaded.prepare_seconds == 0.0
+
+
+def test_gptq_quantizes_in_the_dtype_this_cpu_computes_natively(rows):
+    """Not gptqmodel's own choice (bfloat16 on any CPU, emulated, ~3x slower, on one without
+    native bf16): the cell's dtype, recorded, and the checkpoint's unquantized tensors in it."""
+    from safetensors import safe_open
+
+    details = rows["gptq-4"].outcome.details
+    assert details["quantize_dtype"] == AUTO == details["dtype"]
+    folder = Path(details["checkpoint"])
+    assert json.loads((folder / "evalq-calibration.json").read_text())["quantize_dtype"] == AUTO
+    (weights,) = folder.glob("*.safetensors")
+    with safe_open(str(weights), "pt") as f:
+        assert f.get_slice("model.embed_tokens.weight").get_dtype() == {"float32": "F32", "bfloat16": "BF16"}[AUTO]
 
 
 def test_demo_perplexity_text_has_at_least_3000_tokens(fp16_in_process):
