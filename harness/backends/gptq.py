@@ -107,7 +107,8 @@ class GPTQBackend(BackendBase):
         if cfg.checkpoint:
             path = cfg.checkpoint
         else:
-            quantize_dtype = baseline_dtype(cfg.dtype, device)
+            # on a CPU the cell's dtype; on CUDA gptqmodel's own choice, as before (no GPU here to measure another)
+            quantize_dtype = baseline_dtype(cfg.dtype, device) if device == "cpu" else None
             target = cache_dir("gptq") / quantized_key(files, cfg, quantize_dtype)
             started = time.perf_counter()
             if build_once(target, _quantize_into, files.path, files.trust_remote_code, cfg.model_dump(), quantize_dtype,
@@ -213,9 +214,10 @@ def calibration_samples(tokenizer: Any, cal: Calibration) -> list[dict[str, list
     return samples
 
 
-def _quantize_into(out: Path, model_path: str, trust_remote_code: bool, cfg_dict: dict[str, Any], dtype: str) -> None:
+def _quantize_into(out: Path, model_path: str, trust_remote_code: bool, cfg_dict: dict[str, Any],
+                   dtype: str | None) -> None:
     """Quantize with gptqmodel's native API (runs in a spawned child process), the calibration
-    forwards in `dtype`, the cell's: gptqmodel's own choice is bfloat16 on any CPU, which one
+    forwards in `dtype` (None: gptqmodel's choice). Its own choice is bfloat16 on any CPU, which one
     without native bf16 emulates (SmolLM2 with the demo's calibration on an AVX2 EPYC: 474 s
     against 154 s in float32)."""
     _gptqmodel_env()
@@ -230,7 +232,8 @@ def _quantize_into(out: Path, model_path: str, trust_remote_code: bool, cfg_dict
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     samples = calibration_samples(tokenizer, cfg.calibration)
     qcfg = QuantizeConfig(bits=cfg.bits, group_size=cfg.group_size, desc_act=cfg.desc_act, sym=cfg.sym, damp_percent=cfg.damp)
-    model = GPTQModel.load(model_path, qcfg, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+    dtype_arg = {"dtype": getattr(torch, dtype)} if dtype else {}
+    model = GPTQModel.load(model_path, qcfg, **dtype_arg, trust_remote_code=trust_remote_code)
     model.quantize(samples, batch_size=cfg.batch_size)
     model.save(str(out))
     (out / "evalq-calibration.json").write_text(json.dumps({"samples": len(samples), "config": cfg.model_dump(),
