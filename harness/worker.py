@@ -225,9 +225,10 @@ def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], 
     prompts = prompts_for(tokenizer, read_text(settings), settings, cell.seed, prompts_needed(settings))
     server = server_for(cell, backend, details, files, out_dir, threads)
 
-    def progress(step: dict[str, Any]) -> None:
-        print(f"@@evalq serve rate={step['rate']} completed={step['completed']}/{step['requests']} "
-              f"tok/s={step['output_tokens_per_s'] or 0:.1f} ttft_p90={step['ttft_ms_p90'] or 0:.0f}ms", flush=True)
+    def progress(label: str, step: dict[str, Any]) -> None:
+        failed = f" failed: {step['error_examples']}" if step["errors"] else ""
+        print(f"@@evalq serve {label}: completed={step['completed']}/{step['requests']} "
+              f"tok/s={step['output_tokens_per_s'] or 0:.1f} ttft_p90={step['ttft_ms_p90'] or 0:.0f}ms{failed}", flush=True)
 
     out = sweep(server, prompts, settings, cell.seed, out_dir / "server.log", on_step=progress)
     del out["records"]  # per request: the steps' figures are what is stored

@@ -113,7 +113,7 @@ def prompts_needed(settings: Any) -> int:
 def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Path,
           on_step: Any = None) -> dict[str, Any]:
     """Start the server, warm it with one request, send `single_stream` requests one at a time,
-    drive each rate in turn, stop it. Each
+    drive each rate in turn, stop it; `on_step(label, figures)` after each. Each
     request takes the next of `prompts` (wrapping round only where too few are given).
     Raises ServeError (it failed to start, died, or answered no request of a rate) or
     ServeTimeout (not healthy in time, or it stopped answering): the cell's end."""
@@ -135,6 +135,8 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
             records, wall = drive(proc.base_url, server.model, take(alone.requests), alone)
             _check(records, "one request at a time", proc)
             single = summarize(records, wall, math.inf, slo)
+            if on_step:
+                on_step("one at a time", single)
         for i, rate in enumerate(rates_of(settings)):
             load = Load(rate=rate, requests=requests_at(rate, settings), output_tokens=settings.output_tokens,
                         seed=seed + i, max_concurrency=settings.max_concurrency,
@@ -145,7 +147,7 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
             steps.append(step)
             raw.append(records_json(records))
             if on_step:
-                on_step(step)
+                on_step("all at once" if math.isinf(rate) else f"rate {rate:g}/s", step)
         gpu = _server_memory(proc.base_url, server.memory_path)
         peak_rss = proc.peak_rss_bytes
     return {"server": server.kind, "single_stream": single, "steps": steps, "records": raw, "peak_rss_bytes": peak_rss,

@@ -85,7 +85,7 @@ def test_each_variant_is_served_by_its_runtime_and_measured(served):
         assert sv["peak_rss_bytes"] > 50e6  # the serving process with its weights
         assert sv["batch1_decode_ms"] == row.outcome.speed.by_batch["1"]["decode_ms_median"]
         alone = sv["single_stream"]  # sent one at a time before the sweep
-        assert alone["requests"] == alone["completed"] == 3 and alone["rate"] is None
+        assert alone["requests"] == alone["completed"] == 3 and alone["rate"] is None, (variant, alone)
         assert sv["single_stream_tpot_ratio"] == pytest.approx(alone["tpot_ms_p50"] / sv["batch1_decode_ms"])
 
 
