@@ -132,22 +132,24 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
         if settings.single_stream:  # one request at a time: the server's decode beside the cell's own batch-1 figures
             alone = Load(rate=math.inf, requests=settings.single_stream, output_tokens=settings.output_tokens, seed=seed,
                          max_concurrency=1, request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
+            what = "one request at a time"
             records, wall = drive(proc.base_url, server.model, take(alone.requests), alone)
-            _check(records, "one request at a time", proc)
+            _check(records, what, proc)
             single = summarize(records, wall, math.inf, slo)
             if on_step:
-                on_step("one at a time", single)
+                on_step(what, single)
         for i, rate in enumerate(rates_of(settings)):
             load = Load(rate=rate, requests=requests_at(rate, settings), output_tokens=settings.output_tokens,
                         seed=seed + i, max_concurrency=settings.max_concurrency,
                         request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
+            what = f"rate {rate:g}/s"
             records, wall = drive(proc.base_url, server.model, take(load.requests), load)
-            _check(records, f"rate {rate:g}/s", proc)
+            _check(records, what, proc)
             step = summarize(records, wall, rate, slo)
             steps.append(step)
             raw.append(records_json(records))
             if on_step:
-                on_step("all at once" if math.isinf(rate) else f"rate {rate:g}/s", step)
+                on_step(what, step)
         gpu = _server_memory(proc.base_url, server.memory_path)
         peak_rss = proc.peak_rss_bytes
     return {"server": server.kind, "single_stream": single, "steps": steps, "records": raw, "peak_rss_bytes": peak_rss,

@@ -114,7 +114,7 @@ def test_sweep_measures_what_the_server_does(tmp_path):
     seen = []
     out = sweep(server, [f"p{i}" for i in range(13)], settings(single_stream=2), seed=1, log=log,
                 on_step=lambda label, step: seen.append((label, step["completed"])))
-    assert seen == [("one at a time", 2), ("rate 4/s", 4), ("all at once", 6)]  # the worker's progress lines
+    assert seen == [("one request at a time", 2), ("rate 4/s", 4), ("rate inf/s", 6)]  # as its errors name them
     sent = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("prompt ")]
     assert sorted(sent) == sorted(f"p{i}" for i in range(13))  # warm-up, single stream, each rate: never one twice
     alone = out["single_stream"]
