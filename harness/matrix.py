@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evalq.backends.base import BackendConfig, backend_names, get_backend
 from evalq.kv_cache import unknown_types
-from evalq.suites import Suite, SuiteNotFound, load_suite
+from evalq.suites import SHIPPED_PREFIX, Suite, SuiteNotFound, load_suite, shipped_text, shipped_texts
 from evalq.yamlpos import PositionedYAMLError, line_for, load_with_lines, read_text
 
 
@@ -36,9 +36,9 @@ class ModelSpec(Strict):
     path: str | None = Field(None, description="local folder with config.json and weights")
     gguf: str | None = Field(None, description="local GGUF file, dequantized to a 16-bit baseline")
     package: str | None = Field(None, description="a model shipped in a Python package (see evalq.model_sources)")
-    family: str | None = None
+    family: str | None = Field(None, description="model family (e.g. llama2): the leaderboard puts a family's sizes side by side")
     params: float | None = Field(None, gt=0, description="parameter count, for display")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run the model repository's own code (never on unless set)")
     variants: VariantOptions | None = Field(None, description="per-model variant options, merged over the matrix's")
 
     @model_validator(mode="after")
@@ -79,9 +79,9 @@ class ModelSpec(Strict):
 class PerfSettings(Strict):
     prompt_tokens: int = Field(128, gt=0, description="P: prompt length for time to first token")
     new_tokens: int = Field(32, ge=2, description="tokens generated per timed run (greedy, fixed length)")
-    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    warmup: int = Field(1, ge=0)
-    repeats: int = Field(3, gt=0)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1, description="batch sizes timed for tokens/s")
+    warmup: int = Field(1, ge=0, description="untimed runs before timing")
+    repeats: int = Field(3, gt=0, description="timed runs; the median is stored with the spread")
     threads: int | None = Field(1, gt=0, description="CPU threads while timing (recorded); null = all cores")
 
     @model_validator(mode="after")
@@ -101,18 +101,20 @@ class EvalSettings(Strict):
 class TextSource(Strict):
     """A text: a local file or a hub dataset's column."""
 
-    path: str | None = Field(None, description="a local UTF-8 text file, e.g. WikiText-2's test split")
+    path: str | None = Field(None, description="a local UTF-8 text file, relative to the matrix file, or a text shipped "
+                             "with evalq: evalq:wikitext-2/test.txt (WikiText-2's test split)")
     dataset: str | None = Field(None, description="a hub dataset id, e.g. wikitext (needs the hub or its cache)")
     config: str | None = Field(None, description="the dataset's config, e.g. wikitext-2-raw-v1")
-    split: str = "test"
-    column: str = "text"
+    split: str = Field("test", description="the dataset's split")
+    column: str = Field("text", description="the dataset's text column")
 
     @model_validator(mode="after")
     def _one_source(self) -> TextSource:
         if (self.path is None) == (self.dataset is None):
             raise ValueError("give exactly one of path or dataset")
         if self.path is not None and not Path(self.path).is_file():
-            raise ValueError(f"text {self.path} does not exist")
+            shipped = f" (shipped with evalq: {', '.join(shipped_texts())})" if SHIPPED_PREFIX in self.path else ""
+            raise ValueError(f"text {self.path} does not exist{shipped}")
         if self.config is not None and self.dataset is None:
             raise ValueError("config applies only to a dataset")
         return self
@@ -178,9 +180,9 @@ class ServeSettings(TextSource):
     max_concurrency: int | None = Field(None, gt=0, description="cap on requests in flight (the client's), none: uncapped")
     single_stream: int = Field(8, ge=0, description="requests sent one at a time before the sweep (the server's own batch-1 figures); 0: none")
     slots: int = Field(4, gt=0, description="sequences the server batches at once (llama.cpp --parallel, transformers' paged cache)")
-    prompt_tokens: int = Field(128, gt=0)
+    prompt_tokens: int = Field(128, gt=0, description="prompt length of every request, cut from the text")
     output_tokens: int = Field(32, gt=1, description="every answer is this long (EOS ignored)")
-    slo: ServiceLevel = Field(default_factory=ServiceLevel)
+    slo: ServiceLevel = Field(default_factory=ServiceLevel, description="latency targets for goodput and \"best within the SLO\"")
     request_timeout_s: float = Field(120, gt=0, description="a request not answered in full by then counts as failed")
     start_timeout_s: float = Field(600, gt=0, description="the server must answer /health by then (it loads the model)")
     server: Literal["auto", "vllm"] = Field("auto", description="auto: transformers or llama-server by variant; vllm: `vllm serve`")
@@ -198,19 +200,19 @@ class ServeSettings(TextSource):
 
 
 class Matrix(Strict):
-    name: str = Field(min_length=1)
-    description: str | None = None
-    models: list[ModelSpec] = Field(min_length=1)
-    variants: VariantOptions = Field(min_length=1)
-    suites: list[str] = Field(min_length=1)
-    perf: PerfSettings = Field(default_factory=PerfSettings)
-    eval: EvalSettings = Field(default_factory=EvalSettings)
+    name: str = Field(min_length=1, description="the matrix's name: part of every cell key, shown by results and the board")
+    description: str | None = Field(None, description="free text shown with the matrix")
+    models: list[ModelSpec] = Field(min_length=1, description="the models, each from exactly one source")
+    variants: VariantOptions = Field(min_length=1, description="variant name → its options (see the variant keys below)")
+    suites: list[str] = Field(min_length=1, description="suite names (demo, core, quick, open-llm-v1…) or paths to suite YAML")
+    perf: PerfSettings = Field(default_factory=PerfSettings, description="speed: time to first token, decode, tokens/s")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="accuracy through lm-eval")
     quality: QualitySettings | None = Field(None, description="paired token-level quality against fp16; absent: not measured")
     long_context: LongContextSettings | None = Field(None, description="KV-cache types at long context; absent: not measured")
     serve: ServeSettings | None = Field(None, description="request-rate sweeps through a real server; absent: not measured")
     timeout_s: int | None = Field(None, gt=0, description="wall-clock limit of one cell")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 1234
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda where a GPU is visible, else cpu")
+    seed: int = Field(1234, description="seed of torch, lm-eval's sampling and few-shot draws, and the serving prompts and arrivals (calibration has its own)")
 
     @model_validator(mode="after")
     def _unique_models(self) -> Matrix:
@@ -319,14 +321,22 @@ def _resolve_paths(data: dict, base: Path) -> None:
             for key in ("path", "gguf"):
                 if isinstance(m.get(key), str) and "\0" not in m[key]:  # a NUL is reported by validation
                     m[key] = str((base / m[key]).expanduser().resolve())
-    for section in ("quality", "long_context", "serve"):
-        text = data.get(section)
+    texts = [data.get(section) for section in ("quality", "long_context", "serve")]
+    texts += [opts.get("calibration") for opts in _all_variant_options(data) if isinstance(opts, dict)]
+    for text in texts:
         if isinstance(text, dict) and isinstance(text.get("path"), str) and "\0" not in text["path"]:
-            text["path"] = str((base / text["path"]).expanduser().resolve())
-    for opts in _all_variant_options(data):
-        cal = opts.get("calibration") if isinstance(opts, dict) else None
-        if isinstance(cal, dict) and isinstance(cal.get("path"), str) and "\0" not in cal["path"]:
-            cal["path"] = str((base / cal["path"]).expanduser().resolve())
+            text["path"] = _text_path(text["path"], base)
+
+
+def _text_path(value: str, base: Path) -> str:
+    """A text's file: shipped with evalq (`evalq:…`), else relative to the matrix file."""
+    if value.startswith(SHIPPED_PREFIX):
+        try:
+            file = shipped_text(value)
+        except ValueError:
+            file = None
+        return str(file) if file and file.is_file() else value  # validation names what the matrix said
+    return str((base / value).expanduser().resolve())
 
 
 def _all_variant_options(data: dict):

@@ -16,6 +16,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 SUITES_DIR = Path(__file__).parent
 TASKS_DIR = SUITES_DIR / "tasks"
+# Texts shipped inside evalq (each folder with its licence and attribution), named in a
+# matrix as `evalq:<folder>/<file>`: the same file wherever the package is installed.
+DATA_DIR = SUITES_DIR / "data"
+SHIPPED_PREFIX = "evalq:"
+
+
+def shipped_text(path: str) -> Path:
+    """The file behind `evalq:wikitext-2/test.txt` (the part after the prefix is relative
+    to the shipped data folder; it may not leave it)."""
+    name = path.removeprefix(SHIPPED_PREFIX)
+    file = (DATA_DIR / name).resolve()
+    if DATA_DIR.resolve() not in file.parents:
+        raise ValueError(f"{path}: a shipped text is a file under evalq's data folder")
+    return file
+
+
+def shipped_texts() -> list[str]:
+    """Every shipped text, as a matrix names it."""
+    return sorted(SHIPPED_PREFIX + str(p.relative_to(DATA_DIR)) for p in DATA_DIR.rglob("*.txt"))
 
 
 class TaskSpec(BaseModel):

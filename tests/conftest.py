@@ -13,7 +13,6 @@ from postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("EVALQ_TEST_CACHE", ROOT / ".evalq-cache"))
-SHARED_DATA = ROOT.parent / "shared" / "data"  # real public data (its README); never copied into the project
 
 _ENV = {
     "EVALQ_CACHE": str(CACHE / "evalq"),
@@ -92,11 +91,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def wikitext() -> Path:
-    """WikiText-2's test split from ../shared/data: the one way tests find the shared data.
-    Missing data fails the test that needs it, never skips it."""
-    path = SHARED_DATA / "wikitext-2" / "test.txt"
+    """WikiText-2's test split as shipped with evalq (evalq:wikitext-2/test.txt, CC BY-SA 3.0):
+    the one way tests find it. Missing data fails the test that needs it, never skips it."""
+    from evalq.suites import shipped_text
+
+    path = shipped_text("evalq:wikitext-2/test.txt")
     if not path.exists():
-        pytest.fail(f"{path} is missing: tests calibrate GPTQ and measure quality on it (see ../shared/data/README)")
+        pytest.fail(f"{path} is missing: tests calibrate GPTQ and measure quality on it (suites/data/wikitext-2)")
     return path
 
 

@@ -186,6 +186,8 @@ CASES = [
          "serve: dataset 'sharegpt' needs hub access"),
     Case("quality-two-sources", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, dataset: wikitext}}"),
          "give exactly one of path or dataset"),
+    Case("quality-unknown-shipped-text", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: 'evalq:wikitext-103/test.txt'}}"),
+         "does not exist (shipped with evalq: evalq:wikitext-2/test.txt)"),
     Case("quality-key-typo", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, tokenz: 10}}"),
          "quality.tokenz: unknown key (did you mean 'tokens'?)"),
     Case("quality-convention", sub("timeout_s: 60", "timeout_s: 60\nquality: {{path: {cal}, convention: hf}}"),
