@@ -84,15 +84,17 @@ class Shape:
         """(in_features, out_features) of every layer's projections: what a method quantizes."""
         return [io for _ in range(self.layers) for io in self.linears()]
 
-    def unquantized_bytes(self, dtype_bytes: int) -> int:
+    def unquantized_bytes(self, dtype_bytes: int, buffer_dtype_bytes: int = 4) -> int:
         """What every weight-only method leaves in the model's dtype: embeddings, norms,
-        biases, lm_head, buffers (Gemma keeps √hidden as a 16-bit buffer)."""
-        return self.other_params * dtype_bytes + self.buffer_bytes + (dtype_bytes if self.scaled_embedding else 0)
+        biases, lm_head, buffers (Gemma keeps √hidden as a 16-bit buffer). The rotary
+        buffers stay float32 unless a method casts them (`buffer_dtype_bytes`)."""
+        return (self.other_params * dtype_bytes + self.rotary_buffer_values * buffer_dtype_bytes
+                + (dtype_bytes if self.scaled_embedding else 0))
 
     @property
-    def buffer_bytes(self) -> int:
-        # rotary inv_freq and original_inv_freq, float32, per rotary embedding
-        return self.rotary_embeddings * 2 * (self.head_dim // 2) * 4
+    def rotary_buffer_values(self) -> int:
+        # rotary inv_freq and original_inv_freq, per rotary embedding
+        return self.rotary_embeddings * 2 * (self.head_dim // 2)
 
 
 def kv_cache_bytes(shape: Shape, sequence: int, batch: int, dtype_bytes: int = 2) -> int:

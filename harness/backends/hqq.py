@@ -23,7 +23,7 @@ BITS = 4
 class HQQConfig(BackendConfig):
     group_size: int = Field(64, description="weights per scale and zero point: a multiple of 8 dividing every in_features")
     axis: int = Field(1, description="1: groups run along a row (in_features), hqq's default; 0: along a column")
-    dtype: DtypeName = "auto"  # the compute dtype and that of the unquantized modules and the scales: the baseline's
+    dtype: DtypeName = Field("auto", description="the compute dtype and that of the unquantized modules and the scales: the baseline's")
 
     @field_validator("group_size")
     @classmethod
@@ -60,9 +60,11 @@ class HQQBackend(BackendBase):
         return f"hqq-4: {misfit}" if misfit else None
 
     def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
-        # 4-bit codes two a byte; a scale and a zero point per group, in the compute dtype
+        # 4-bit codes two a byte; a scale and a zero point per group, in the compute dtype. HQQ casts
+        # every other module to the compute dtype, the rotary embedding's float32 buffers included
         group = int(options.get("group_size", 64))
-        return sum(i * o // 2 + 2 * dtype_bytes * (i * o // group) for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
+        return (sum(i * o // 2 + 2 * dtype_bytes * (i * o // group) for i, o in shape.all_linears())
+                + shape.unquantized_bytes(dtype_bytes, buffer_dtype_bytes=dtype_bytes))
 
     def load(self, files: ModelFiles, cfg: HQQConfig, device: str, workdir: str) -> Loaded:
         import hqq

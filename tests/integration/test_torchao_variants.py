@@ -16,8 +16,12 @@ from evalq.paired import sanity_flags
 pytestmark = pytest.mark.integration
 
 LINEARS = 30 * 7  # SmolLM2's layers × projections
-INT8_WEIGHTS = 220_332_928  # measured here = predicted: int8 values + fp32 scale + int8 zero point per row, the rest fp32
-FP8_WEIGHTS = INT8_WEIGHTS - 30 * (3 * 576 + 2 * 192 + 2 * 1536)  # the same without the zero points: one byte a row less
+# measured = predicted: int8 values + fp32 scale + int8 zero point per row, the rest in the model's dtype:
+# float32 on an AVX2 EPYC, bfloat16 on a Xeon with native bf16 (issue 31), by the bytes of that dtype
+INT8_WEIGHTS = {4: 220_332_928, 2: 163_639_552}
+ROWS = 30 * (3 * 576 + 2 * 192 + 2 * 1536)  # output rows of SmolLM2's projections
+FP8_WEIGHTS = INT8_WEIGHTS[4] - ROWS  # float32, without the zero points: one byte a row less
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 
@@ -25,7 +29,7 @@ def test_int8_weight_only_quantizes_for_real_and_weighs_what_the_planner_says(sm
     fp16, row = smollm2_rows["fp16"], smollm2_rows["torchao-int8wo"]
     assert row.status == "ok", row.error
     out = row.outcome
-    assert out.weights_bytes == out.plan.predicted_weights_bytes == INT8_WEIGHTS  # its formula, to the byte
+    assert out.weights_bytes == out.plan.predicted_weights_bytes == INT8_WEIGHTS[DTYPE_BYTES[out.dtype]]  # to the byte
     assert out.details["quantized_modules"] == LINEARS and out.details["config"] == "Int8WeightOnlyConfig"
     assert out.details["torchao"] and out.details["scheme"] == "int8wo"
     assert 0 < out.quality.kld_mean < 0.02 and out.quality.same_top1 > 0.9  # close to fp16, not identical
@@ -49,7 +53,7 @@ def test_w8a8_quantizes_weights_and_activations(wikitext):
     fp16, w8a8, int8wo = (get_backend(v) for v in ("fp16", "torchao-w8a8", "torchao-int8wo"))
     base = fp16.load(files, fp16.Config(dtype="float32"), "cpu", "").model
     loaded = w8a8.load(files, w8a8.Config(dtype="float32"), "cpu", "")
-    assert weights_footprint(loaded.model) == w8a8.weights_bytes(shape, {}, 4) == INT8_WEIGHTS
+    assert weights_footprint(loaded.model) == w8a8.weights_bytes(shape, {}, 4) == INT8_WEIGHTS[4]
     assert quantized_modules(loaded.model) == LINEARS and quantized_modules(base) == 0
     assert loaded.details["config"] == "Int8DynamicActivationInt8WeightConfig"
     weight_only = int8wo.load(files, int8wo.Config(dtype="float32"), "cpu", "").model

@@ -23,10 +23,14 @@ def test_weights_formula_counts_codes_scales_and_zero_points():
     shape = Shape.from_config(SMOLLM2)
     hqq = get_backend("hqq-4")
     got = hqq.weights_bytes(shape, {"group_size": 64}, 4)
-    assert got == sum(i * o // 2 + 2 * 4 * (i * o // 64) for i, o in shape.all_linears()) + shape.unquantized_bytes(4)
+    assert got == sum(i * o // 2 + 2 * 4 * (i * o // 64) for i, o in shape.all_linears()) + shape.unquantized_bytes(4, buffer_dtype_bytes=4)
     # larger groups: fewer scales; a 2-byte compute dtype halves them and the unquantized modules
     assert hqq.weights_bytes(shape, {"group_size": 128}, 4) < got
     assert hqq.weights_bytes(shape, {"group_size": 64}, 2) < got
+    # HQQ casts every other module to its compute dtype, the rotary buffers (float32 otherwise) too
+    bf16 = hqq.weights_bytes(shape, {"group_size": 64}, 2)
+    assert bf16 == sum(i * o // 2 + 2 * 2 * (i * o // 64) for i, o in shape.all_linears()) + shape.unquantized_bytes(2, 2)
+    assert shape.unquantized_bytes(2) - shape.unquantized_bytes(2, 2) == 2 * shape.rotary_buffer_values == 128
 
 
 def test_group_size_is_checked_by_the_config_and_against_the_model():
