@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from evalq.outcome import FAILURES
 
-app = typer.Typer(help="Measure big-quantized against small-full-precision LLMs: accuracy, speed, memory.",
+app = typer.Typer(rich_markup_mode=None, help="Measure big-quantized against small-full-precision LLMs: accuracy, speed, memory.",
                   no_args_is_help=True)  # --install-completion / --show-completion for bash, zsh, fish
 err = Console(stderr=True, soft_wrap=True)  # no wrapping inside paths and messages
 out = Console(soft_wrap=True)
@@ -327,11 +327,11 @@ def gguf_converter(
     try:
         install_converter(sdist, log=lambda text: err.print(escape(text)))
     except PackageNotFoundError:
-        err.print("[red]error:[/red] llama-cpp-python is not installed: pip install 'evalq[gguf]'")
+        err.print("[red]error:[/red] " + escape("llama-cpp-python is not installed: pip install 'evalq[gguf]'"))
         raise typer.Exit(2) from None
 
 
-leaderboard_app = typer.Typer(help="The static leaderboard site.", no_args_is_help=True)
+leaderboard_app = typer.Typer(rich_markup_mode=None, help="The static leaderboard site.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
 
 
