@@ -5,12 +5,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch (a local wheel on this workplace's machines); on a GPU
-# box run `make TORCH_SPEC=torch ...` or install your CUDA torch first.
+# torch, CPU build: scripts/install_torch.py takes a CPU wheel pip's indexes already offer,
+# else this release from PyTorch's CPU index, else (with a message) pip's default build.
+# GPU box: `make TORCH_INDEX= demo` (pip's default CUDA build), or install your CUDA torch first (kept).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # llama-cpp-python (the gguf-<type> variants) builds llama.cpp from its source
 # distribution at install, with llama.cpp's tools and server: ~13 min on 2 cores. For a GPU box: CMAKE_ARGS=-DGGML_CUDA=on;
-# for the CPU backend, see README "Choosing llama.cpp's CPU backend".
+# for the CPU backend, see docs/variants.md "Choosing llama.cpp's CPU backend".
 LLAMA_CPP_SPEC ?= llama-cpp-python>=0.3.16
 # The lock: library versions measured together (scripts/freeze_constraints.py writes it).
 # `make CONSTRAINTS= install` installs unpinned, as `pip install evalq` does.
@@ -25,10 +27,10 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME=$(CACHE)/hf EVALQ_CACH
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+$(VENV)/.installed: pyproject.toml setup.py $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(PIN) "$(TORCH_SPEC)"
+	$(BIN)/python scripts/install_torch.py "$(TORCH_SPEC)" --index "$(TORCH_INDEX)" $(PIN)
 	# torch named again: otherwise pip may upgrade it to satisfy a newer dependency
 	# (gptqmodel 7.7 wants torch>=2.14.1, a CUDA build of several GB) instead of
 	# choosing that dependency's release that works with the torch installed
