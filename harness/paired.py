@@ -184,7 +184,7 @@ def _cpu_hint(details: dict[str, Any]) -> str:
     features = details.get("cpu_features")
     if not features or details.get("n_gpu_layers"):
         return ""
-    return " (llama.cpp CPU build: see README, choosing the CPU backend)"
+    return " (llama.cpp CPU build: see docs/variants.md, Choosing llama.cpp's CPU backend)"
 
 
 def baselines(rows: list[Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ Weights are counted the way the loaded model holds them (see
 measure/memory.weights_footprint): every packed tensor, scale and constant of
 bitsandbytes' and gptqmodel's layers, so the prediction for a Llama-family
 model is exact, not an estimate. KV cache, activations and the framework's
-own memory are estimates, with the overhead fitted on measured cells (README).
+own memory are estimates, with the overhead fitted on measured cells (docs/metrics.md).
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ Recompute = Literal["none", "selective", "full"]
 LORA_TARGETS = 7  # q, k, v, o, gate, up, down
 # Measured, not derived: a peft LoRA step on the CPU kept about 40·s·b·h bytes
 # (16-bit units) per layer beyond the full fine-tuning activation count
-# (SmolLM2, seq 256 and 512); the README's training table shows it.
+# (SmolLM2, seq 256 and 512); docs/metrics.md's training table shows it.
 LORA_EXTRA_SBH = 40
 
 

@@ -15,7 +15,7 @@ import yaml
 
 # task: (headline metric, documents drawn); zero-shot, 40 each. The demo's 12 cells must run in
 # under 30 minutes from a fresh clone on a 2-core AVX-512 machine, install included: at 50 a task
-# they took 33 min there (README "Set up"), accuracy 60 % of the run. Drawn with the same seed, the
+# they took 33 min there (docs/benchmarks.md "Set up"), accuracy 60 % of the run. Drawn with the same seed, the
 # 40 are the first 40 of the 50 drawn before (random.sample draws one after another), so scores
 # stay comparable with the earlier runs' documents.
 DEMO = {

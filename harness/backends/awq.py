@@ -31,13 +31,13 @@ from evalq.cache import build_once, cache_dir
 
 
 class AWQConfig(BackendConfig):
-    bits: Literal[4] = 4
-    group_size: int = 128  # -1: one scale per output channel
-    zero_point: bool = True  # AWQ's asymmetric rounding (a zero point per group); False: symmetric
-    calibration: Calibration | None = None
+    bits: Literal[4] = Field(4, description="bits per weight (4)")
+    group_size: int = Field(128, description="-1: one scale per output channel")
+    zero_point: bool = Field(True, description="AWQ's asymmetric rounding (a zero point per group); False: symmetric")
+    calibration: Calibration | None = Field(None, description="the calibration text (needed unless checkpoint is given)")
     checkpoint: str | None = Field(None, description="a pre-quantized AWQ checkpoint (hub id or folder); skips quantization")
     batch_size: int = Field(1, gt=0, description="calibration forward batch")
-    dtype: DtypeName = "auto"  # the dtype it computes in: the baseline's; the checkpoint is the same
+    dtype: DtypeName = Field("auto", description="the dtype it computes in: the baseline's; the checkpoint is the same")
 
     @model_validator(mode="after")
     def _check(self) -> AWQConfig:

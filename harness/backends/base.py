@@ -119,7 +119,7 @@ class BackendBase:
     detail_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
     style: ClassVar[tuple[str, str]] = ("#7f7f7f", "circle")
     # The framework's own memory beside weights, KV cache and activations while
-    # generating, by device (planner; fitted values and how in README "Memory
+    # generating, by device (planner; fitted values and how in docs/metrics.md "Memory
     # planner"); `cpu_float32` where a CPU without native bf16 keeps more.
     overhead_bytes: ClassVar[dict[str, int]] = {}
     cpu_float32_overhead_bytes: ClassVar[int | None] = None

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
 from evalq.backends.hf import DtypeName, baseline_dtype, load_causal_lm
 
 
 class FP16Config(BackendConfig):
-    dtype: DtypeName = "auto"  # auto: float16 on CUDA, bfloat16 on CPU
+    dtype: DtypeName = Field("auto", description="auto: float16 on CUDA, bfloat16 on CPU")
 
 
 class FP16Backend(BackendBase):

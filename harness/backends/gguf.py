@@ -143,7 +143,7 @@ class GGUFBackend(BackendBase):
         return variant_names()
 
     def unavailable_reason(self, device: str) -> str | None:
-        missing = missing_module("llama_cpp", "pip install 'evalq[gguf]', see README: it builds llama.cpp")
+        missing = missing_module("llama_cpp", "pip install 'evalq[gguf]', see docs/variants.md: it builds llama.cpp")
         if missing or device != "cuda":
             return missing
         import llama_cpp

@@ -30,9 +30,9 @@ GPTQ_KERNEL_BYTES = 32  # gptqmodel's CPU kernels keep an 8×int32 shift table p
 class Calibration(BackendConfig):
     path: str | None = Field(None, description="a local UTF-8 text file")
     dataset: Literal["wikitext2", "c4"] | None = Field(None, description="from the hub (needs access)")
-    n_samples: int = Field(64, gt=0)
-    seq_len: int = Field(512, gt=0)
-    seed: int = 0
+    n_samples: int = Field(64, gt=0, description="calibration windows")
+    seq_len: int = Field(512, gt=0, description="tokens per calibration window")
+    seed: int = Field(0, description="seed of the windows' positions")
     skip_tokens: int = Field(0, ge=0, description="draw windows only after this many tokens, e.g. past the quality slice")
 
     @model_validator(mode="after")
@@ -45,15 +45,15 @@ class Calibration(BackendConfig):
 
 
 class GPTQConfig(BackendConfig):
-    bits: Literal[4] = 4
-    group_size: int = 128  # -1: one scale per output channel
-    desc_act: bool = False
-    sym: bool = True
-    damp: float = Field(0.01, gt=0, lt=1)
-    calibration: Calibration | None = None
+    bits: Literal[4] = Field(4, description="bits per weight (4)")
+    group_size: int = Field(128, description="-1: one scale per output channel")
+    desc_act: bool = Field(False, description="quantize columns in order of decreasing activation (act-order)")
+    sym: bool = Field(True, description="symmetric quantization (no zero point)")
+    damp: float = Field(0.01, gt=0, lt=1, description="dampening added to the Hessian's diagonal, as a fraction of its mean")
+    calibration: Calibration | None = Field(None, description="the calibration text (needed unless checkpoint is given)")
     checkpoint: str | None = Field(None, description="a pre-quantized GPTQ checkpoint (hub id or folder); skips quantization")
     batch_size: int = Field(1, gt=0, description="calibration forward batch")
-    dtype: DtypeName = "auto"  # dtype the quantized model computes in: the baseline's
+    dtype: DtypeName = Field("auto", description="dtype the quantized model computes in: the baseline's")
 
     @model_validator(mode="after")
     def _check(self) -> GPTQConfig:

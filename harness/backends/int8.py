@@ -12,9 +12,9 @@ from evalq.backends.hf import DtypeName, baseline_dtype, load_causal_lm, missing
 class Int8Config(BackendConfig):
     # 6.0 is LLM.int8's published threshold; the HF LLM-Perf leaderboard runs
     # with 0.0 (no outlier decomposition), which is faster and less accurate.
-    threshold: float = Field(6.0, ge=0.0)
-    dtype: DtypeName = "auto"  # dtype of the modules left unquantized: the baseline's
-    skip_modules: list[str] | None = None
+    threshold: float = Field(6.0, ge=0.0, description="LLM.int8's outlier threshold: activations above it stay 16-bit (HF's LLM-Perf leaderboard uses 0.0)")
+    dtype: DtypeName = Field("auto", description="dtype of the modules left unquantized: the baseline's")
+    skip_modules: list[str] | None = Field(None, description="modules left unquantized (default: bitsandbytes' own, the output layer)")
 
 
 class Int8Backend(BackendBase):

@@ -4,14 +4,16 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
 from evalq.backends.hf import DtypeName, baseline_dtype, load_causal_lm, missing_module
 
 
 class NF4Config(BackendConfig):
-    double_quant: bool = True
-    compute_dtype: DtypeName = "auto"  # auto: the baseline dtype
-    dtype: DtypeName = "auto"  # dtype of the modules left unquantized: the baseline's
+    double_quant: bool = Field(True, description="quantize the 4-bit scales too (QLoRA's double quantization)")
+    compute_dtype: DtypeName = Field("auto", description="auto: the baseline dtype")
+    dtype: DtypeName = Field("auto", description="dtype of the modules left unquantized: the baseline's")
 
 
 NF4_BLOCK = 64  # bitsandbytes' 4-bit block

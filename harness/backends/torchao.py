@@ -42,7 +42,7 @@ def variant_names() -> list[str]:
 
 
 class TorchAoConfig(BackendConfig):
-    dtype: DtypeName = "auto"  # of the modules left unquantized and of activations: the baseline's
+    dtype: DtypeName = Field("auto", description="of the modules left unquantized and of activations: the baseline's")
     group_size: int = Field(128, description="int4wo only: weights per scale (32, 64, 128 or 256)")
 
     @field_validator("group_size")

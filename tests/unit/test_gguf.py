@@ -120,7 +120,7 @@ def test_a_llama_cpp_build_computing_garbage_is_flagged_with_the_cpu_hint():
     # the AMX-path failure: perplexity 454 where ~23 is right
     broken = row("gguf-q8_0", 143, quality={"kld_mean": 2.9, "ppl_ratio": 454 / 23}, details=details)
     flags = sanity_flags(broken, base)
-    assert len(flags) == 2 and all("choosing the CPU backend" in f for f in flags)
+    assert len(flags) == 2 and all("Choosing llama.cpp's CPU backend" in f for f in flags)
     assert "perplexity 19.74× fp16's" in flags[0] and "KL divergence to fp16 2.9" in flags[1]
 
 
