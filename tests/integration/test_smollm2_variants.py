@@ -250,7 +250,7 @@ def test_baseline_is_stored_once_in_the_model_dtype_within_its_size_bound(rows):
     assert meta["dtype"] == AUTO and meta["vocab"] == 49152 and meta["n_scored"] == 1020
     size = sum(f.stat().st_size for f in path.iterdir())
     b = DTYPE_BYTES[AUTO]
-    assert 1020 * 49152 * b < size <= 1020 * (49152 * b + 4) + 2048 * 4 + 4096  # the README's bound
+    assert 1020 * 49152 * b < size <= 1020 * (49152 * b + 4) + 2048 * 4 + 4096  # docs/metrics.md's bound
 
 
 def test_kld_equals_a_direct_float64_computation_on_the_same_logits(rows, fp16_in_process):
@@ -339,7 +339,7 @@ def test_calibration_on_the_quality_text_is_warned_about(rows, tmp_path, wikitex
 
 def test_planner_predicts_weights_exactly_and_the_serving_peak_within_its_band(rows):
     """Weights: exact (the planner counts every packed tensor, scale and code book).
-    Peak while generating: within the ±25 % band the README states (CPU RSS)."""
+    Peak while generating: within the ±25 % band docs/metrics.md states (CPU RSS)."""
     for v, r in rows.items():
         plan = r.result["plan"]
         assert plan["predicted_weights_bytes"] == r.weights_bytes, v

@@ -29,5 +29,5 @@ def test_a_training_step_needs_what_the_planner_predicts(smollm2, method, wikite
     plan = plan_training(shape, method=method, sequence=256, batch=1, precision="fp32")
     assert measured["trainable_params"] == (shape.params if method == "full" else lora_params(shape, 16))
     assert measured["losses"][1] < measured["losses"][0] + 0.5  # it trained, it did not blow up
-    # the band the README states for training steps on the CPU
+    # the band docs/metrics.md states for training steps on the CPU
     assert 0.8 <= measured["peak_bytes"] / plan.per_gpu_bytes <= 1.25, (measured, plan.as_dict())

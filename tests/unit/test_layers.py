@@ -1,6 +1,6 @@
 """evalq's modules import downward only, and no import cycle exists (function-level
 imports included): each module sits in one layer of LAYERS and imports only
-from its own layer or those below. The README's "Layers" diagram is this list."""
+from its own layer or those below. docs/architecture.md's "Layers" diagram is this list."""
 from __future__ import annotations
 
 import ast

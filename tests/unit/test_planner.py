@@ -58,7 +58,7 @@ def test_zero_stages_as_the_zero_paper(stage, per_gpu_gb):
 
 def test_the_training_seeds_8b_example():
     """The seed: 16 GB of weights, 96 GB of AdamW states, 16 GB of gradients for an 8B model; its activation
-    bounds (41.6 GB < activations < 126 GB) do not follow from its own formula (see README)."""
+    bounds (41.6 GB < activations < 126 GB) do not follow from its own formula (see docs/metrics.md)."""
     shape = Shape.from_config(LLAMA31_8B)
     plan = plan_training(shape, sequence=4096, batch=1)
     assert plan.weights_bytes / 1e9 == pytest.approx(16.06, abs=0.01)
@@ -113,7 +113,7 @@ def test_plan_json_for_the_demo_and_a_local_config_for_an_offline_hub_model(tmp_
     rows = json.loads(res.stdout)
     assert len(rows) == 14 and {"model", "variant", "predicted_weights_bytes", "predicted_peak_bytes", "fits"} <= set(rows[0])
     smol = {r["variant"]: r for r in rows if r["model"].startswith("SmolLM2")}
-    assert smol["int8"]["predicted_weights_bytes"] == 163_484_032  # as measured on the loaded model (README)
+    assert smol["int8"]["predicted_weights_bytes"] == 163_484_032  # as measured on the loaded model (docs/metrics.md)
     assert all(r["fits"] for r in smol.values()) and not all(r["fits"] for r in rows)
 
     config = tmp_path / "config.json"
