@@ -185,7 +185,7 @@ def test_faults_a_foreign_tokenizer_is_an_error_and_a_broken_kernel_is_flagged(r
     assert bad.status == "ok"
     flags = pair_rows([bad], lambda key, task: [])[bad.key].flags
     assert any("KL divergence to fp16" in f for f in flags) and any("perplexity" in f for f in flags), flags
-    assert all("choosing the CPU backend" in f for f in flags), flags
+    assert all("Choosing llama.cpp's CPU backend" in f for f in flags), flags
 
 
 @pytest.mark.parametrize("package", ["smollm2-135m-instruct", "gemma3-270m"])
