@@ -5,7 +5,10 @@ measured once for both."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 HF_VARIANTS = ("fp16", "int8", "nf4", "gptq-4")
@@ -55,8 +58,21 @@ def smollm2_variants() -> tuple[str, ...]:
     return HF_VARIANTS + AWQ_VARIANTS + TORCHAO_VARIANTS + HQQ_VARIANTS + (GGUF_VARIANTS if importlib.util.find_spec("llama_cpp") else ())
 
 
+# EVALQ_TEST_DTYPE=float32|bfloat16 runs the transformers variants in that dtype instead of this
+# machine's `auto`, to check the dtype-dependent tests for the other kind of CPU (awq-4 keeps its
+# own: gptqmodel's AWQ packer takes only 16-bit dtypes)
+FORCED_DTYPE_VARIANTS = ("fp16", "int8", "nf4", "gptq-4", "torchao-int8wo", "hqq-4")
+
+
 def write_smollm2_matrix(folder: Path, wikitext: Path, group_size: int = 64) -> Path:
     gguf = "".join(f"  {v}: {{}}\n" for v in smollm2_variants() if v.startswith("gguf-"))
     path = folder / f"m{group_size}.yaml"
-    path.write_text(SMOLLM2_MATRIX.format(group_size=group_size, wikitext=wikitext, gguf=gguf, kv_cache=", ".join(KV_TYPES)))
+    text = SMOLLM2_MATRIX.format(group_size=group_size, wikitext=wikitext, gguf=gguf, kv_cache=", ".join(KV_TYPES))
+    dtype = os.environ.get("EVALQ_TEST_DTYPE")
+    if dtype:
+        matrix = yaml.safe_load(text)
+        for variant in FORCED_DTYPE_VARIANTS:
+            matrix["variants"][variant] = {**(matrix["variants"][variant] or {}), "dtype": dtype}
+        text = yaml.safe_dump(matrix, sort_keys=False)
+    path.write_text(text)
     return path
