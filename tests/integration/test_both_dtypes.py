@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from evalq.architecture import Shape
+from evalq.architecture import DTYPE_BYTES, Shape
 from evalq.backends.base import ModelFiles, get_backend
 from evalq.kv_cache import predicted_bytes
 from evalq.measure.memory import weights_footprint
@@ -20,7 +20,7 @@ from evalq.measure.torch_model import measured
 
 pytestmark = pytest.mark.integration
 
-DTYPES = {"float32": 4, "bfloat16": 2}
+DTYPES = ("float32", "bfloat16")
 LAYERS = 2
 UNDER = {4: 3, 2: 2}  # hqq-4's KV cache is under 1/n of the cache in the model's dtype (as test_long_context)
 
@@ -54,7 +54,7 @@ def test_weights_are_what_the_planner_says_in_either_dtype(smollm2_slice, varian
     assert loaded.dtype == dtype
     shape = shape_of(smollm2_slice)
     assert shape.layers == LAYERS
-    assert weights_footprint(loaded.model) == backend.weights_bytes(shape, options, DTYPES[dtype]), (variant, dtype)
+    assert weights_footprint(loaded.model) == backend.weights_bytes(shape, options, DTYPE_BYTES[dtype]), (variant, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -66,6 +66,6 @@ def test_the_quantized_kv_cache_is_what_the_planner_says_in_either_dtype(smollm2
     shape, sizes = shape_of(smollm2_slice), {}
     for kv_type in ("f16", "hqq-4"):
         _, sizes[kv_type] = measured(loaded.model).cached_logits(window, first, chunk, kv_type)
-        assert sizes[kv_type] == predicted_bytes("transformers", kv_type, shape, first, chunk, 256, DTYPES[dtype])
-    assert sizes["f16"] == 2 * LAYERS * shape.kv_heads * shape.head_dim * 256 * DTYPES[dtype]  # the dtype's cache
-    assert sizes["hqq-4"] < sizes["f16"] / UNDER[DTYPES[dtype]]
+        assert sizes[kv_type] == predicted_bytes("transformers", kv_type, shape, first, chunk, 256, DTYPE_BYTES[dtype])
+    assert sizes["f16"] == 2 * LAYERS * shape.kv_heads * shape.head_dim * 256 * DTYPE_BYTES[dtype]  # the dtype's cache
+    assert sizes["hqq-4"] < sizes["f16"] / UNDER[DTYPE_BYTES[dtype]]

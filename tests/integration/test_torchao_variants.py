@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from evalq.architecture import DTYPE_BYTES
 from evalq.cli import app
 from evalq.paired import sanity_flags
 
@@ -21,7 +22,6 @@ LINEARS = 30 * 7  # SmolLM2's layers × projections
 INT8_WEIGHTS = {4: 220_332_928, 2: 163_639_552}
 ROWS = 30 * (3 * 576 + 2 * 192 + 2 * 1536)  # output rows of SmolLM2's projections
 FP8_WEIGHTS = INT8_WEIGHTS[4] - ROWS  # float32, without the zero points: one byte a row less
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 
