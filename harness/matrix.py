@@ -96,6 +96,9 @@ class EvalSettings(Strict):
     batch_size: int = Field(8, gt=0, description="lm-eval batch size")
     threads: int | None = Field(None, gt=0, description="CPU threads for accuracy; null = all cores")
     limit: int | None = Field(None, gt=0, description="cap on samples per task, over the suites' own limits")
+    scorer: Literal["evalq", "lm-eval"] | None = Field(
+        None, description="who answers lm-eval's loglikelihood requests of a transformers model: evalq (null, the default: "
+                          "each context once, logits only at the continuations) or lm-eval (its own HFLM, for comparison)")
 
 
 class TextSource(Strict):

@@ -133,7 +133,7 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
     phase("accuracy")
     started = time.perf_counter()
     with peak.phase("accuracy"), using_threads(threads["accuracy"], model):
-        acc = evaluate(model, loaded.tokenizer, cell.suites, cell.eval.batch_size, cell.eval.limit, cell.seed)
+        acc = evaluate(model, loaded.tokenizer, cell.suites, cell.eval.batch_size, cell.eval.limit, cell.seed, cell.eval.scorer)
     accuracy_seconds = time.perf_counter() - started
     with gzip.open(out_dir / "samples.json.gz", "wt", encoding="utf-8") as fh:
         json.dump(acc.pop("samples"), fh, default=str)
@@ -172,7 +172,7 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
         del long_baseline
     memory = peak.finish()
     details = {**loaded.details, "module_types": module_types(model), "parameter_dtypes": parameter_dtypes(model),
-               "quantized_modules": quantized_modules(model)}
+               "quantized_modules": quantized_modules(model), "scorer": acc["scorer"]}
     dtype, prepare_seconds, serve = loaded.dtype, loaded.prepare_seconds, None
     if cell.serve:  # last, with the model freed: the server loads its own copy
         phase("serve")

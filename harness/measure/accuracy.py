@@ -43,13 +43,15 @@ def split_metrics(task_results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, limit_cap: int | None, seed: int) -> dict[str, Any]:
+def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, limit_cap: int | None, seed: int,
+             scorer: str | None = None) -> dict[str, Any]:
     """Run every task of the suites; return metrics (task → metric → value),
-    sample counts, task configs and lm-eval's per-sample records."""
+    sample counts, task configs and lm-eval's per-sample records. `scorer`:
+    eval.scorer (evalq's shared-context scorer unless "lm-eval")."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    lm = measured(model, tokenizer).lm_eval_lm(batch_size)
+    lm = measured(model, tokenizer).lm_eval_lm(batch_size, scorer or "evalq")
     task_manager = TaskManager(include_path=include_paths(suites), include_defaults=needs_lm_eval_index(suites))
     metrics: dict[str, dict[str, Any]] = {}
     samples: dict[str, list] = {}
@@ -78,7 +80,7 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
         samples.update(res.get("samples", {}))
     return {"metrics": metrics, "n_samples": raw.get("n-samples", {}), "task_versions": raw.get("versions", {}), "samples": samples,
             "group_subtasks": {g: subs for g, subs in (raw.get("group_subtasks") or {}).items() if subs},
-            "data": shipped_data(suites),
+            "data": shipped_data(suites), "scorer": type(lm).__name__,
             "lm_eval": raw}
 
 

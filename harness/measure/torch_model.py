@@ -95,10 +95,14 @@ class TorchModel:
 
         torch.set_num_threads(n)
 
-    def lm_eval_lm(self, batch_size: int) -> Any:
+    def lm_eval_lm(self, batch_size: int, scorer: str = "evalq") -> Any:
+        """lm-eval's model interface: evalq's shared-context scorer, or lm-eval's own HFLM."""
         from lm_eval.models.huggingface import HFLM
 
-        return HFLM(pretrained=self.module, tokenizer=self.tokenizer, batch_size=batch_size)
+        from evalq.measure.scorer import SharedContextLM
+
+        cls = HFLM if scorer == "lm-eval" else SharedContextLM
+        return cls(pretrained=self.module, tokenizer=self.tokenizer, batch_size=batch_size)
 
     def window_logits(self, window: list[int], first_scored: int) -> Any:
         """Logits of the scored positions of one window, in the model's own dtype."""

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
      ("backends", "backends.base", "backends.hf", "backends.fp16", "backends.int8", "backends.nf4", "backends.gptq",
       "backends.gguf", "backends.llamacpp", "backends.llamacpp_lm", "backends.torchao", "backends.hqq", "backends.awq", "kv_cache", "matrix", "model_sources", "planner")),
     ("cells and measurements",
-     ("cell", "preflight", "measure.torch_model", "measure.accuracy", "measure.memory", "measure.quality", "measure.speed",
+     ("cell", "preflight", "measure.torch_model", "measure.scorer", "measure.accuracy", "measure.memory", "measure.quality", "measure.speed",
       "measure.long_context", "measure.training", "serve.load", "serve.process", "serve.sweep", "serve.hf_server")),
     ("one cell run: the worker, its process, the store",
      ("worker", "worker_process", "store", "store.db", "store.merge")),
