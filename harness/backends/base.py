@@ -34,7 +34,7 @@ class Measurable(Protocol):
 
     def set_threads(self, n: int) -> None: ...
 
-    def lm_eval_lm(self, batch_size: int, scorer: str = "evalq") -> Any: ...  # an lm_eval.api.model.LM (scorer: eval.scorer)
+    def lm_eval_lm(self, batch_size: int, scorer: str | None = None) -> Any: ...  # an lm_eval.api.model.LM (scorer: eval.scorer)
 
     def window_logits(self, window: list[int], first_scored: int) -> Any: ...  # as quality.window_logits
 

@@ -347,7 +347,7 @@ class LlamaCppModel:
     def quantized_modules(self) -> int:
         return sum(1 for t in self._header.tensors if len(t.shape) >= 2 and t.type.name not in UNQUANTIZED_GGML)
 
-    def lm_eval_lm(self, batch_size: int, scorer: str = "evalq") -> Any:
+    def lm_eval_lm(self, batch_size: int, scorer: str | None = None) -> Any:
         from evalq.backends.llamacpp_lm import LlamaCppLM
 
         return LlamaCppLM(self, batch_size)

@@ -51,7 +51,7 @@ def evaluate(model: Any, tokenizer: Any, suites: list[Suite], batch_size: int, l
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    lm = measured(model, tokenizer).lm_eval_lm(batch_size, scorer or "evalq")
+    lm = measured(model, tokenizer).lm_eval_lm(batch_size, scorer)
     task_manager = TaskManager(include_path=include_paths(suites), include_defaults=needs_lm_eval_index(suites))
     metrics: dict[str, dict[str, Any]] = {}
     samples: dict[str, list] = {}

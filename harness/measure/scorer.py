@@ -6,10 +6,12 @@ sequence and takes a full-vocabulary `log_softmax` at every position, although
 only the continuation's positions are read; the choices of one question each
 recompute the shared context. Here, per batch of requests:
 
-- requests with the same context tokens form a group; the context (all but its
-  last token) runs once, its KV cache is copied to each choice;
-- each choice runs only its last context token and its continuation (less its
-  last token) on that cache;
+- consecutive requests whose contexts share their leading tokens form a group
+  (the choices of one question; Winogrande's two contexts); the shared tokens,
+  short of every context's last one, run once and their KV cache is copied to
+  each request;
+- each request runs only the rest of its context and its continuation (less
+  its last token) on that cache;
 - the output layer and the `log_softmax` run only at the continuation's
   positions (hidden states gathered before the head).
 
@@ -30,7 +32,6 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-SCORERS = ("evalq", "lm-eval")
 MAX_BATCH_TOKENS = 8192  # padded tokens per forward: the prefix pass and the choices' pass each stay under it
 
 Request = tuple[tuple[str, str], list[int], list[int]]

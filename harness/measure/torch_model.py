@@ -95,7 +95,7 @@ class TorchModel:
 
         torch.set_num_threads(n)
 
-    def lm_eval_lm(self, batch_size: int, scorer: str = "evalq") -> Any:
+    def lm_eval_lm(self, batch_size: int, scorer: str | None = None) -> Any:
         """lm-eval's model interface: evalq's shared-context scorer, or lm-eval's own HFLM."""
         from lm_eval.models.huggingface import HFLM
 
