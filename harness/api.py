@@ -76,13 +76,17 @@ def load_matrix(matrix_file: str | Path, resolve_models: bool = True) -> tuple[M
     return matrix, suites, checked.notes
 
 
-def prepare(matrix_file: str | Path, gpu_memory: str | None = None) -> Prepared:
+def prepare(matrix_file: str | Path, gpu_memory: str | None = None, until_decided: bool = False) -> Prepared:
     """Load and check the matrix, expand it into cells, and plan which will not fit
-    in `gpu_memory` ("24GB"; on CUDA, default: the GPU's memory)."""
+    in `gpu_memory` ("24GB"; on CUDA, default: the GPU's memory). `until_decided`:
+    evaluate until decided with the default settings where the matrix sets none."""
+    from evalq.matrix import UntilDecided
     from evalq.model_sources import resolve_revision
     from evalq.planner import PlanError, parse_bytes
 
     matrix, suites, notes = load_matrix(matrix_file)
+    if until_decided and matrix.eval.until_decided is None:
+        matrix = matrix.model_copy(update={"eval": matrix.eval.model_copy(update={"until_decided": UntilDecided()})})
     cells = expand(matrix, suites, resolve_revision)
     limit = None
     if gpu_memory is not None:

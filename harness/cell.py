@@ -52,11 +52,14 @@ class Cell(BaseModel):
     # Not part of the key: they change how a cell is run, not its numbers.
     matrix: str = ""
     timeout_s: int | None = None
+    # eval.until_decided: the fp16 cell's per-document headline scores (task → doc id → score),
+    # handed over by the orchestrator so this cell can stop once its gates are decided
+    baseline_scores: dict[str, dict[str, float]] | None = None
 
     @property
     def key(self) -> str:
         # exclude_none: a new optional field, left unset, does not change existing keys
-        content = self.model_dump_json(exclude={"matrix": True, "timeout_s": True, "suites": {"__all__": {"description"}}},
+        content = self.model_dump_json(exclude={"matrix": True, "timeout_s": True, "baseline_scores": True, "suites": {"__all__": {"description"}}},
                                        exclude_none=True)
         return hashlib.sha256(content.encode()).hexdigest()[:32]
 

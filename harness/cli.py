@@ -106,6 +106,8 @@ def run(
     fail_on: str = typer.Option(",".join(s.value for s in FAILURES), "--fail-on",
                                 help="exit 1 when a cell of this run ends in one of these statuses (comma-separated; "
                                      "also unsupported, skipped; none: always 0)"),
+    until_decided: bool = typer.Option(False, "--until-decided", help="evaluate each quantized cell only until its recovery "
+                                       "gates are decided (eval.until_decided's defaults where the matrix sets none)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream the workers' output"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
@@ -116,7 +118,7 @@ def run(
 
     statuses = _fail_on(fail_on)
     with user_errors(debug):
-        prepared = api.prepare(matrix_file, gpu_memory)
+        prepared = api.prepare(matrix_file, gpu_memory, until_decided)
         if dry_run:
             plan = api.dry_run(prepared, db, force, rerun_failed)
             for p in plan:

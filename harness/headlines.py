@@ -8,7 +8,7 @@ of the same metric.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 # The metric shown for a task whose suite declares none (rows stored before
 # suites declared them): accuracy for multiple choice, word perplexity for
@@ -17,6 +17,7 @@ HEADLINE_METRICS = ("acc", "exact_match", "mc2", "word_perplexity")
 PERPLEXITY_METRIC = "word_perplexity"
 
 Headline = tuple[str, float, "float | None"]  # metric, value, stderr
+DocKey = tuple[str, str]  # (lm-eval doc id, doc hash); for a group, the leaf task is in the id
 
 
 def headline(task_metrics: dict[str, Any], metric: str | None = None) -> Headline | None:
@@ -68,3 +69,19 @@ def suite_average(scores: dict[str, Headline]) -> tuple[float, float | None] | N
     ses = [h[2] for h in accs]
     se = (sum(x * x for x in ses) ** 0.5) / len(ses) if all(x is not None for x in ses) else None
     return sum(h[1] for h in accs) / len(accs), se
+
+
+def document_scores(samples: Iterable[dict[str, Any]], metric: str, prefix: str = "") -> dict[DocKey, float]:
+    """Per-document values of a headline metric from lm-eval's per-sample records.
+    A filtered metric ("exact_match,strict-match") reads only that filter's records."""
+    name, _, filt = metric.partition(",")
+    out: dict[DocKey, float] = {}
+    for s in samples:
+        if filt and s.get("filter") not in (filt, None):
+            continue
+        value = s.get(name)
+        if isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, (int, float)):
+            out[(f"{prefix}{s.get('doc_id')}", str(s.get("doc_hash")))] = float(value)
+    return out

@@ -92,6 +92,25 @@ class PerfSettings(Strict):
         return self
 
 
+class UntilDecided(Strict):
+    """Evaluate each quantized cell only until its recovery gates are decided (evalq.sequential)."""
+
+    pool: int | None = Field(None, gt=0, description="documents per task to draw from, in a seeded order (the suite's "
+                             "fixed subset, else the whole split); null: all of them")
+    step: int = Field(50, gt=0, description="documents per task evaluated between two looks at the verdict")
+    max_documents: int = Field(500, gt=0, description="budget: documents per task at most (the fp16 baseline runs all of them)")
+    max_seconds: float | None = Field(None, gt=0, description="budget: stop looking for more after this much accuracy time")
+    gates: list[float] = Field([0.99], min_length=1, description="the recovery gates that must be decided (pass or fail) to stop")
+    alpha: float = Field(0.05, gt=0, lt=1, description="error rate of the confidence sequence, over all looks together")
+
+    @model_validator(mode="after")
+    def _gates(self) -> UntilDecided:
+        bad = [g for g in self.gates if not 0.5 <= g <= 1.5]
+        if bad:
+            raise ValueError(f"gates are recovery ratios between 0.5 and 1.5, got {bad}")
+        return self
+
+
 class EvalSettings(Strict):
     batch_size: int = Field(8, gt=0, description="lm-eval batch size")
     threads: int | None = Field(None, gt=0, description="CPU threads for accuracy; null = all cores")
@@ -99,6 +118,9 @@ class EvalSettings(Strict):
     scorer: Literal["evalq", "lm-eval"] | None = Field(
         None, description="who answers lm-eval's loglikelihood requests of a transformers model: evalq (null, the default: "
                           "each context once, logits only at the continuations) or lm-eval (its own HFLM, for comparison)")
+    until_decided: UntilDecided | None = Field(
+        None, description="evaluate in a seeded document order until each quantized cell's recovery gates are decided "
+                          "(an anytime-valid confidence sequence) or its budget runs out; null: every document of the suites")
 
 
 class TextSource(Strict):

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from evalq.cell import Cell
+from evalq.cell import BASELINE_VARIANT, Cell
 from evalq.executors import LocalExecutor
 from evalq.outcome import CellOutcome, Status
 from evalq.store import Store
@@ -91,6 +91,7 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
                         progress.advance(bar)
                         continue
                     progress.update(bar, description=f"{label} · starting")
+                    cell = with_baseline_scores(cell, cells, store)
                     executor.start(cell, lambda p, label=label: progress.update(bar, description=f"{label} · {escape(p)}"))
                 if not executor.in_flight():
                     continue
@@ -104,6 +105,20 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
     finally:
         executor.close()
     return summary
+
+
+def with_baseline_scores(cell: Cell, cells: list[Cell], store: Store) -> Cell:
+    """eval.until_decided: the quantized cell carries its fp16 cell's per-document scores
+    (when that cell is stored ok), so it can stop once its gates are decided."""
+    if cell.eval.until_decided is None or cell.variant == BASELINE_VARIANT:
+        return cell
+    base = next((c for c in cells if c.model == cell.model and c.variant == BASELINE_VARIANT), None)
+    if base is None or store.status(base.key) != Status.ok:
+        return cell
+    from evalq.measure.until_decided import by_doc_id, headline_metric
+
+    scores = {t.task: by_doc_id(store.samples(base.key, t.task), headline_metric(t)) for s in cell.suites for t in s.tasks}
+    return cell.model_copy(update={"baseline_scores": scores})
 
 
 @contextmanager

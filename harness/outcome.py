@@ -79,6 +79,8 @@ class CellOutcome(BaseModel):
     task_data: dict[str, Any] | None = None  # shipped data: source, licence, deviations from lm-eval's hub data
     lm_eval: dict[str, Any] | None = None  # simple_evaluate's own result (evalq export --format lm-eval)
     accuracy_seconds: float | None = None
+    # eval.until_decided: draw orders, documents evaluated, stopping reason, the sequence's verdict
+    until_decided: dict[str, Any] | None = None
     threads: dict[str, int] | None = None  # CPU threads by phase (evalq.threads), as the cell resolved them
     # the other measurements
     quality: Quality | None = None

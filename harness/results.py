@@ -117,6 +117,9 @@ def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
     vs = p.get("vs_fp16") or {}
     suite = vs.get("suite") or {}
     gates = vs.get("gates") or {}
+    seq = vs.get("sequential")
+    if seq:  # until-decided: the confidence sequence's recovery interval, valid at the n it stopped at
+        suite = suite | {"recovery_lo": seq["recovery_lo"], "recovery_hi": seq["recovery_hi"]}
     return {
         "text_ppl": q.get("ppl"), "text_ppl_ratio": q.get("ppl_ratio"), "kld_mean": q.get("kld_mean"),
         "kld_p99": (q.get("kld") or {}).get("p99"), "same_top1": q.get("same_top1"), "dp_rms": q.get("dp_rms"),
@@ -130,6 +133,7 @@ def paired_figures(rec: dict[str, Any]) -> dict[str, Any]:
         "p_vs_fp16": suite.get("p"), "p_vs_fp16_holm": vs.get("p_adjusted"), "mde": suite.get("mde"),
         "recovery": suite.get("recovery"), "recovery_lo": suite.get("recovery_lo"), "recovery_hi": suite.get("recovery_hi"),
         "gate_99": gates.get("0.99"), "gate_99_9": gates.get("0.999"), "not_compared": vs.get("reason"),
+        "documents_per_task": seq["n"] if seq else None, "stopped": seq.get("stop") if seq else None,
         "weights_ratio": p.get("weights_ratio"), "quantized_modules": (rec.get("details") or {}).get("quantized_modules"),
         "flags": "; ".join(p.get("flags") or []) or None,
     }

@@ -32,7 +32,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from evalq.headlines import accuracy_metrics
+from evalq import sequential
+from evalq.headlines import DocKey, accuracy_metrics, document_scores
+from evalq.sequential import Sequential
 
 ALPHA = 0.05
 RESAMPLES = 9_999  # scipy.stats.bootstrap's default
@@ -41,7 +43,6 @@ SEED = 20261202
 POWER = 0.80
 GATES = (0.99, 0.999)
 
-DocKey = tuple[str, str]  # (lm-eval doc id, doc hash); for a group, the leaf task is in the id
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -52,22 +53,6 @@ def mcnemar_exact(b: int, c: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
     return min(1.0, 2 * tail / 2**n)
-
-
-def document_scores(samples: Iterable[dict[str, Any]], metric: str, prefix: str = "") -> dict[DocKey, float]:
-    """Per-document values of a headline metric from lm-eval's per-sample records.
-    A filtered metric ("exact_match,strict-match") reads only that filter's records."""
-    name, _, filt = metric.partition(",")
-    out: dict[DocKey, float] = {}
-    for s in samples:
-        if filt and s.get("filter") not in (filt, None):
-            continue
-        value = s.get(name)
-        if isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, (int, float)):
-            out[(f"{prefix}{s.get('doc_id')}", str(s.get("doc_hash")))] = float(value)
-    return out
 
 
 def cell_scores(row: Any, samples: Callable[[str, str], list[dict[str, Any]]], tasks: list[tuple[str, str]]) -> dict[str, dict[DocKey, float]]:
@@ -114,6 +99,10 @@ class Comparison:
     suite: Difference | None = None
     unpaired: int = 0  # documents only one side scored
     reason: str | None = None  # why the two cells cannot be compared
+    # eval.until_decided: the confidence sequence's verdict on the documents in draw order
+    # (evalq.sequential); where present, it is what the gates say
+    sequential: Sequential | None = None
+    stop: str | None = None  # why the cell stopped: decided, budget, max_seconds, baseline
     alpha: float = ALPHA
     seed: int = SEED
     resamples: int = RESAMPLES
@@ -124,6 +113,8 @@ class Comparison:
 
     def gate(self, gate: float) -> str:
         """Recovery gate: passes when the interval's lower end clears it, fails when its upper end is below."""
+        if self.sequential is not None and f"{gate:g}" in self.sequential.gates:
+            return sequential_gate(self.sequential, gate)
         s = self.suite
         if s is None or s.recovery_lo is None or s.recovery_hi is None:
             return "not comparable"
@@ -136,7 +127,41 @@ class Comparison:
     def as_dict(self) -> dict[str, Any]:
         return {"tasks": {t: d.as_dict() for t, d in self.tasks.items()}, "suite": self.suite.as_dict() if self.suite else None,
                 "unpaired": self.unpaired, "reason": self.reason, "alpha": self.alpha, "seed": self.seed,
-                "resamples": self.resamples, "gates": {f"{g:g}": self.gate(g) for g in GATES}}
+                "resamples": self.resamples, "gates": {f"{g:g}": self.gate(g) for g in GATES},
+                **({"sequential": self.sequential.as_dict() | {"stop": self.stop}} if self.sequential else {})}
+
+
+def sequential_gate(seq: Sequential, gate: float) -> str:
+    """A gate's verdict from the confidence sequence: at how many documents it was decided,
+    or how many more a fixed design would still need."""
+    r = seq.gates[f"{gate:g}"]
+    if r.verdict != "undecided":
+        return f"{r.verdict} (decided after {r.decided_at:,} documents a task)"
+    more = f"; about {r.more_needed:,} more a task needed" if r.more_needed is not None else ""
+    return f"undecided at n = {seq.n:,} a task{more}"
+
+
+def until_decided(row: Any) -> dict[str, Any]:
+    """What a stored until-decided cell recorded of its run ({} for any other row)."""
+    return getattr(getattr(row, "outcome", None), "until_decided", None) or {}
+
+
+def sequential_verdict(row: Any, base: Any, mine: dict[str, dict[DocKey, float]],
+                       theirs: dict[str, dict[DocKey, float]]) -> Sequential | None:
+    """The confidence sequence over a stored until-decided cell's documents in its draw
+    order, paired with its baseline's scores: recomputed from what is stored, not trusted."""
+    stored = until_decided(row)
+    settings = ((getattr(row, "cell", None) or {}).get("eval") or {}).get("until_decided")
+    if not stored.get("order") or not settings:
+        return None
+    from evalq.measure.until_decided import paired_rounds
+
+    by_id = lambda scores: {t: {doc: v for (doc, _), v in s.items()} for t, s in scores.items()}  # noqa: E731
+    x, y = paired_rounds(stored["order"], stored["documents"], by_id(mine), by_id(theirs))
+    if not len(x):
+        return None
+    gates = tuple(sorted(set(settings.get("gates") or [0.99]) | set(GATES)))
+    return sequential.judge(x, y, gates, settings.get("alpha", sequential.ALPHA))
 
 
 def _z(power_or_quantile: float) -> float:
@@ -239,7 +264,10 @@ class Judge:
         if missing:
             return Comparison(reason="no per-document records stored for " + " and ".join(f"{x.model} {x.variant}" for x in missing),
                               alpha=self.alpha, seed=self.seed, resamples=self.resamples)
-        return compare_documents(sa, sb, self.alpha, self.seed, self.resamples)
+        out = compare_documents(sa, sb, self.alpha, self.seed, self.resamples)
+        out.sequential = sequential_verdict(a, b, sa, sb)
+        out.stop = until_decided(a).get("stop") if out.sequential else None
+        return out
 
 
 def holm(pvalues: list[float]) -> list[float]:

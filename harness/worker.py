@@ -79,7 +79,6 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
 
     from evalq.backends.base import get_backend
     from evalq.env import environment, hardware_class
-    from evalq.measure.accuracy import evaluate
     from evalq.measure.memory import PeakMemory, module_types, parameter_dtypes, quantized_modules, weights_footprint
     from evalq.measure.speed import measure_speed
     from evalq.threads import using as using_threads
@@ -133,7 +132,7 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
     phase("accuracy")
     started = time.perf_counter()
     with peak.phase("accuracy"), using_threads(threads["accuracy"], model):
-        acc = evaluate(model, loaded.tokenizer, cell.suites, cell.eval.batch_size, cell.eval.limit, cell.seed, cell.eval.scorer)
+        acc = accuracy(cell, model, loaded.tokenizer)
     accuracy_seconds = time.perf_counter() - started
     with gzip.open(out_dir / "samples.json.gz", "wt", encoding="utf-8") as fh:
         json.dump(acc.pop("samples"), fh, default=str)
@@ -183,6 +182,7 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
         serve = measure_serve(cell, files, backend, details, out_dir, threads["speed"], speed)
 
     return CellOutcome(
+        **({"until_decided": acc["until_decided"]} if acc.get("until_decided") else {}),
         status=Status.ok,
         error=None,
         dtype=dtype,
@@ -208,6 +208,25 @@ def _measure(cell: Any, out_dir: Path) -> CellOutcome:
         model_path=files.path,
         env=environment(cell.device),
     )
+
+
+def accuracy(cell: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """lm-eval's tasks on the loaded model: every document of the suites, or
+    (eval.until_decided) rounds of documents until the gates are decided."""
+    from evalq.measure.accuracy import evaluate
+
+    settings = cell.eval
+    run = lambda suites, limit=settings.limit: evaluate(model, tokenizer, suites, settings.batch_size, limit,  # noqa: E731
+                                                        cell.seed, settings.scorer)
+    if settings.until_decided is None:
+        return run(cell.suites)
+    from evalq.measure.until_decided import evaluate_until_decided, lm_eval_split_size
+
+    baseline = cell.baseline_scores if cell.variant != BASELINE_VARIANT else None
+    if cell.variant != BASELINE_VARIANT and baseline is None:
+        print("until_decided: no fp16 scores to pair with (its cell is not stored ok): evaluating the whole budget", flush=True)
+    return evaluate_until_decided(lambda suites: run(suites, None), cell.suites, settings.until_decided, cell.seed,
+                                  baseline, lm_eval_split_size(cell.suites), log=lambda line: print(line, flush=True))
 
 
 def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], out_dir: Path, threads: int,

@@ -151,3 +151,12 @@ def test_threads_using_sets_and_restores_every_library():
         assert n == 1 and torch.get_num_threads() == 1 and model.threads == 1 and os.environ[threads.ENV] == "1"
         assert threads.current() == 1
     assert torch.get_num_threads() == before and model.threads == 3 and threads.ENV not in os.environ
+
+
+def test_until_decided_fills_in_the_defaults_and_rekeys_the_cells():
+    plain, decided = api.prepare(DEMO), api.prepare(DEMO, until_decided=True)
+    settings = decided.cells[0].eval.until_decided
+    assert plain.cells[0].eval.until_decided is None and settings.max_documents == 500 and settings.gates == [0.99]
+    assert {c.key for c in plain.cells}.isdisjoint(c.key for c in decided.cells)  # other documents: other cells
+    res = runner.invoke(app, ["run", "--matrix", str(DEMO), "--until-decided", "--dry-run", "--db", "x.db"])
+    assert res.exit_code == 0 and "14 cells would run" in " ".join(res.output.split()), res.output

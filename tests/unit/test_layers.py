@@ -11,13 +11,13 @@ PACKAGES = {"evalq": ROOT / "harness", "evalq.leaderboard": ROOT / "leaderboard"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation: process lifeline, threads, CPU features, env, cache, the typed outcome, tables",
-     ("evalq", "lifeline", "threads", "cpu", "env", "cache", "yamlpos", "gguf_header", "headlines", "outcome",
+     ("evalq", "lifeline", "threads", "cpu", "env", "cache", "yamlpos", "gguf_header", "headlines", "sequential", "outcome",
       "architecture", "suites", "suites.offline", "store.migrations", "store.tables", "measure", "leaderboard", "serve")),
     ("variants: the backend boundary and its modules, the matrix, model sources, the planner",
      ("backends", "backends.base", "backends.hf", "backends.fp16", "backends.int8", "backends.nf4", "backends.gptq",
       "backends.gguf", "backends.llamacpp", "backends.llamacpp_lm", "backends.torchao", "backends.hqq", "backends.awq", "kv_cache", "matrix", "model_sources", "planner")),
     ("cells and measurements",
-     ("cell", "preflight", "measure.torch_model", "measure.scorer", "measure.accuracy", "measure.memory", "measure.quality", "measure.speed",
+     ("cell", "preflight", "measure.torch_model", "measure.scorer", "measure.accuracy", "measure.until_decided", "measure.memory", "measure.quality", "measure.speed",
       "measure.long_context", "measure.training", "serve.load", "serve.process", "serve.sweep", "serve.hf_server")),
     ("one cell run: the worker, its process, the store",
      ("worker", "worker_process", "store", "store.db", "store.merge")),

@@ -1,0 +1,192 @@
+"""Anytime-valid recovery gates: evaluate a quantized cell only until its verdict is decided.
+
+A fixed-n interval looked at after every batch of documents, stopping at the first
+look that clears the gate, says "passes" far more often than its α (each look is
+another chance to be wrong). A confidence sequence holds at every n at once:
+P(the true value ever leaves it) ≤ α, so stopping when it first clears the gate keeps
+the error rate. scripts/sim_until_decided.py and tests/unit/test_sequential.py show
+both rates on simulated runs with a known truth.
+
+The boundary is the predictable plug-in empirical-Bernstein confidence sequence of
+Waudby-Smith & Ramdas, "Estimating means of bounded random variables by betting"
+(JRSS-B 2024), Theorem 2, two-sided, intersected over time. It needs observations in
+[0, 1] with a common mean. A round takes the next document of each task (the
+suite score is the mean of the task headlines), and for a gate g:
+
+    Z(g) = mean over tasks of (x − g·y)      x: the variant's score, y: its fp16 baseline's
+    u(g) = (Z(g) + g) / (1 + g)              in [0, 1]; its mean is g/(1+g) exactly at recovery g
+
+Recovery ≥ g ⟺ E[Z(g)] ≥ 0, so the gate passes when u's lower bound clears g/(1+g)
+and fails when u's upper bound is below it. The recovery interval is the set of g
+that the sequence has not excluded, over a grid of g.
+
+The documents of a task are drawn in a seeded order without replacement from a finite
+pool. The boundary is proven for independent draws; drawing without replacement
+changes its coverage for the full split's mean only by the finite-population factor
+(the documents are more representative, not less).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+ALPHA = 0.05
+POWER = 0.80
+C_MAX = 0.5  # the bet cap of the paper's Theorem 2 (λ ≤ 1/2 keeps ψ_E finite and the bound tight early)
+GRID = np.round(np.arange(0.0, 2.0 + 1e-9, 0.0005), 6)  # recovery ratios the interval is read from
+BOUNDARY = "empirical-Bernstein confidence sequence (Waudby-Smith & Ramdas 2024, Thm 2), predictable plug-in, running intersection"
+
+
+def eb_confidence_sequence(u: np.ndarray, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of the mean of u ∈ [0, 1] after each observation,
+    over the last axis (leading axes: independent sequences)."""
+    u = np.asarray(u, dtype=np.float64)
+    n = u.shape[-1]
+    t = np.arange(1, n + 1, dtype=np.float64)
+    mu_hat = (0.5 + np.cumsum(u, axis=-1)) / (t + 1)  # μ̂_t
+    sigma2_hat = (0.25 + np.cumsum((u - mu_hat) ** 2, axis=-1)) / (t + 1)  # σ̂²_t
+    prev_mu = np.concatenate([np.full(u.shape[:-1] + (1,), 0.5), mu_hat[..., :-1]], axis=-1)  # μ̂_{t-1}
+    prev_sigma2 = np.concatenate([np.full(u.shape[:-1] + (1,), 0.25), sigma2_hat[..., :-1]], axis=-1)
+    log_term = math.log(2 / alpha)
+    lam = np.minimum(np.sqrt(2 * log_term / (prev_sigma2 * t * np.log1p(t))), C_MAX)
+    v = 4 * (u - prev_mu) ** 2
+    psi = (-np.log1p(-lam) - lam) / 4
+    sum_lam = np.cumsum(lam, axis=-1)
+    center = np.cumsum(lam * u, axis=-1) / sum_lam
+    width = (log_term + np.cumsum(v * psi, axis=-1)) / sum_lam
+    lo = np.maximum.accumulate(np.clip(center - width, 0.0, 1.0), axis=-1)
+    hi = np.minimum.accumulate(np.clip(center + width, 0.0, 1.0), axis=-1)
+    return lo, hi
+
+
+def gate_statistic(x: np.ndarray, y: np.ndarray, g: float | np.ndarray) -> np.ndarray:
+    """u(g) per round from per-round task scores x, y of shape (..., rounds, tasks) in [0, 1]."""
+    g = np.asarray(g, dtype=np.float64)
+    z = (x - g[..., None, None] * y).mean(axis=-1) if g.ndim else (x - g * y).mean(axis=-1)
+    gg = g[..., None] if g.ndim else g
+    return (z + gg) / (1 + gg)
+
+
+def gate_decisions(x: np.ndarray, y: np.ndarray, gate: float, alpha: float = ALPHA) -> np.ndarray:
+    """+1 (passes), −1 (fails) or 0 (undecided) after each round; x, y: (..., rounds, tasks)."""
+    lo, hi = eb_confidence_sequence(gate_statistic(x, y, gate), alpha)
+    target = gate / (1 + gate)
+    return np.where(lo > target, 1, np.where(hi < target, -1, 0))
+
+
+@dataclass
+class GateResult:
+    gate: float
+    verdict: str  # passes | fails | undecided
+    decided_at: int | None  # the round the sequence first cleared or fell below the gate
+    more_needed: int | None  # undecided: rounds a fixed design would still need (80 % power), from the observed spread
+
+
+@dataclass
+class Sequential:
+    """The confidence sequence's answer after n rounds (documents per task)."""
+
+    n: int
+    tasks: int
+    recovery: float | None
+    recovery_lo: float | None
+    recovery_hi: float | None
+    gates: dict[str, GateResult]
+    alpha: float = ALPHA
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "tasks": self.tasks, "recovery": self.recovery, "recovery_lo": self.recovery_lo,
+                "recovery_hi": self.recovery_hi, "alpha": self.alpha, "boundary": BOUNDARY,
+                "gates": {k: vars(v) for k, v in self.gates.items()}}
+
+
+def more_needed(x: np.ndarray, y: np.ndarray, gate: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """Rounds still needed by a fixed-n design to tell this recovery from the gate:
+    n = ((z_{1−α/2} + z_power) · s / δ)², s and δ the observed spread and mean of Z(gate)."""
+    z = (x - gate * y).mean(axis=-1)
+    if len(z) < 2:
+        return None
+    delta, s = float(z.mean()), float(z.std(ddof=1))
+    if delta == 0 or s == 0:
+        return None
+    k = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return max(0, math.ceil((k * s / delta) ** 2) - len(z))
+
+
+def judge(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float = ALPHA) -> Sequential:
+    """x, y: (rounds, tasks) per-document scores of the variant and its baseline, in draw order."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 2 or not len(x):
+        raise ValueError(f"paired scores of one shape (rounds, tasks) needed, got {x.shape} and {y.shape}")
+    if x.min() < 0 or x.max() > 1 or y.min() < 0 or y.max() > 1:
+        raise ValueError("the confidence sequence needs scores in [0, 1]")
+    lo, hi = eb_confidence_sequence(gate_statistic(x, y, GRID), alpha)
+    target = GRID / (1 + GRID)
+    kept = GRID[(lo[:, -1] <= target) & (hi[:, -1] >= target)]
+    mean_y = y.mean(axis=0).mean()
+    out = {}
+    for g in gates:
+        d = gate_decisions(x, y, g, alpha)
+        first = int(np.argmax(d != 0)) if np.any(d != 0) else None
+        verdict = {1: "passes", -1: "fails", 0: "undecided"}[int(d[-1])]
+        out[f"{g:g}"] = GateResult(g, verdict, first + 1 if first is not None else None,
+                                   more_needed(x, y, g, alpha) if verdict == "undecided" else None)
+    return Sequential(len(x), x.shape[1], float(x.mean(axis=0).mean() / mean_y) if mean_y > 0 else None,
+                      float(kept.min()) if len(kept) else None, float(kept.max()) if len(kept) else None, out, alpha)
+
+
+def decided(result: Sequential, required: tuple[float, ...]) -> bool:
+    return all(result.gates[f"{g:g}"].verdict != "undecided" for g in required)
+
+
+def simulated_rounds(rng: np.random.Generator, runs: int, rounds: int, tasks: int, table: tuple[float, float, float, float]) -> np.ndarray:
+    """Counts per round of the four paired outcomes (x=1,y=1), (1,0), (0,1), (0,0) over `tasks`
+    documents, shape (runs, rounds, 4), each document drawn independently from `table`."""
+    cats = np.searchsorted(np.cumsum(table)[:-1], rng.random((runs, rounds, tasks)), side="right")
+    return np.stack([(cats == k).sum(axis=-1) for k in range(4)], axis=-1).astype(np.int32)
+
+
+def optional_stopping(seed: int = 20261205, runs: int = 10_000, rounds: int = 1000, look_every: int = 25, tasks: int = 5,
+                      gate: float = 0.99, table: tuple[float, float, float, float] = (0.44, 0.055, 0.06, 0.445),
+                      alpha: float = ALPHA, bootstrap_runs: int = 1000, resamples: int = 500) -> dict[str, float]:
+    """Error rates when a run stops at the first look (every `look_every` rounds, up to `rounds`)
+    whose verdict is not undecided, with the truth exactly on the gate (the default table:
+    baseline 50 %, variant 49.5 %, 6 % of documents lost and 5.5 % gained): any verdict is then a
+    claim the truth contradicts. The confidence sequence over `runs` runs; a fixed-n paired
+    bootstrap percentile interval (evalq.verdicts' gate rule: lower end ≥ gate passes, upper
+    end < gate fails) peeked at every look, over `bootstrap_runs` runs."""
+    p_x, p_y = table[0] + table[1], table[0] + table[2]
+    if abs(p_x - gate * p_y) > 1e-12:
+        raise ValueError(f"the table's recovery is {p_x / p_y:.4f}, not the gate {gate}")
+    rng = np.random.default_rng(seed)
+    looks = np.arange(look_every, rounds + 1, look_every) - 1
+    cs = {"passes": 0, "fails": 0}
+    for start in range(0, runs, 1000):
+        counts = simulated_rounds(rng, min(1000, runs - start), rounds, tasks, table)
+        z = (counts[..., 0] * (1 - gate) + counts[..., 1] - gate * counts[..., 2]) / tasks
+        lo, hi = eb_confidence_sequence((z + gate) / (1 + gate), alpha)
+        target = gate / (1 + gate)
+        decision = np.where(lo[:, looks] > target, 1, np.where(hi[:, looks] < target, -1, 0))
+        first = decision[np.arange(len(decision)), np.argmax(decision != 0, axis=1)]
+        cs["passes"] += int(np.sum(first == 1))
+        cs["fails"] += int(np.sum(first == -1))
+    counts = np.cumsum(simulated_rounds(rng, bootstrap_runs, rounds, tasks, table), axis=1)
+    boot = {"passes": 0, "fails": 0}
+    stopped = np.zeros(bootstrap_runs, dtype=bool)
+    for look in looks:
+        c = counts[:, look, :]
+        n = int(c[0].sum())
+        draws = rng.multinomial(n, c / n, size=(resamples, bootstrap_runs))  # (resamples, runs, 4)
+        ratio = (draws[..., 0] + draws[..., 1]) / np.maximum(draws[..., 0] + draws[..., 2], 1)
+        lo, hi = np.percentile(ratio, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+        for name, hit in (("passes", lo >= gate), ("fails", hi < gate)):
+            boot[name] += int(np.sum(hit & ~stopped))
+            stopped |= hit
+    return {"runs": runs, "cs_passes": cs["passes"] / runs, "cs_fails": cs["fails"] / runs,
+            "cs_error": (cs["passes"] + cs["fails"]) / runs, "bootstrap_runs": bootstrap_runs,
+            "bootstrap_passes": boot["passes"] / bootstrap_runs, "bootstrap_fails": boot["fails"] / bootstrap_runs,
+            "bootstrap_error": (boot["passes"] + boot["fails"]) / bootstrap_runs,
+            "looks": len(looks), "rounds": rounds, "tasks": tasks, "alpha": alpha}

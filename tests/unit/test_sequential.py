@@ -1,0 +1,76 @@
+"""The anytime-valid gates (evalq.sequential): coverage under optional stopping, and the
+error a fixed-n bootstrap peeked at every batch makes instead."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evalq import sequential
+from evalq.sequential import eb_confidence_sequence, judge, more_needed, optional_stopping
+
+
+def test_the_sequence_covers_the_mean_at_every_n_at_once():
+    rng = np.random.default_rng(1)
+    u = (rng.random((2000, 800)) < 0.3).astype(float)
+    lo, hi = eb_confidence_sequence(u, alpha=0.05)
+    ever_out = np.any((lo > 0.3) | (hi < 0.3), axis=1)
+    assert ever_out.mean() <= 0.05
+    assert np.all(np.diff(lo, axis=1) >= 0) and np.all(np.diff(hi, axis=1) <= 0)  # intersected over time
+    assert np.median(hi[:, -1] - lo[:, -1]) < 0.25 < np.median(hi[:, 49] - lo[:, 49])  # narrows with n
+
+
+def test_optional_stopping_keeps_alpha_where_a_peeked_bootstrap_does_not():
+    # 10,000 runs with the truth exactly on the 99 % gate, stopped at the first of 40 looks
+    # that decides: every verdict is an error
+    rates = optional_stopping(runs=10_000, rounds=1000, look_every=25, bootstrap_runs=600, resamples=400)
+    assert rates["cs_error"] <= rates["alpha"]
+    assert rates["bootstrap_error"] > 2 * rates["alpha"]
+
+
+def test_optional_stopping_refuses_a_truth_off_the_gate():
+    with pytest.raises(ValueError, match="not the gate"):
+        optional_stopping(runs=10, table=(0.5, 0.0, 0.0, 0.5))
+
+
+def paired(rng, rounds, tasks, p_base, lost, gained):
+    y = (rng.random((rounds, tasks)) < p_base).astype(float)
+    r = rng.random((rounds, tasks))
+    x = np.where(y == 1, (r >= lost / p_base).astype(float), (r < gained / (1 - p_base)).astype(float))
+    return x, y
+
+
+def test_a_variant_that_loses_a_third_fails_and_an_identical_one_passes_a_low_gate():
+    rng = np.random.default_rng(7)
+    x, y = paired(rng, 400, 5, 0.5, 0.2, 0.03)  # recovery ≈ 0.66
+    out = judge(x, y, (0.99,))
+    assert out.gates["0.99"].verdict == "fails" and out.gates["0.99"].decided_at <= 400
+    assert out.recovery_hi < 0.99 and out.recovery_lo <= out.recovery <= out.recovery_hi
+    same = judge(y, y, (0.8,))
+    assert same.gates["0.8"].verdict == "passes"
+    assert same.recovery == 1.0 and same.recovery_lo < 1.0 <= same.recovery_hi
+
+
+def test_undecided_says_how_many_more_a_fixed_design_needs():
+    rng = np.random.default_rng(3)
+    x, y = paired(rng, 60, 5, 0.5, 0.06, 0.05)
+    out = judge(x, y, (0.99,))
+    assert out.gates["0.99"].verdict == "undecided" and out.gates["0.99"].decided_at is None
+    z = (x - 0.99 * y).mean(axis=1)
+    expected = ((1.959964 + 0.841621) * z.std(ddof=1) / z.mean()) ** 2 - 60
+    assert out.gates["0.99"].more_needed == pytest.approx(expected, abs=1.5)
+    assert more_needed(y, y, 1.0) is None  # no spread, no difference: nothing to say
+
+
+def test_scores_outside_zero_one_are_refused():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        judge(np.full((3, 1), 2.0), np.ones((3, 1)), (0.99,))
+    with pytest.raises(ValueError, match="one shape"):
+        judge(np.ones((3, 2)), np.ones((3, 1)), (0.99,))
+
+
+def test_gate_decisions_never_flip_once_made():
+    rng = np.random.default_rng(11)
+    x, y = paired(rng, 500, 5, 0.6, 0.15, 0.02)
+    d = sequential.gate_decisions(x, y, 0.99)
+    first = int(np.argmax(d != 0))
+    assert d[first] == -1 and np.all(d[first:] == -1)

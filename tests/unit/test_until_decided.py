@@ -1,0 +1,95 @@
+"""Evaluation in rounds until decided (evalq.measure.until_decided): the seeded draw
+order, the metrics recomputed over rounds, and where the loop stops. The loop is
+driven here by a scripted evaluate (per-document records with known scores); the
+real lm-eval path runs in tests/integration/test_until_decided_run.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evalq.matrix import UntilDecided
+from evalq.measure.until_decided import draw_order, evaluate_until_decided, recompute_metrics
+from evalq.suites import Suite, TaskSpec, load_suite
+
+
+def suite(*names: str, samples: dict[str, list[int]] | None = None) -> Suite:
+    return Suite(name="s", tasks=[TaskSpec(task=n, metric="acc", samples={n: samples[n]} if samples and n in samples else None)
+                                  for n in names])
+
+
+def test_the_draw_order_is_a_seeded_permutation_per_task_cut_to_the_pool():
+    demo = load_suite("demo")
+    arc = demo.tasks[0]
+    a = draw_order(arc, 1, lambda _: 0, None)
+    assert sorted(a) == sorted(arc.samples[arc.task]) and a != arc.samples[arc.task]
+    assert draw_order(arc, 1, lambda _: 0, None) == a  # the same on every call and machine
+    assert draw_order(arc, 2, lambda _: 0, None) != a
+    assert draw_order(arc, 1, lambda _: 0, 10) == a[:10]
+    whole = draw_order(TaskSpec(task="piqa"), 1, lambda name: 1838, 500)
+    assert len(whole) == 500 and len(set(whole)) == 500 and max(whole) < 1838
+    assert draw_order(TaskSpec(task="hellaswag"), 1, lambda name: 1838, 500) != whole  # each task its own order
+
+
+def test_a_group_task_is_refused_by_name():
+    group = TaskSpec(task="mmlu", samples={"mmlu_anatomy": [1, 2], "mmlu_virology": [3]})
+    with pytest.raises(ValueError, match="mmlu is a group"):
+        draw_order(group, 1, lambda _: 0, None)
+
+
+def test_metrics_are_recomputed_over_every_round():
+    samples = {"a": [{"acc": 1.0}, {"acc": 0.0}, {"acc": 1.0}, {"acc": 1.0}], "ppl": [{"word_perplexity": (1, 2)}]}
+    out = recompute_metrics(samples, {"a": {"acc": 0.0, "acc_stderr": 0.0, "num_fewshot": 0},
+                                      "ppl": {"word_perplexity": 12.5}}, {"a"})
+    assert out["a"]["acc"] == 0.75 and out["a"]["acc_stderr"] == pytest.approx(0.25)
+    assert out["ppl"] == {"word_perplexity": 12.5}  # not drawn: kept as evaluated
+
+
+class Scripted:
+    """evaluate() over a fixed answer sheet: doc id → score per task, the records lm-eval's
+    samples would hold. Counts the documents asked for."""
+
+    def __init__(self, sheet: dict[str, dict[int, float]]):
+        self.sheet, self.asked = sheet, []
+
+    def __call__(self, suites: list[Suite]) -> dict:
+        ids = {t.task: t.samples[t.task] for s in suites for t in s.tasks}
+        self.asked.append(ids)
+        return {"metrics": {t: {"acc": 0.0, "num_fewshot": 0} for t in ids}, "n_samples": {}, "lm_eval": {},
+                "samples": {t: [{"doc_id": d, "doc_hash": "h", "acc": self.sheet[t][d]} for d in docs] for t, docs in ids.items()}}
+
+
+def run(sheet, baseline, settings):
+    ev = Scripted(sheet)
+    tasks = sorted(sheet)
+    out = evaluate_until_decided(ev, [suite(*tasks)], settings, 5, baseline, lambda name: len(sheet[name]), log=lambda _: None)
+    return ev, out
+
+
+def test_a_variant_that_loses_half_stops_as_soon_as_the_gate_is_decided():
+    rng = np.random.default_rng(0)
+    base = {t: {d: float(rng.random() < 0.6) for d in range(2000)} for t in ("a", "b")}
+    worse = {t: {d: v * float(rng.random() < 0.5) for d, v in s.items()} for t, s in base.items()}
+    ev, out = run(worse, {t: {str(d): v for d, v in s.items()} for t, s in base.items()},
+                  UntilDecided(step=20, max_documents=1000, gates=[0.99]))
+    u = out["until_decided"]
+    assert u["stop"] == "decided" and u["documents"] < 1000 and u["documents"] % 20 == 0
+    assert u["sequential"]["gates"]["0.99"]["verdict"] == "fails"
+    assert sum(len(a["a"]) for a in ev.asked) == u["documents"]  # nothing evaluated past the decision
+    assert [r["doc_id"] for r in out["samples"]["a"]] == u["order"]["a"]  # in draw order
+    assert out["metrics"]["a"]["acc"] == pytest.approx(np.mean([worse["a"][d] for d in u["order"]["a"]]))
+    assert out["n_samples"]["a"] == {"original": 2000, "effective": u["documents"]}
+
+
+def test_without_a_baseline_the_whole_budget_runs():
+    sheet = {"a": {d: 1.0 for d in range(100)}}
+    ev, out = run(sheet, None, UntilDecided(step=30, max_documents=70))
+    assert out["until_decided"]["stop"] == "budget" and out["until_decided"]["documents"] == 70
+    assert [len(a["a"]) for a in ev.asked] == [30, 30, 10] and out["until_decided"]["sequential"] is None
+
+
+def test_it_stops_where_the_baseline_stopped():
+    sheet = {"a": {d: 1.0 for d in range(100)}}
+    order = draw_order(TaskSpec(task="a"), 5, lambda _: 100, None)
+    baseline = {"a": {str(d): 1.0 for d in order[:40]}}
+    _, out = run(sheet, baseline, UntilDecided(step=25, max_documents=100))
+    assert out["until_decided"]["stop"] == "baseline" and out["until_decided"]["sequential"]["n"] == 40
