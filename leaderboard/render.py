@@ -254,6 +254,20 @@ def history_charts(runs: list[Any], cells: list[Any]) -> dict[str, list[Any]]:
             for model, metrics in sorted(data.items())}
 
 
+def first_screen(views: dict[str, dict[Any, list[Any]]], by_group: dict[str, list[Row]]) -> dict[str, dict[str, Any]]:
+    """What the board answers, before any table, per group: each memory budget's first
+    equal-cost verdict, and each model's quantized rows with their 99 % gate."""
+    out = {}
+    for g, view in views.items():
+        memory = next((bs for axis, bs in view.items() if axis.name == "memory"), [])
+        models: dict[str, list[Row]] = {}
+        for r in by_group[g]:
+            if r.quantized:
+                models.setdefault(r.model, []).append(r)
+        out[g] = {"budgets": [b for b in memory if b.verdicts], "models": models}
+    return out
+
+
 def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str, str], list] | None = None,
           history: tuple[list[Any], list[Any]] | None = None) -> Path:
     """Write the site into `out`; return the path of index.html. `samples(key,
@@ -292,14 +306,14 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
         (out / name).write_text(html, encoding="utf-8")
 
     priced = bool(info.gpu_price_per_hour)
-    write("index.html", "index.html", columns=table_columns(tasks, priced),
-          tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced, info.alpha) for r in rs]
-                  for g, rs in by_group.items()})
     # group → axis → budgets: by peak memory, and by money where a GPU price is given
     axes = [memory_axis()] + ([price_axis(info.gpu_price_per_hour)] if info.gpu_price_per_hour else [])
     views = {g: {axis: equal_cost(rs, budgets if axis.name == "memory" else default_budgets(rs, axis), judge, axis, info.latency)
                  for axis in axes} for g, rs in by_group.items()}
     adjust_for_multiplicity([v for view in views.values() for bs in view.values() for b in bs for v in b.verdicts])
+    write("index.html", "index.html", columns=table_columns(tasks, priced), answers=first_screen(views, by_group),
+          tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced, info.alpha) for r in rs]
+                  for g, rs in by_group.items()})
     write("equal-cost.html", "equal_cost.html", views=views, alpha=info.alpha, latency=info.latency)
     write("frontier.html", "frontier.html", charts_by_group={
         g: [(charts.scatter(rs, x, title, x_title), charts.points(rs, x)) for x, title, x_title in (

@@ -416,3 +416,13 @@ def test_a_sweep_past_saturation_gets_a_log_latency_axis():
     grid = ticks(svg)
     assert "log scale" not in svg and 0 in grid
     assert grid[0] - grid[100] == pytest.approx(grid[100] - grid[200], abs=0.2)
+
+
+def test_the_first_screen_states_the_answers_before_any_table(fixture_db, tmp_path):
+    html = " ".join((build_from_db(fixture_db, tmp_path / "s", built_at="x").parent / "index.html").read_text().split())
+    answers = html[html.index('<section class="answers"'):]
+    assert html.index('<section class="answers"') < html.index("<table")
+    # each budget's equal-cost verdict in a sentence with its interval, from the engine
+    assert "Within 16 GB of peak memory: <b>Big-13B int8</b> beats Small-7B fp16 by 5.5 points (95&nbsp;% CI +4.0 to +6.9" in answers
+    # per model, every quantized variant with its 99 % gate
+    assert "<b>Big-13B</b>, 99&nbsp;% of fp16's accuracy: int8 undetermined at n = 3,000; nf4 fails; gptq-4 fails" in answers
