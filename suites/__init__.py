@@ -78,6 +78,13 @@ class Suite(BaseModel):
     def local_task_folder(self, task: str) -> Path | None:
         return next((d / task for d in self.task_dirs() if (d / task).is_dir()), None)
 
+    def first(self, n: int) -> Suite:
+        """The suite cut to the first n documents of each task's fixed subset (a task
+        without one keeps at most n by limit)."""
+        return self.model_copy(update={"tasks": [
+            t.model_copy(update={"samples": {leaf: ids[:n] for leaf, ids in t.samples.items()}}) if t.samples is not None
+            else t.model_copy(update={"limit": min(t.limit or n, n)}) for t in self.tasks]})
+
     def shipped_tasks(self) -> list[str]:
         return [t.task for t in self.tasks] if self.data == "shipped" else []
 

@@ -141,6 +141,7 @@ class LlamaCppModel:
         self._ctx = None
         self._ctx_shape: tuple[int, int, int, str | None] | None = None
         self._cached: list[int] = []  # tokens whose KV the context of sequence 0 holds
+        self.decoded_tokens = 0  # tokens run through the model by forward(): what prefix reuse saves
         self._header = read_header(self.path)
         self.file_type = file_type_of(self._header)
 
@@ -239,6 +240,7 @@ class LlamaCppModel:
             n_out += pos >= first_output
         batch.n_tokens = hi - lo
         self._decode(ctx, batch)
+        self.decoded_tokens += hi - lo
         if not n_out:
             return None
         return np.ctypeslib.as_array(self._L.llama_get_logits(ctx), shape=(n_out, self.n_vocab)).copy()

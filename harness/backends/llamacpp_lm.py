@@ -37,9 +37,12 @@ def target_logprobs(rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, 
 
 
 class LlamaCppLM(TemplateLM):
-    def __init__(self, model: Any, batch_size: int = 1):
+    def __init__(self, model: Any, batch_size: int = 1, reuse_prefix: bool = True):
         super().__init__()
         self.model = model
+        # the KV of the context the previous request shared is kept: each question's
+        # context runs once for all its choices (off: every request from its first token)
+        self.reuse_prefix = reuse_prefix
         self.tok = model.tokenizer
         self.batch_size = batch_size  # llama.cpp scores one sequence at a time; kept for the record
 
@@ -73,7 +76,7 @@ class LlamaCppLM(TemplateLM):
         first = len(inputs) - n
         target = np.asarray(continuation)
         total, greedy = 0.0, True
-        for pos, rows in self.model.forward(inputs, first):
+        for pos, rows in self.model.forward(inputs, first, reuse_prefix=self.reuse_prefix):
             logp, top = target_logprobs(rows, target[pos - first : pos - first + len(rows)])
             total += float(logp.sum())
             greedy = greedy and bool(top.all())

@@ -204,3 +204,31 @@ def test_the_lm_eval_adapter_encodes_as_hflm_does(package):
     lm = LlamaCppLM(LlamaCppModel(str(_gguf_file(spec))))
     for text in ("Question: What is the capital of France?\nAnswer:", " Paris", "plain text, no question"):
         assert lm.tok_encode(text) == hf.encode(text), (package, text)
+
+
+def test_each_context_runs_once_for_all_its_choices():
+    """llama.cpp's side of the shared-context scorer: the KV of the context the previous
+    request shared is kept, so a question's context is decoded once for its choices
+    (only its last token again, for the logits that score each choice), with the same
+    log-likelihoods as decoding every request from its first token."""
+    from evalq.backends.llamacpp import LlamaCppModel
+    from evalq.backends.llamacpp_lm import LlamaCppLM
+    from evalq.matrix import ModelSpec
+    from evalq.model_sources import _gguf_file
+
+    model = LlamaCppModel(str(_gguf_file(ModelSpec(package="smollm2-135m-instruct"))))
+    shared = LlamaCppLM(model)
+    context = shared.tok_encode("Question: Which gas do green plants take in from the air to make their food?\nAnswer:")
+    choices = [shared.tok_encode(c, add_special_tokens=False) for c in (" carbon dioxide", " oxygen", " nitrogen gas", " helium")]
+    requests = [(None, context, c) for c in choices]
+    answers = {}
+    for reuse in (False, True):
+        model.release()
+        before = model.decoded_tokens
+        answers[reuse] = LlamaCppLM(model, reuse_prefix=reuse)._loglikelihood_tokens(requests, disable_tqdm=True)
+        answers[f"tokens {reuse}"] = model.decoded_tokens - before
+    each = [len(context) + len(c) - 1 for c in choices]  # the last token is only ever a target
+    assert answers["tokens False"] == sum(each)
+    assert answers["tokens True"] == len(context) - 1 + sum(len(c) for c in choices)  # the context once, its last token per choice
+    for (a, greedy_a), (b, greedy_b) in zip(answers[False], answers[True]):
+        assert abs(a - b) < 1e-3 and greedy_a == greedy_b
