@@ -122,6 +122,12 @@ class EvalSettings(Strict):
         None, description="evaluate in a seeded document order until each quantized cell's recovery gates are decided "
                           "(an anytime-valid confidence sequence) or its budget runs out; null: every document of the suites")
 
+    @model_validator(mode="after")
+    def _one_cap(self) -> EvalSettings:
+        if self.limit is not None and self.until_decided is not None:
+            raise ValueError("give limit or until_decided (its max_documents caps the documents a task), not both")
+        return self
+
 
 class TextSource(Strict):
     """A text: a local file or a hub dataset's column."""
