@@ -232,3 +232,8 @@ def test_each_context_runs_once_for_all_its_choices():
     assert answers["tokens True"] == len(context) - 1 + sum(len(c) for c in choices)  # the context once, its last token per choice
     for (a, greedy_a), (b, greedy_b) in zip(answers[False], answers[True]):
         assert abs(a - b) < 1e-3 and greedy_a == greedy_b
+    # another question sharing only "Question:" starts from a cleared cache (MIN_REUSE)
+    other = shared.tok_encode("Question: What do bees make from nectar?\nAnswer:")
+    before = model.decoded_tokens
+    shared._loglikelihood_tokens([(None, other, choices[0])], disable_tqdm=True)
+    assert model.decoded_tokens - before == len(other) + len(choices[0]) - 1
