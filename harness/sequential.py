@@ -36,6 +36,7 @@ import numpy as np
 ALPHA = 0.05
 POWER = 0.80
 C_MAX = 0.75  # the bet cap (Theorem 2 allows any c < 1; 3/4 decided sooner than 1/2 and 0.9 in scripts/sim_until_decided.py)
+GRID_CHUNK = 256  # ratios at a time: memory stays at 256 × rounds floats a temporary
 GRID = np.round(np.arange(0.0, 2.0 + 1e-9, 0.0005), 6)  # recovery ratios the interval is read from
 BOUNDARY = "empirical-Bernstein confidence sequence (Waudby-Smith & Ramdas 2024, Thm 2), predictable plug-in, running intersection"
 
@@ -116,6 +117,13 @@ def more_needed(x: np.ndarray, y: np.ndarray, gate: float, alpha: float = ALPHA,
     return max(0, math.ceil((k * s / delta) ** 2) - len(z))
 
 
+def not_excluded(x: np.ndarray, y: np.ndarray, grid: np.ndarray, alpha: float) -> np.ndarray:
+    """The recovery ratios of `grid` the sequence has not excluded after the last round."""
+    lo, hi = eb_confidence_sequence(gate_statistic(x, y, grid), alpha)
+    target = grid / (1 + grid)
+    return grid[(lo[:, -1] <= target) & (hi[:, -1] >= target)]
+
+
 def judge(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float = ALPHA) -> Sequential:
     """x, y: (rounds, tasks) per-document scores of the variant and its baseline, in draw order."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -123,9 +131,7 @@ def judge(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float =
         raise ValueError(f"paired scores of one shape (rounds, tasks) needed, got {x.shape} and {y.shape}")
     if x.min() < 0 or x.max() > 1 or y.min() < 0 or y.max() > 1:
         raise ValueError("the confidence sequence needs scores in [0, 1]")
-    lo, hi = eb_confidence_sequence(gate_statistic(x, y, GRID), alpha)
-    target = GRID / (1 + GRID)
-    kept = GRID[(lo[:, -1] <= target) & (hi[:, -1] >= target)]
+    kept = np.concatenate([not_excluded(x, y, GRID[i : i + GRID_CHUNK], alpha) for i in range(0, len(GRID), GRID_CHUNK)])
     mean_y = y.mean(axis=0).mean()
     out = {}
     for g in gates:

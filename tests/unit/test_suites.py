@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_suites():
-    assert shipped_suites() == ["core", "demo", "open-llm-v1", "quick", "tiny"]
+    assert shipped_suites() == ["core", "demo", "demo-pool", "open-llm-v1", "quick", "tiny"]
+    pool, demo = load_suite("demo-pool"), load_suite("demo")
+    assert [t.task for t in pool.tasks] == [t.task for t in demo.tasks] and all(t.samples is None for t in pool.tasks)
     assert not load_suite("demo").requires_hub and load_suite("quick").requires_hub
 
 
