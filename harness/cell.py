@@ -63,6 +63,15 @@ class Cell(BaseModel):
                                        exclude_none=True)
         return hashlib.sha256(content.encode()).hexdigest()[:32]
 
+    @property
+    def rounds_key(self) -> str:
+        """The key without eval.until_decided: the same documents in the same order score the
+        same whatever the budget, step or gates, so a larger budget continues a smaller one's rounds."""
+        content = self.model_dump_json(exclude={"matrix": True, "timeout_s": True, "baseline_scores": True,
+                                                "eval": {"until_decided"}, "suites": {"__all__": {"description"}}},
+                                       exclude_none=True)
+        return hashlib.sha256(content.encode()).hexdigest()[:32]
+
     def threads(self, phase: str) -> int:
         """The CPU threads of one phase (threads.PHASES): timing with perf.threads on the
         CPU, everything else with eval.threads; None in the matrix means every core."""

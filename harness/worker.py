@@ -220,13 +220,15 @@ def accuracy(cell: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
                                                         cell.seed, settings.scorer)
     if settings.until_decided is None:
         return run(cell.suites)
+    from evalq.cache import cache_dir
     from evalq.measure.until_decided import evaluate_until_decided, lm_eval_split_size
 
     baseline = cell.baseline_scores if cell.variant != BASELINE_VARIANT else None
     if cell.variant != BASELINE_VARIANT and baseline is None:
         print("until_decided: no fp16 scores to pair with (its cell is not stored ok): evaluating the whole budget", flush=True)
     return evaluate_until_decided(lambda suites: run(suites, None), cell.suites, settings.until_decided, cell.seed,
-                                  baseline, lm_eval_split_size(cell.suites), log=lambda line: print(line, flush=True))
+                                  baseline, lm_eval_split_size(cell.suites), log=lambda line: print(line, flush=True),
+                                  checkpoint=cache_dir("rounds") / f"{cell.rounds_key}.json.gz")
 
 
 def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], out_dir: Path, threads: int,

@@ -10,12 +10,22 @@ budget (`max_documents`, `max_seconds`) or the baseline's documents run out.
 
 Metrics are recomputed over every round's per-document records, as lm-eval's mean
 aggregation and its stderr (sample standard deviation / √n) define them.
+
+After each round the records so far are saved (`checkpoint`, in the cache, keyed by
+the cell without its until_decided settings). A cell whose run died, or one run
+again with a larger budget, continues from its last saved round in the same order
+rather than from the first document: a confidence sequence may be continued at
+any time without losing its error rate.
 """
 from __future__ import annotations
 
+import gzip
+import json
+import os
 import statistics
 import time
 import zlib
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -107,7 +117,8 @@ def by_doc_id(samples: list[dict[str, Any]], metric: str) -> dict[str, float]:
 
 
 def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: Any, seed: int, baseline: dict[str, dict[str, float]] | None,
-                           split_size: Callable[[str], int], log: Callable[[str], None] = print) -> dict[str, Any]:
+                           split_size: Callable[[str], int], log: Callable[[str], None] = print,
+                           checkpoint: Path | None = None) -> dict[str, Any]:
     """evaluate()'s answer over the documents evaluated, plus `until_decided`: the draw
     orders, the documents per task, the stopping reason and the sequence's verdict."""
     specs = [t for s in suites for t in s.tasks if headline_metric(t) != PERPLEXITY_METRIC]
@@ -118,35 +129,42 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
     budget = min([settings.max_documents] + [len(o) for o in orders.values()])
     gates = tuple(settings.gates)
     started = time.perf_counter()
-    samples: dict[str, list[dict[str, Any]]] = {}
-    result: dict[str, Any] = {}
-    done, reason, verdict = 0, "budget", None
-    while done < budget:
+    done, samples, result = load_rounds(checkpoint, orders, budget)
+    resumed = done
+    if resumed:
+        log(f"@@evalq until_decided resumed at n={done}/{budget} from {checkpoint}")
+    reason, verdict = "budget", None
+
+    def look() -> str | None:
+        """The verdict after `done` documents a task; the reason to stop, if any."""
+        nonlocal verdict
+        if baseline is None:
+            log(f"@@evalq until_decided n={done}/{budget}")
+            return None
+        mine = {t: by_doc_id(samples.get(t, []), metric[t]) for t in orders}
+        x, y = paired_rounds(orders, done, mine, baseline)
+        if len(x):
+            verdict = judge(x, y, gates, settings.alpha)
+            log(f"@@evalq until_decided n={done}/{budget} recovery={verdict.recovery or 0:.4f} "
+                f"[{verdict.recovery_lo}, {verdict.recovery_hi}] "
+                + " ".join(f"{g}:{r.verdict}" for g, r in verdict.gates.items()))
+            if decided(verdict, gates):
+                return "decided"
+        return "baseline" if len(x) < done else None  # the baseline scored no more documents to pair with
+
+    stop = look() if done else None
+    while stop is None and done < budget:
         k = min(settings.step, budget - done)
         got = evaluate(round_suites(suites, {t: o[done : done + k] for t, o in orders.items()}, first=not done))
         for task, records in got.pop("samples").items():
             samples.setdefault(task, []).extend(records)
         result = _merge(result, got)
         done += k
-        if baseline is not None:
-            mine = {t: by_doc_id(samples.get(t, []), metric[t]) for t in orders}
-            x, y = paired_rounds(orders, done, mine, baseline)
-            if len(x):
-                verdict = judge(x, y, gates, settings.alpha)
-                log(f"@@evalq until_decided n={done}/{budget} recovery={verdict.recovery or 0:.4f} "
-                    f"[{verdict.recovery_lo}, {verdict.recovery_hi}] "
-                    + " ".join(f"{g}:{r.verdict}" for g, r in verdict.gates.items()))
-                if decided(verdict, gates):
-                    reason = "decided"
-                    break
-            if len(x) < done:
-                reason = "baseline"  # the baseline scored no more documents to pair with
-                break
-        else:
-            log(f"@@evalq until_decided n={done}/{budget}")
-        if settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
-            reason = "max_seconds"
-            break
+        save_rounds(checkpoint, orders, done, samples, result)
+        stop = look()
+        if stop is None and settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
+            stop = "max_seconds"
+    reason = stop or reason
     result["samples"] = samples
     result["metrics"] = recompute_metrics(samples, result["metrics"], set(orders))
     result["n_samples"] = (result.get("n_samples") or {}) | {t: {"original": len(o), "effective": done} for t, o in orders.items()}
@@ -156,10 +174,41 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
         raw.setdefault("results", {}).setdefault(task, {}).update(
             {f"{name},none": v for name, v in metrics.items() if name != "num_fewshot" and "," not in name})
     raw["n-samples"] = result["n_samples"]
-    result["until_decided"] = {"documents": done, "budget": budget, "stop": reason, "seed": seed,
+    result["until_decided"] = {"documents": done, "budget": budget, "stop": reason, "seed": seed, "resumed_at": resumed,
                                "order": {t: o[:done] for t, o in orders.items()},
                                "sequential": verdict.as_dict() if verdict is not None else None}
     return result
+
+
+def save_rounds(path: Path | None, orders: dict[str, list[int]], done: int, samples: dict[str, list[dict[str, Any]]],
+                result: dict[str, Any]) -> None:
+    """The rounds so far, written whole then renamed: a run killed while writing leaves the previous round's."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+        json.dump({"done": done, "order": {t: o[:done] for t, o in orders.items()}, "samples": samples, "result": result},
+                  fh, default=str)
+    os.replace(tmp, path)
+
+
+def load_rounds(path: Path | None, orders: dict[str, list[int]], budget: int) -> tuple[int, dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """(documents per task, records, evaluate()'s answer) saved by an earlier run of this cell in
+    this order, cut to `budget`; nothing when there is none or it was drawn otherwise."""
+    if path is None or not path.exists():
+        return 0, {}, {}
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            saved = json.load(fh)
+    except (OSError, ValueError):
+        return 0, {}, {}  # a damaged checkpoint: start over rather than trust part of it
+    done = min(int(saved["done"]), budget)
+    if set(saved["order"]) != set(orders) or any(saved["order"][t][:done] != o[:done] for t, o in orders.items()):
+        return 0, {}, {}
+    keep = {t: {str(d) for d in o[:done]} for t, o in orders.items()}
+    samples = {t: [r for r in records if t not in keep or str(r.get("doc_id")) in keep[t]] for t, records in saved["samples"].items()}
+    return done, samples, saved["result"]
 
 
 def _merge(into: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:

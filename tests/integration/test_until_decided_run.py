@@ -10,6 +10,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from evalq.api import prepare
+from evalq.cache import cache_dir
 from evalq.cli import app
 from evalq.measure.until_decided import draw_order
 from evalq.store import Store
@@ -34,6 +36,8 @@ timeout_s: 900
 def decided_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("until-decided")
     (folder / "m.yaml").write_text(MATRIX)
+    for cell in prepare(folder / "m.yaml").cells:  # rounds an earlier session saved would be continued
+        (cache_dir("rounds") / f"{cell.rounds_key}.json.gz").unlink(missing_ok=True)
     res = CliRunner().invoke(app, ["run", "--matrix", str(folder / "m.yaml"), "--db", str(folder / "e.db")])
     assert res.exit_code == 0, res.output
     return folder
@@ -59,7 +63,7 @@ def test_the_quantized_cell_pairs_as_it_goes_and_its_verdict_is_recomputed(decid
     assert mine["stop"] in ("decided", "budget") and mine["documents"] in (20, 40)
     assert mine["order"]["evalq_demo_mc"] == rows["fp16"].outcome.until_decided["order"]["evalq_demo_mc"][: mine["documents"]]
     worker_said = mine["sequential"]
-    assert worker_said["n"] == mine["documents"] and worker_said["boundary"].startswith("empirical-Bernstein")
+    assert worker_said["n"] == mine["documents"] and worker_said["boundary"].startswith("betting")
     res = CliRunner().invoke(app, ["results", "--db", str(decided_run / "e.db"), "--format", "json"])
     assert res.exit_code == 0, res.output
     rec = next(r for r in json.loads(res.output) if r["variant"] == "int8")
@@ -71,3 +75,17 @@ def test_the_quantized_cell_pairs_as_it_goes_and_its_verdict_is_recomputed(decid
     assert gate.startswith(f"{verdict} (decided after") if verdict != "undecided" else gate.startswith(f"undecided at n = {mine['documents']} a task")
     table = CliRunner().invoke(app, ["results", "--db", str(decided_run / "e.db")])
     assert "a task" in table.output
+
+
+def test_a_larger_budget_continues_where_the_stored_cells_stopped(decided_run):
+    (decided_run / "more.yaml").write_text(MATRIX.replace("max_documents: 40", "max_documents: 60")
+                                           .replace("variants: {fp16: {}, int8: {}}", "variants: {fp16: {}}"))
+    res = CliRunner().invoke(app, ["run", "--matrix", str(decided_run / "more.yaml"), "--db", str(decided_run / "e.db")])
+    assert res.exit_code == 0, res.output
+    store = Store(str(decided_run / "e.db"))
+    rows = sorted((r for r in store.cells() if r.variant == "fp16"), key=lambda r: r.outcome.until_decided["documents"])
+    before, after = (r.outcome.until_decided for r in rows)
+    assert (before["documents"], after["documents"], after["resumed_at"]) == (40, 60, 40)  # 20 documents evaluated, not 60
+    task = "evalq_demo_mc"
+    assert after["order"][task][:40] == before["order"][task]
+    assert sorted(r["doc_id"] for r in store.samples(rows[1].key, task)) == sorted(after["order"][task])

@@ -126,6 +126,17 @@ def test_key_ignores_run_settings_but_not_content():
     assert pinned(base, seed=1).key != base.key
 
 
+def test_a_budget_is_another_cell_but_continues_the_same_rounds():
+    from evalq.matrix import UntilDecided
+
+    base = pinned(demo_cells()[0])
+    small = pinned(base, eval=base.eval.model_copy(update={"until_decided": UntilDecided(max_documents=100)}))
+    large = pinned(base, eval=base.eval.model_copy(update={"until_decided": UntilDecided(max_documents=300, step=20)}))
+    assert small.key != large.key and small.rounds_key == large.rounds_key == base.rounds_key
+    assert pinned(small, seed=1).rounds_key != small.rounds_key  # another draw order
+    assert pinned(small, eval=small.eval.model_copy(update={"batch_size": 4})).rounds_key != small.rounds_key
+
+
 GOLDEN_KEY_CUDA = "015367ae487bd5d6baafea44c7b68877"
 GOLDEN_KEY_CPU_FLOAT32 = "8d7d1320222ead81ab74f4b1591f97b0"
 GOLDEN_KEY_CPU_BF16 = "8ffa1da63f29d0bd6d64e19df460d27f"

@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 
 from evalq import sequential
-from evalq.sequential import eb_confidence_sequence, judge, more_needed, optional_stopping
+from evalq.sequential import betting_decisions, judge, more_needed, optional_stopping
 
 
 def test_the_sequence_covers_the_mean_at_every_n_at_once():
     rng = np.random.default_rng(1)
     u = (rng.random((2000, 800)) < 0.3).astype(float)
-    lo, hi = eb_confidence_sequence(u, alpha=0.05)
-    ever_out = np.any((lo > 0.3) | (hi < 0.3), axis=1)
-    assert ever_out.mean() <= 0.05
-    assert np.all(np.diff(lo, axis=1) >= 0) and np.all(np.diff(hi, axis=1) <= 0)  # intersected over time
-    assert np.median(hi[:, -1] - lo[:, -1]) < 0.25 < np.median(hi[:, 49] - lo[:, 49])  # narrows with n
+    at_truth = betting_decisions(u, 0.3, alpha=0.05)
+    assert np.any(at_truth != 0, axis=1).mean() <= 0.05  # the true mean ever excluded
+    off = betting_decisions(u, np.array([[0.15], [0.45]]), alpha=0.05)  # (2, 2000, 800): below and above the truth
+    assert np.all(np.diff(off, axis=-1) * off[..., 1:] >= 0)  # once excluded, for good
+    assert (off[0, :, -1] == 1).mean() > 0.95 and (off[1, :, -1] == -1).mean() > 0.95
+    assert (off[0, :, 49] == 1).mean() < 0.5  # 50 observations are seldom enough to tell 0.3 from 0.15
 
 
 def test_optional_stopping_keeps_alpha_where_a_peeked_bootstrap_does_not():

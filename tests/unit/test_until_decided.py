@@ -58,10 +58,11 @@ class Scripted:
                 "samples": {t: [{"doc_id": d, "doc_hash": "h", "acc": self.sheet[t][d]} for d in docs] for t, docs in ids.items()}}
 
 
-def run(sheet, baseline, settings):
-    ev = Scripted(sheet)
+def run(sheet, baseline, settings, checkpoint=None, seed=5, ev=None):
+    ev = ev or Scripted(sheet)
     tasks = sorted(sheet)
-    out = evaluate_until_decided(ev, [suite(*tasks)], settings, 5, baseline, lambda name: len(sheet[name]), log=lambda _: None)
+    out = evaluate_until_decided(ev, [suite(*tasks)], settings, seed, baseline, lambda name: len(sheet[name]), log=lambda _: None,
+                                 checkpoint=checkpoint)
     return ev, out
 
 
@@ -93,3 +94,58 @@ def test_it_stops_where_the_baseline_stopped():
     baseline = {"a": {str(d): 1.0 for d in order[:40]}}
     _, out = run(sheet, baseline, UntilDecided(step=25, max_documents=100))
     assert out["until_decided"]["stop"] == "baseline" and out["until_decided"]["sequential"]["n"] == 40
+
+
+def test_a_larger_budget_continues_the_saved_rounds_in_the_same_order(tmp_path):
+    rng = np.random.default_rng(2)
+    sheet = {t: {d: float(rng.random() < 0.5) for d in range(300)} for t in ("a", "b")}
+    saved = tmp_path / "rounds.json.gz"
+    _, first = run(sheet, None, UntilDecided(step=50, max_documents=100), saved)
+    ev, more = run(sheet, None, UntilDecided(step=50, max_documents=150), saved)
+    assert [len(a["a"]) for a in ev.asked] == [50]  # only the new documents
+    assert ev.asked[0]["a"] == more["until_decided"]["order"]["a"][100:150]
+    assert more["until_decided"]["order"]["a"][:100] == first["until_decided"]["order"]["a"]
+    assert more["until_decided"]["resumed_at"] == 100 and more["until_decided"]["documents"] == 150
+    assert [r["doc_id"] for r in more["samples"]["a"]] == more["until_decided"]["order"]["a"]
+    assert more["metrics"]["b"]["acc"] == pytest.approx(np.mean([sheet["b"][d] for d in more["until_decided"]["order"]["b"]]))
+    ev, fewer = run(sheet, None, UntilDecided(step=50, max_documents=60), saved)  # a smaller budget reads the first 60
+    assert ev.asked == [] and len(fewer["samples"]["a"]) == 60 and fewer["until_decided"]["documents"] == 60
+
+
+class DiesInRound(Scripted):
+    def __init__(self, sheet, round_):
+        super().__init__(sheet)
+        self.round = round_
+
+    def __call__(self, suites):
+        if len(self.asked) + 1 == self.round:
+            raise RuntimeError("killed")
+        return super().__call__(suites)
+
+
+def test_a_run_that_died_continues_from_its_last_round(tmp_path):
+    rng = np.random.default_rng(4)
+    base = {t: {d: float(rng.random() < 0.6) for d in range(400)} for t in ("a", "b")}
+    worse = {t: {d: v * float(rng.random() < 0.6) for d, v in s.items()} for t, s in base.items()}
+    baseline = {t: {str(d): v for d, v in s.items()} for t, s in base.items()}
+    saved = tmp_path / "rounds.json.gz"
+    with pytest.raises(RuntimeError, match="killed"):
+        run(worse, baseline, UntilDecided(step=10, max_documents=400), saved, ev=DiesInRound(worse, 3))
+    ev, out = run(worse, baseline, UntilDecided(step=10, max_documents=400), saved)
+    _, fresh = run(worse, baseline, UntilDecided(step=10, max_documents=400))
+    order = out["until_decided"]["order"]["a"]
+    assert ev.asked[0]["a"] == order[20:30]  # rounds 1 and 2 were kept
+    assert out["until_decided"]["stop"] == "decided" and out["until_decided"]["resumed_at"] == 20
+    assert out["until_decided"]["sequential"] == fresh["until_decided"]["sequential"]  # as if it had never died
+    assert out["metrics"] == fresh["metrics"]
+
+
+def test_rounds_drawn_in_another_order_are_not_continued(tmp_path):
+    sheet = {"a": {d: 1.0 for d in range(100)}}
+    saved = tmp_path / "rounds.json.gz"
+    run(sheet, None, UntilDecided(step=20, max_documents=40), saved, seed=5)
+    ev, out = run(sheet, None, UntilDecided(step=20, max_documents=40), saved, seed=6)
+    assert [len(a["a"]) for a in ev.asked] == [20, 20] and out["until_decided"]["resumed_at"] == 0
+    saved.write_bytes(b"not gzip")
+    ev, _ = run(sheet, None, UntilDecided(step=20, max_documents=40), saved, seed=6)  # damaged: start over
+    assert len(ev.asked) == 2
