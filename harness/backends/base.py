@@ -168,7 +168,6 @@ REGISTRY: dict[str, str] = {
     "nf4": "evalq.backends.nf4:NF4Backend",
     "gptq-4": "evalq.backends.gptq:GPTQBackend",
     "awq-4": "evalq.backends.awq:AWQBackend",
-    "hqq-4": "evalq.backends.hqq:HQQBackend",
 }
 
 
@@ -201,6 +200,7 @@ def _registry() -> dict[str, str]:
 FAMILIES: dict[str, str] = {
     "gguf-": "evalq.backends.gguf:GGUFBackend",
     "torchao-": "evalq.backends.torchao:TorchAoBackend",
+    "hqq-": "evalq.backends.hqq:HQQBackend",
 }
 
 

@@ -1,8 +1,11 @@
-"""hqq-4: Half-Quadratic Quantization (the `hqq` package), 4-bit, no calibration data.
+"""hqq-<bits> (hqq-8, hqq-4, hqq-3, hqq-2): Half-Quadratic Quantization (the `hqq`
+package), no calibration data.
 
 The model loads in its baseline dtype and every linear layer (not the tied lm_head) is
-replaced by hqq's HQQLinear: 4-bit codes packed two a byte, a scale and a zero point per
-group of `group_size` weights, found by HQQ's own optimizer in a few seconds per layer.
+replaced by hqq's HQQLinear: codes packed by hqq (8 and 4 bits in bytes, two 4-bit codes a
+byte; 2 bits four a byte; 3 bits ten to an int32, the groups padded to a multiple of ten), a
+scale and a zero point per group of `group_size` weights, found by HQQ's own optimizer in a
+few seconds per layer.
 Through the `hqq` package directly: transformers 5's HqqConfig raised NotImplementedError
 here. The scale and zero point live in HQQLinear.meta, not in parameters; measure/torch_model
 counts them.
@@ -17,7 +20,21 @@ from pydantic import Field, field_validator
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
 from evalq.backends.hf import DtypeName, baseline_dtype, group_size_misfit, load_causal_lm, missing_module
 
-BITS = 4
+PREFIX = "hqq-"
+BITS = (8, 4, 3, 2)  # hqq's packed widths (its 6, 5 and 1.58 bits are stored as 8 or 2)
+COLOURS = {8: "#ff9896", 4: "#d62728", 3: "#a01c1c", 2: "#5c0f0f"}
+
+
+def variant_names() -> list[str]:
+    return [f"{PREFIX}{b}" for b in BITS]
+
+
+def code_bytes(in_features: int, out_features: int, bits: int, group_size: int) -> int:
+    """The packed codes of one linear layer, as hqq's BitPack stores them."""
+    if bits == 3:
+        groups = in_features * out_features // group_size
+        return -(-groups // 10) * group_size * 4
+    return in_features * out_features * bits // 8
 
 
 class HQQConfig(BackendConfig):
@@ -41,14 +58,24 @@ class HQQConfig(BackendConfig):
 
 
 class HQQBackend(BackendBase):
-    name: ClassVar[str] = "hqq-4"
     Config: ClassVar[type[BackendConfig]] = HQQConfig
     libraries: ClassVar[tuple[str, ...]] = ("torch", "transformers", "hqq")
-    rank_key: ClassVar[tuple] = (0, 4)
-    style: ClassVar[tuple[str, str]] = ("#d62728", "triangle-down")
     detail_fields: ClassVar[tuple[tuple[str, str], ...]] = (("group", "group_size"), ("axis", "axis"), ("kernel", "backend"))
     # not fitted yet: nf4's bf16 constant until a demo run measures it
     overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 655_000_000, "cuda": 1_100_000_000}
+
+    def __init__(self, name: str = "hqq-4"):
+        if name not in variant_names():
+            raise KeyError(name)
+        self.name, self.bits = name, int(name.removeprefix(PREFIX))
+        self.style = (COLOURS[self.bits], "triangle-down")
+
+    @staticmethod
+    def variant_names() -> list[str]:
+        return variant_names()
+
+    def rank(self) -> tuple:
+        return (0, 4, -self.bits, self.name)  # after gptq-4, most bits first
 
     def unavailable_reason(self, device: str) -> str | None:
         return missing_module("hqq", "pip install hqq")
@@ -57,13 +84,13 @@ class HQQBackend(BackendBase):
         if cfg.axis == 0:  # groups run down a column: out_features must divide instead, not known from every config
             return None
         misfit = group_size_misfit(cfg.group_size, model_config)
-        return f"hqq-4: {misfit}" if misfit else None
+        return f"{self.name}: {misfit}" if misfit else None
 
     def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
-        # 4-bit codes two a byte; a scale and a zero point per group, in the compute dtype. HQQ casts
+        # packed codes; a scale and a zero point per group, in the compute dtype. HQQ casts
         # every other module to the compute dtype, the rotary embedding's float32 buffers included
         group = int(options.get("group_size", 64))
-        return (sum(i * o // 2 + 2 * dtype_bytes * (i * o // group) for i, o in shape.all_linears())
+        return (sum(code_bytes(i, o, self.bits, group) + 2 * dtype_bytes * (i * o // group) for i, o in shape.all_linears())
                 + shape.unquantized_bytes(dtype_bytes, buffer_dtype_bytes=dtype_bytes))
 
     def load(self, files: ModelFiles, cfg: HQQConfig, device: str, workdir: str) -> Loaded:
@@ -75,11 +102,11 @@ class HQQBackend(BackendBase):
         dtype = baseline_dtype(cfg.dtype, device)
         model, tokenizer = load_causal_lm(files, device, dtype)
         started = time.perf_counter()
-        quant = BaseQuantizeConfig(nbits=BITS, group_size=cfg.group_size, axis=cfg.axis)
+        quant = BaseQuantizeConfig(nbits=self.bits, group_size=cfg.group_size, axis=cfg.axis)
         AutoHQQHFModel.quantize_model(model, quant_config=quant, compute_dtype=getattr(torch, dtype), device=device)
         seconds = time.perf_counter() - started
         backends = sorted({str(m.backend).removeprefix("HQQBackend.") for m in model.modules() if isinstance(m, HQQLinear)})
-        details = {"dtype": dtype, "bits": BITS, "group_size": cfg.group_size, "axis": cfg.axis, "backend": backends,
+        details = {"dtype": dtype, "bits": self.bits, "group_size": cfg.group_size, "axis": cfg.axis, "backend": backends,
                    "hqq": getattr(hqq, "__version__", None)}
         # HQQ quantizes at every load (seconds, no calibration): that is the variant's one-off work
         return Loaded(model.eval(), tokenizer, dtype, details, prepare_seconds=seconds)

@@ -105,7 +105,7 @@ def test_the_installed_command_runs(installed, tmp_path):
 
     version = run_in(installed, installed / "bin" / "evalq", "--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.strip() == f"evalq {__version__}", version
-    validate = run_in(installed, installed / "bin" / "evalq", "validate", ROOT / "examples" / "demo.yaml", cwd=tmp_path)
+    validate = run_in(installed, installed / "bin" / "evalq", "validate", ROOT / "examples" / "showcase.yaml", cwd=tmp_path)
     assert validate.returncode == 0, validate.stdout + validate.stderr
     assert "2 models × 7 variants = 14 cells" in validate.stdout
     print(version.stdout.strip(), "|", validate.stdout.strip().splitlines()[-1])

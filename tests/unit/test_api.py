@@ -18,7 +18,7 @@ from evalq.store import Store
 from evalq.threads import available
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "examples" / "demo.yaml"
+DEMO = ROOT / "examples" / "showcase.yaml"
 runner = CliRunner()
 
 

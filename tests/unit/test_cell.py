@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def demo_cells(revision="sha256:abc"):
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     return expand(matrix, suites, lambda spec: revision, device="cpu")
 
 
@@ -60,7 +60,7 @@ def test_auto_dtype_follows_the_cpu_and_the_key_says_which(monkeypatch):
     bf16 = demo_cells()
     assert bf16[2].options["compute_dtype"] == "bfloat16" and bf16[0].options["dtype"] == "bfloat16"
     assert all(a.key != b.key for a, b in zip(avx2, bf16) if not a.variant.startswith("gguf-"))
-    cuda = expand(*load_matrix(ROOT / "examples" / "demo.yaml"), lambda spec: "sha256:abc", device="cuda")
+    cuda = expand(*load_matrix(ROOT / "examples" / "showcase.yaml"), lambda spec: "sha256:abc", device="cuda")
     assert cuda[0].options["dtype"] == "auto"  # float16 on CUDA, resolved by the backend as before
 
 

@@ -19,7 +19,7 @@ runner = CliRunner()
 
 
 def test_validate_ok():
-    res = runner.invoke(app, ["validate", str(ROOT / "examples" / "demo.yaml")])
+    res = runner.invoke(app, ["validate", str(ROOT / "examples" / "showcase.yaml")])
     assert res.exit_code == 0, res.output
     assert "2 models × 7 variants = 14 cells" in res.output
 
@@ -38,13 +38,13 @@ def test_debug_shows_the_exception(write):
 
 
 def test_run_with_database_in_missing_folder_exits_2(tmp_path):
-    res = runner.invoke(app, ["run", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--db", str(tmp_path / "no" / "e.db")])
+    res = runner.invoke(app, ["run", "--matrix", str(ROOT / "examples" / "showcase.yaml"), "--db", str(tmp_path / "no" / "e.db")])
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
 def demo_text() -> str:
-    """examples/demo.yaml, to be written elsewhere (its texts are shipped with evalq: no relative path)."""
-    return (ROOT / "examples" / "demo.yaml").read_text()
+    """examples/showcase.yaml, to be written elsewhere (its texts are shipped with evalq: no relative path)."""
+    return (ROOT / "examples" / "showcase.yaml").read_text()
 
 
 def test_hub_suite_offline_is_refused_before_running(write, tmp_path):
@@ -60,7 +60,7 @@ def test_results_of_missing_database_exits_2(tmp_path):
 
 
 def stored_db(tmp_path) -> str:
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     cells = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")
     db = str(tmp_path / "e.db")
     store = Store(db)
@@ -99,7 +99,7 @@ def test_results_csv_and_table(tmp_path):
 
 
 def test_the_suite_average_is_the_mean_of_its_headlines(tmp_path):
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     cell = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
     scores = {"arc_easy": 0.6, "arc_challenge": 0.3, "hellaswag": 0.4, "piqa": 0.7, "winogrande": 0.5}
     metrics = {t: {"acc": v - 0.1, "acc_stderr": 0.05, "acc_norm": v, "acc_norm_stderr": 0.04} for t, v in scores.items()}

@@ -19,7 +19,7 @@ def executor(cpus: int, gpus: int, gpu_memory: int | None, plan=lambda cell: Non
 
 
 def demo_cell(device: str = "cpu", threads: int = 1):
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     cell = expand(matrix, suites, lambda spec: "sha256:abc", device=device)[0]
     return cell.model_copy(update={"perf": cell.perf.model_copy(update={"threads": threads})})
 

@@ -1,4 +1,4 @@
-"""hqq-4: registered, planned by its own formula, checked against the model before it loads."""
+"""hqq-<bits>: registered, planned by its own formula, checked against the model before it loads."""
 from __future__ import annotations
 
 import pytest
@@ -17,6 +17,9 @@ def test_registered_ranked_and_drawn_apart():
     assert sorted(["torchao-int8wo", "hqq-4", "gptq-4", "nf4"], key=variant_rank) == ["nf4", "gptq-4", "hqq-4", "torchao-int8wo"]
     others = {variant_style(v) for v in ("fp16", "int8", "nf4", "gptq-4", "torchao-int8wo", "torchao-fp8wo")}
     assert variant_style("hqq-4") not in others
+    assert {"hqq-8", "hqq-3", "hqq-2"} <= set(backend_names()) and "hqq-5" not in backend_names()
+    assert sorted(["hqq-2", "hqq-8", "torchao-int8wo", "hqq-3", "hqq-4"], key=variant_rank) == ["hqq-8", "hqq-4", "hqq-3", "hqq-2", "torchao-int8wo"]
+    assert len({variant_style(f"hqq-{b}") for b in (8, 4, 3, 2)}) == 4
 
 
 def test_weights_formula_counts_codes_scales_and_zero_points():
@@ -31,6 +34,22 @@ def test_weights_formula_counts_codes_scales_and_zero_points():
     bf16 = hqq.weights_bytes(shape, {"group_size": 64}, 2)
     assert bf16 == sum(i * o // 2 + 2 * 2 * (i * o // 64) for i, o in shape.all_linears()) + shape.unquantized_bytes(2, 2)
     assert shape.unquantized_bytes(2) - shape.unquantized_bytes(2, 2) == 2 * shape.rotary_buffer_values == 128
+
+
+def test_three_bit_codes_pack_ten_to_an_int32_per_ten_groups():
+    import torch
+    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+
+    from evalq.backends.hqq import code_bytes
+
+    for bits in (8, 4, 3, 2):
+        for i, o in ((576, 1536), (576, 192), (640, 2048)):
+            q = HQQLinear(torch.nn.Linear(i, o, bias=False), BaseQuantizeConfig(nbits=bits, group_size=64, axis=1),
+                          compute_dtype=torch.float32, device="cpu")
+            assert q.W_q.numel() * q.W_q.element_size() == code_bytes(i, o, bits, 64), (bits, i, o)
+    shape = Shape.from_config(SMOLLM2)
+    three, two = (get_backend(f"hqq-{b}").weights_bytes(shape, {"group_size": 64}, 4) for b in (3, 2))
+    assert two < three < get_backend("hqq-4").weights_bytes(shape, {"group_size": 64}, 4)
 
 
 def test_group_size_is_checked_by_the_config_and_against_the_model():

@@ -94,7 +94,7 @@ def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
     from evalq.cell import expand
     from evalq.matrix import load_matrix
 
-    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "showcase.yaml")
     cells = {c.variant: c for c in expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[:4]}
     db = str(tmp_path / "e.db")
     store = Store(db)

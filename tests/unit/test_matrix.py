@@ -34,13 +34,22 @@ def problems(write, text: str) -> str:
     return message
 
 
-@pytest.mark.parametrize("example", ["demo.yaml", "llama2.yaml"])
+@pytest.mark.parametrize("example", ["showcase.yaml", "llama2.yaml"])
 def test_shipped_examples_validate(example):
     matrix, suites = load_matrix(ROOT / "examples" / example)
     assert len(matrix.models) == 2
     assert list(matrix.variants)[:6] == ["fp16", "int8", "nf4", "gptq-4", "gguf-q8_0", "gguf-q4_k_m"]
-    assert list(matrix.variants)[6:] == (["torchao-int8wo"] if example == "demo.yaml" else [])
+    assert list(matrix.variants)[6:] == (["torchao-int8wo"] if example == "showcase.yaml" else [])
     assert suites
+
+
+def test_the_demo_runs_until_decided_on_real_documents():
+    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    assert [m.name for m in matrix.models] == ["SmolLM2-135M-Instruct", "Gemma-3-270M"]
+    assert list(matrix.variants) == ["fp16", "gguf-q4_k_m", "hqq-3", "hqq-2"]
+    budget = matrix.eval.until_decided
+    assert budget is not None and budget.max_documents * len(suites[0].tasks) >= 3 * 200  # 3× the showcase's documents
+    assert budget.pool >= 500 and [s.name for s in suites] == ["demo-pool"]
 
 
 def test_methods_example_runs_every_method_for_smollm2():

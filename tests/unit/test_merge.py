@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def cells(hardware: str, models: slice) -> list:
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     every = expand(matrix, suites, lambda spec: "r", device="cpu", hardware=hardware)
     return [c for c in every if c.variant in ("fp16", "int8")][models]
 

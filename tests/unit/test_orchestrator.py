@@ -27,7 +27,7 @@ def fault_worker_on_path(monkeypatch, tmp_path):
 
 
 def fault_cell(fault: str, timeout_s: int | None = 60) -> Cell:
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     base = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
     return base.model_copy(update={"variant": fault, "timeout_s": timeout_s})
 
@@ -115,7 +115,7 @@ def test_a_run_marks_its_running_cells_alive_while_it_runs(tmp_path, monkeypatch
     from evalq.store.tables import CellRow
 
     monkeypatch.setattr(orchestrator, "HEARTBEAT_S", 0.05)
-    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "showcase.yaml")
     cell = expand(matrix, suites, lambda spec: "r", device="cpu")[0]
     store = Store(str(tmp_path / "e.db"))
     assert store.claim(cell, lambda status: True)

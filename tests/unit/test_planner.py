@@ -108,7 +108,7 @@ def test_sizes(text, value):
 
 
 def test_plan_json_for_the_demo_and_a_local_config_for_an_offline_hub_model(tmp_path):
-    res = runner.invoke(app, ["plan", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--gpu-memory", "2GB", "-f", "json"])
+    res = runner.invoke(app, ["plan", "--matrix", str(ROOT / "examples" / "showcase.yaml"), "--gpu-memory", "2GB", "-f", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert len(rows) == 14 and {"model", "variant", "predicted_weights_bytes", "predicted_peak_bytes", "fits"} <= set(rows[0])
@@ -128,7 +128,7 @@ def test_plan_json_for_the_demo_and_a_local_config_for_an_offline_hub_model(tmp_
 
 
 def test_plan_training_fewest_gpus():
-    res = runner.invoke(app, ["plan", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--training", "full", "--zero", "3",
+    res = runner.invoke(app, ["plan", "--matrix", str(ROOT / "examples" / "showcase.yaml"), "--training", "full", "--zero", "3",
                               "--gpu-memory", "2GB", "--seq", "512", "--recompute", "full", "-f", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
@@ -137,7 +137,7 @@ def test_plan_training_fewest_gpus():
 
 
 def test_plan_refuses_a_config_for_no_model(tmp_path):
-    res = runner.invoke(app, ["plan", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--config", f"Nope={tmp_path}"])
+    res = runner.invoke(app, ["plan", "--matrix", str(ROOT / "examples" / "showcase.yaml"), "--config", f"Nope={tmp_path}"])
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
@@ -145,7 +145,7 @@ def test_run_skips_cells_predicted_not_to_fit_without_loading_them(tmp_path):
     from evalq.store import Store
 
     db = str(tmp_path / "e.db")
-    res = runner.invoke(app, ["run", "--matrix", str(ROOT / "examples" / "demo.yaml"), "--db", db, "--gpu-memory", "500MB"])
+    res = runner.invoke(app, ["run", "--matrix", str(ROOT / "examples" / "showcase.yaml"), "--db", db, "--gpu-memory", "500MB"])
     assert res.exit_code == 0, res.output
     rows = {(r.model, r.variant): r for r in Store(db).cells()}
     assert {r.status for r in rows.values()} == {"skipped"}  # the framework overhead alone is predicted above 0.5 GB

@@ -191,7 +191,7 @@ def test_the_worker_ends_a_hung_server_as_timeout_and_a_failed_one_as_error(monk
     from evalq.matrix import load_matrix
 
     root = Path(__file__).resolve().parents[2]
-    matrix, suites = load_matrix(root / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(root / "examples" / "showcase.yaml")
     cell = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
     for exc, status in ((ServeTimeout("the server stopped answering at rate 2/s"), "timeout"),
                         (ServeError("every request failed at rate 2/s: HTTP 500"), "error")):

@@ -24,7 +24,7 @@ from postgres_server import PG_PASSWORD  # noqa: E402
 
 @pytest.fixture
 def cell():
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     return expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[1]
 
 
@@ -201,7 +201,7 @@ def test_an_old_database_gets_each_cells_hardware_and_two_machines_stay_apart(tm
     from evalq.leaderboard.render import build_from_db
     from evalq.results import current_rows, records_of, to_csv, to_table
 
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     cells = {c.variant: c.model_dump(mode="json") for c in expand(matrix, suites, lambda spec: "r", device="cpu")[:2]}
     rows = []
     for machine, env, acc in (("amd", AMD, 0.60), ("intel", INTEL, 0.70)):
