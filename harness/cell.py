@@ -58,18 +58,18 @@ class Cell(BaseModel):
 
     @property
     def key(self) -> str:
-        # exclude_none: a new optional field, left unset, does not change existing keys
-        content = self.model_dump_json(exclude={"matrix": True, "timeout_s": True, "baseline_scores": True, "suites": {"__all__": {"description"}}},
-                                       exclude_none=True)
-        return hashlib.sha256(content.encode()).hexdigest()[:32]
+        return self._hash()
 
     @property
     def rounds_key(self) -> str:
         """The key without eval.until_decided: the same documents in the same order score the
         same whatever the budget, step or gates, so a larger budget continues a smaller one's rounds."""
-        content = self.model_dump_json(exclude={"matrix": True, "timeout_s": True, "baseline_scores": True,
-                                                "eval": {"until_decided"}, "suites": {"__all__": {"description"}}},
-                                       exclude_none=True)
+        return self._hash({"eval": {"until_decided"}})
+
+    def _hash(self, also_exclude: dict[str, Any] | None = None) -> str:
+        # exclude_none: a new optional field, left unset, does not change existing keys
+        exclude = {"matrix": True, "timeout_s": True, "baseline_scores": True, "suites": {"__all__": {"description"}}}
+        content = self.model_dump_json(exclude=exclude | (also_exclude or {}), exclude_none=True)
         return hashlib.sha256(content.encode()).hexdigest()[:32]
 
     def threads(self, phase: str) -> int:

@@ -68,13 +68,15 @@ def betting_decisions(u: np.ndarray, m: float | np.ndarray, alpha: float = ALPHA
     with np.errstate(divide="ignore"):  # m = 0 or 1: that side's stake is not capped by m
         up = np.cumsum(np.log1p(np.minimum(lam, C_MAX / m) * (u - m)), axis=-1)
         down = np.cumsum(np.log1p(-np.minimum(lam, C_MAX / (1 - m)) * (u - m)), axis=-1)
-    threshold = math.log(2 / alpha)
-    n = u.shape[-1]
-    first_up = np.where(np.any(up >= threshold, axis=-1), np.argmax(up >= threshold, axis=-1), n)
-    first_down = np.where(np.any(down >= threshold, axis=-1), np.argmax(down >= threshold, axis=-1), n)
-    t = np.arange(n)
-    return np.where((t >= first_up[..., None]) & (first_up[..., None] <= first_down[..., None]), 1,
-                    np.where(t >= first_down[..., None], -1, 0))
+    won = math.log(2 / alpha)
+    first_up, first_down = first_crossing(up >= won), first_crossing(down >= won)
+    t = np.arange(u.shape[-1])
+    return np.where((t >= first_up) & (first_up <= first_down), 1, np.where(t >= first_down, -1, 0))
+
+
+def first_crossing(hit: np.ndarray) -> np.ndarray:
+    """The first index along the last axis where `hit` holds (its length where never), kept as a trailing axis."""
+    return np.where(hit.any(axis=-1), hit.argmax(axis=-1), hit.shape[-1])[..., None]
 
 
 def gate_statistic(x: np.ndarray, y: np.ndarray, g: float | np.ndarray) -> np.ndarray:

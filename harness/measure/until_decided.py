@@ -133,7 +133,7 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
     resumed = done
     if resumed:
         log(f"@@evalq until_decided resumed at n={done}/{budget} from {checkpoint}")
-    reason, verdict = "budget", None
+    verdict = None
 
     def look() -> str | None:
         """The verdict after `done` documents a task; the reason to stop, if any."""
@@ -164,7 +164,7 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
         stop = look()
         if stop is None and settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
             stop = "max_seconds"
-    reason = stop or reason
+    reason = stop or "budget"
     result["samples"] = samples
     result["metrics"] = recompute_metrics(samples, result["metrics"], set(orders))
     result["n_samples"] = (result.get("n_samples") or {}) | {t: {"original": len(o), "effective": done} for t, o in orders.items()}
