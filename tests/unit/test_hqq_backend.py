@@ -61,3 +61,26 @@ def test_group_size_is_checked_by_the_config_and_against_the_model():
     assert hqq.check_model(hqq.Config(group_size=64), SMOLLM2) is None
     assert "does not divide hidden_size (q/k/v/gate/up_proj) = 576" in hqq.check_model(hqq.Config(group_size=256), SMOLLM2)
     assert hqq.check_model(hqq.Config(group_size=256, axis=0), SMOLLM2) is None
+
+
+@pytest.mark.parametrize("bits", [3, 2])
+def test_low_bit_variants_load_quantized_and_weigh_what_the_planner_says(tiny_model_factory, bits):
+    import json
+
+    import torch
+    from hqq.core.quantize import HQQLinear
+
+    from evalq.backends.base import ModelFiles
+    from evalq.measure.memory import weights_footprint
+
+    folder = tiny_model_factory()
+    hqq = get_backend(f"hqq-{bits}")
+    loaded = hqq.load(ModelFiles(str(folder), "sha256:tiny"), hqq.Config(dtype="float32"), "cpu", str(folder))
+    linears = [m for m in loaded.model.modules() if isinstance(m, HQQLinear)]
+    assert len(linears) == 2 * 7 and {m.meta["nbits"] for m in linears} == {bits}
+    assert loaded.details["bits"] == bits and loaded.prepare_seconds > 0
+    shape = Shape.from_config(json.loads((folder / "config.json").read_text()))
+    assert weights_footprint(loaded.model) == hqq.weights_bytes(shape, {"group_size": 64}, 4)
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([[1, 5, 9, 13]])).logits
+    assert torch.isfinite(logits).all()
