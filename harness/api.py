@@ -63,14 +63,18 @@ class Prepared:
             return None
 
 
-def load_matrix(matrix_file: str | Path, resolve_models: bool = True) -> tuple[Matrix, list[Suite], list[str]]:
+def load_matrix(matrix_file: str | Path, resolve_models: bool = True,
+                allow_unchecked: bool = False) -> tuple[Matrix, list[Suite], list[str]]:
     """The matrix and its suites, checked beyond the schema (variants on these models,
-    tasks, models reachable); raises MatrixError with every problem. Returns notes too."""
+    tasks, models reachable); raises MatrixError with every problem. Returns notes too.
+    `resolve_models` False: hub models are only looked up (see preflight.check)."""
     from evalq import preflight
     from evalq.matrix import load_matrix as read_matrix
+    from evalq.yamlpos import load_with_lines, read_text
 
     matrix, suites = read_matrix(matrix_file)
-    checked = preflight.check(matrix, suites, resolve_models=resolve_models)
+    lines = load_with_lines(read_text(Path(matrix_file)))[1]
+    checked = preflight.check(matrix, suites, resolve_models=resolve_models, lines=lines, allow_unchecked=allow_unchecked)
     if checked.problems:
         raise MatrixError(str(matrix_file), checked.problems)
     return matrix, suites, checked.notes
@@ -179,7 +183,7 @@ def dry_run(prepared: Prepared, db: str, force: bool = False, rerun_failed: bool
     stored: dict[str, Any] = {}
     if "://" in db or Path(db).exists():
         try:
-            stored = {r.key: r for r in Store(db).cells(prepared.matrix.name)}
+            stored = {r.key: r for r in Store(db, read_only=True).cells(prepared.matrix.name)}
         except StoreError:
             stored = {}
     out = []
@@ -214,7 +218,7 @@ def existing_store(db: str) -> Store:
 
     if "://" not in db and not Path(db).exists():
         raise StoreError(f"database {db} does not exist (run `evalq run --matrix FILE --db {db}` first)")
-    return Store(db)
+    return Store(db, read_only=True)
 
 
 def merge(sources: list[str], into: str, progress: Callable[[str], None] = lambda text: None) -> Any:

@@ -15,7 +15,7 @@ from evalq.cell import BASELINE_VARIANT, Cell
 from evalq.executors import LocalExecutor
 from evalq.outcome import CellOutcome, Status
 from evalq.store import Store
-from evalq.store.db import HEARTBEAT_S
+from evalq.store.db import HEARTBEAT_S, Claim, Superseded
 
 # How often a run whose remaining cells are held by another run looks again: it
 # takes over a cell whose owner died (its pid gone, or its heartbeat stale).
@@ -29,6 +29,7 @@ class RunSummary:
     ran: dict[str, int] = field(default_factory=dict)
     keys_ran: list[str] = field(default_factory=list)  # cells run (or stored skipped) by this run
     outcomes: dict[str, CellOutcome] = field(default_factory=dict)  # cell key → how it ended, for the cells this run took
+    superseded: list[str] = field(default_factory=list)  # keys another run took over from this one: not recorded here
 
     def count(self, outcome: CellOutcome) -> None:
         self.ran[outcome.status.value] = self.ran.get(outcome.status.value, 0) + 1
@@ -64,6 +65,7 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     pending = list(enumerate(todo, 1))
     watched: list[tuple[int, Cell]] = []  # running under another live `evalq run` on this database
+    claims: dict[str, Claim] = {}  # what this run holds: recorded only while it still holds it
     try:
         with Progress(*columns, console=console, transient=False) as progress, heartbeat(store):
             bar = progress.add_task("cells", total=len(todo))
@@ -75,7 +77,8 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
                     i, cell = pending.pop(0)
                     label = escape(f"[{i}/{len(todo)}] {cell.name}")
                     # another `evalq run` on this database may have taken or finished it meanwhile
-                    if not store.claim(cell, wanted):
+                    claim = store.claim(cell, wanted)
+                    if not claim:
                         if store.status(cell.key) == Status.running:
                             watched.append((i, cell))  # its run may die: then this one takes it over
                             continue
@@ -83,8 +86,9 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
                         progress.advance(bar)
                         continue
                     summary.keys_ran.append(cell.key)
+                    claims[cell.key] = claim
                     if wont_fit and cell.key in wont_fit:
-                        store.record(cell, wont_fit[cell.key])
+                        store.record(cell, wont_fit[cell.key], claim=claims.pop(cell.key))
                         summary.outcomes[cell.key] = wont_fit[cell.key]
                         summary.count(wont_fit[cell.key])
                         console.log(escape(f"{cell.name}: skipped: {wont_fit[cell.key].error}"))
@@ -96,12 +100,17 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
                 if not executor.in_flight():
                     continue
                 for cell, end in executor.wait():
-                    store.record(cell, end.outcome, end.samples, end.log_tail, end.wall_seconds)
+                    progress.advance(bar)
+                    try:
+                        store.record(cell, end.outcome, end.samples, end.log_tail, end.wall_seconds, claims.pop(cell.key))
+                    except Superseded as exc:
+                        summary.superseded.append(cell.key)
+                        console.log(escape(f"{cell.name}: {end.status} in {end.wall_seconds:.0f} s, superseded: {exc}"))
+                        continue
                     summary.outcomes[cell.key] = end.outcome
                     summary.count(end.outcome)
                     note = f": {end.outcome.error}" if not end.outcome.ok else ""
                     console.log(escape(f"{cell.name}: {end.status} in {end.wall_seconds:.0f} s{note}"))
-                    progress.advance(bar)
     finally:
         executor.close()
     return summary

@@ -145,7 +145,12 @@ def serve_cells(r: Row) -> list[list]:
                  [step["requests_per_s"], "all at once" if rate == "inf" else f"{rate:g}", f"{slo}; achieved {step['requests_per_s']:.2f} req/s"])
     good = [None, "–", ""] if step is None else [step["goodput"], _fmt(step["goodput"], ".2f"), f"requests/s meeting {slo}"]
     sat = r.serve.get("saturation_output_tokens_per_s")
-    return [rate_cell, good, [sat, _fmt(sat, ".1f"), f"{r.serve['server']} server, {r.serve.get('threads', '?')} threads"]]
+    how = f"{r.serve.get('server') or 'the'} server, {r.serve.get('threads', '?')} threads"
+    if r.serve.get("error"):  # the sweep ended early: its rates before the failure, and why
+        how += f"; the sweep failed ({r.serve.get('status')}): {r.serve['error']}"
+        sat_text = f"{_fmt(sat, '.1f')} (failed)" if sat is not None else f"failed ({r.serve.get('status')})"
+        return [rate_cell, good, [sat, sat_text, how]]
+    return [rate_cell, good, [sat, _fmt(sat, ".1f"), how]]
 
 
 def serve_charts(model_rows: list[Row]) -> list[tuple[Markup, str]]:
@@ -347,7 +352,7 @@ def build_from_db(db: str, out: Path, budgets_gb: list[float] | None = None, gpu
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        store = Store(db)
+        store = Store(db, read_only=True)
         runs = store.nightly_runs()
         history = (runs, store.nightly_cells([r.id for r in runs])) if runs else None
         return build(display_order(store.cells()), out, info, store.sample_loader(), history)

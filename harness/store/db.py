@@ -6,18 +6,19 @@ import os
 import socket
 import time
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import create_engine, delete, event, make_url, select, text, update
+from sqlalchemy import create_engine, delete, event, inspect, make_url, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from evalq.outcome import CellOutcome, Status
 from evalq.store.migrations import MIGRATIONS, migrate, schema_version
-from evalq.store.tables import CellRow, NightlyCell, NightlyRun, SampleRow
+from evalq.store.tables import CellRow, NightlyCell, NightlyRun, SampleRow, SupersededResult
 
 
 class StoreError(RuntimeError):
@@ -26,6 +27,26 @@ class StoreError(RuntimeError):
 
 class SchemaTooNew(StoreError):
     pass
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A runner's hold on a cell: its owner and the attempt number its claim set. Recording checks both
+    (a fence): a runner whose claim was taken over records nothing over the runner that took it."""
+
+    owner: str
+    attempt: int
+
+
+class Superseded(StoreError):
+    """The cell was taken over by another runner while this one held it; this runner's result was kept
+    in `superseded_results`, not recorded."""
+
+    def __init__(self, key: str, claim: Claim, taken_by: str | None, taken_attempt: int | None):
+        self.key, self.claim, self.taken_by, self.taken_attempt = key, claim, taken_by, taken_attempt
+        super().__init__(f"taken over by {taken_by} (attempt {taken_attempt}) while this run ({claim.owner}, attempt "
+                         f"{claim.attempt}) was silent past the stale limit: its result is kept in superseded_results, "
+                         f"not recorded")
 
 
 def database_url(db: str) -> str:
@@ -47,22 +68,35 @@ def safe_url(db: str) -> str:
         return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else db
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, read_only: bool = False) -> None:
     # The pysqlite recipe from SQLAlchemy's docs: let SQLAlchemy emit BEGIN, and
     # make it BEGIN IMMEDIATE so two writers queue on the busy timeout instead
     # of failing with "database is locked" when a read upgrades to a write.
+    # A reader sets nothing that is stored in the file (journal_mode is).
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout = 30000")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            cur.execute("PRAGMA query_only = ON")
+        else:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _sqlite_read_only(path: str) -> Callable[[], Any]:
+    """A connection factory that opens the file read-only (SQLite's mode=ro URI): nothing can write it."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(Path(path).expanduser().resolve()))}?mode=ro"
+    return lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
 
 
 def this_owner() -> str:
@@ -102,7 +136,12 @@ def _now() -> datetime:
 
 
 class Store:
-    def __init__(self, db: str):
+    """The results database. `read_only`: opened so that nothing can change it (the reading commands
+    and merge sources): a SQLite file in mode=ro, a PostgreSQL session in read-only transactions; a
+    SQLite file of an older schema is read through a migrated temporary copy."""
+
+    def __init__(self, db: str, read_only: bool = False):
+        self.read_only = read_only
         url = database_url(db)
         local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
         if local and local != ":memory:" and not local.startswith("file:"):  # file: is SQLite's URI form
@@ -111,19 +150,32 @@ class Store:
                 raise StoreError(f"database folder {folder} does not exist")
         self.url = url
         self.shown = safe_url(db)
+        self._copy: Any = None  # read_only on an older SQLite schema: the migrated temporary copy read instead
+        ro_file = local if read_only and local and local != ":memory:" and not local.startswith("file:") else None
         try:
-            self.engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+            if ro_file:
+                self.engine = create_engine("sqlite://", creator=_sqlite_read_only(ro_file))
+            else:
+                self.engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         except ModuleNotFoundError as exc:
             hint = " (pip install 'evalq[postgres]')" if url.startswith("postgresql") else ""
             raise StoreError(f"cannot open database {self.shown}: its driver {exc.name} is not installed{hint}") from None
         except Exception as exc:  # noqa: BLE001 - a malformed URL, said plainly
             raise StoreError(f"cannot open database {self.shown}: {exc.__class__.__name__}") from None
         if self.engine.dialect.name == "sqlite":
-            _sqlite_pragmas(self.engine)
+            _sqlite_pragmas(self.engine, read_only)
+        elif read_only and self.engine.dialect.name == "postgresql":
+            @event.listens_for(self.engine, "connect")
+            def _read_only_session(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.read_only = True  # psycopg: every transaction of this session is READ ONLY
+
         deadline = time.monotonic() + 30
         while True:
             try:
-                self._migrate(db)
+                if read_only:
+                    self._check_schema(ro_file)
+                else:
+                    self._migrate(db)
                 return
             except SchemaTooNew:
                 raise
@@ -150,31 +202,63 @@ class Store:
             # a database that opens but cannot be written would fail at the first cell: fail now
             conn.execute(text("DELETE FROM evalq_migrations WHERE name = '(write probe)'"))
 
+    def _check_schema(self, ro_file: str | None) -> None:
+        """A reader's migration: none. A newer schema is refused as when writing; an older one is
+        read from a migrated copy (SQLite) or refused (PostgreSQL, which has no file to copy)."""
+        with self.engine.connect() as conn:
+            exists = inspect(conn).has_table("evalq_migrations")
+            applied = {row[0] for row in conn.execute(text("SELECT name FROM evalq_migrations"))} if exists else set()
+        unknown = applied - {fn.__name__ for fn in MIGRATIONS}
+        if unknown:
+            raise SchemaTooNew(
+                f"{self.shown} was written by a newer evalq (unknown migrations: {', '.join(sorted(unknown))}); upgrade evalq")
+        missing = [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in applied]
+        if not missing:
+            return
+        if ro_file is None:
+            raise StoreError(f"{self.shown} has an older schema (without {', '.join(missing)}): it is read only once "
+                             f"upgraded, which a writing command does (evalq run, or evalq merge into it)")
+        import sqlite3
+        import tempfile
+
+        self._copy = tempfile.TemporaryDirectory(prefix="evalq-read-")
+        copy = str(Path(self._copy.name) / "copy.db")
+        source, target = _sqlite_read_only(ro_file)(), sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        self.engine.dispose()
+        migrated = Store(copy)
+        self.engine = migrated.engine
+
     def status(self, key: str) -> str | None:
         with Session(self.engine) as s:
             return s.scalar(select(CellRow.status).where(CellRow.key == key))
 
-    def claim(self, cell: Any, wanted: Callable[[str | None], bool], owner: str | None = None) -> bool:
+    def claim(self, cell: Any, wanted: Callable[[str | None], bool], owner: str | None = None) -> Claim | None:
         """Mark the cell running for `owner` if `wanted(status)` and no live
         orchestrator holds it; atomic, so two runs on one database never take the
         same cell: on SQLite the transaction is BEGIN IMMEDIATE (one writer at a
         time), on PostgreSQL the row is read FOR UPDATE (the second claimant waits
         for the first's commit, then sees it running), and of two claimants
-        inserting a new row, the second's insert fails on the key: not taken."""
+        inserting a new row, the second's insert fails on the key: not taken.
+        Returns the claim to record with, or None."""
         owner = owner or this_owner()
         try:
             return self._claim(cell, wanted, owner)
         except IntegrityError:
-            return False
+            return None
 
-    def _claim(self, cell: Any, wanted: Callable[[str | None], bool], owner: str) -> bool:
+    def _claim(self, cell: Any, wanted: Callable[[str | None], bool], owner: str) -> Claim | None:
         with Session(self.engine) as s, s.begin():
             row = s.get(CellRow, cell.key, with_for_update=True)
             status = row.status if row else None
             if status == Status.running and row.owner and row.owner != owner and owner_alive(row.owner, row.heartbeat_at or row.started_at):
-                return False
+                return None
             if not wanted(status):
-                return False
+                return None
             if row is None:
                 row = CellRow(key=cell.key, attempts=0)
                 s.add(row)
@@ -189,7 +273,7 @@ class Store:
             row.started_at = row.heartbeat_at = _now()
             row.finished_at = None
             row.owner = owner
-            return True
+            return Claim(owner, row.attempts)
 
     def heartbeat(self, owner: str | None = None) -> int:
         """Mark the cells `owner` is running alive; returns how many."""
@@ -199,35 +283,34 @@ class Store:
             return done.rowcount
 
     def record(self, cell: Any, outcome: CellOutcome | dict[str, Any], samples: dict[str, list] | None = None,
-               log_tail: str = "", wall_seconds: float = 0.0) -> None:
+               log_tail: str = "", wall_seconds: float = 0.0, claim: Claim | None = None) -> None:
         """Store how a cell ended, its measurements and its per-sample records, in one transaction
-        (`outcome` may be given as stored JSON)."""
+        (`outcome` may be given as stored JSON). With the `claim` it ran under: only if that claim
+        still holds the cell (same owner, same attempt), else the result goes to superseded_results
+        and Superseded is raised."""
         if not isinstance(outcome, CellOutcome):
             outcome = CellOutcome.from_stored(outcome)
+        superseded = None
         with Session(self.engine) as s, s.begin():
-            row = s.get(CellRow, cell.key)
-            if row is None:
-                row = CellRow(key=cell.key, attempts=1, matrix=cell.matrix, model=cell.model.display_name,
-                              variant=cell.variant, revision=cell.revision, cell=cell.model_dump(mode="json"))
-                s.add(row)
-            row.status = outcome.status.value
-            row.error = outcome.error
-            row.finished_at = _now()
-            row.wall_seconds = wall_seconds
-            row.log_tail = log_tail
-            row.dtype = outcome.dtype
-            row.weights_bytes = outcome.weights_bytes
-            row.peak_memory_bytes = outcome.peak_memory_bytes
-            row.load_seconds = outcome.load_seconds
-            row.prepare_seconds = outcome.prepare_seconds
-            row.ttft_ms = outcome.speed.ttft_ms if outcome.speed else None
-            row.decode_tokens_per_s = outcome.speed.decode_tokens_per_s if outcome.speed else None
-            row.metrics = outcome.metrics
-            row.result = json.loads(json.dumps(outcome.stored(), default=str))
-            s.execute(delete(SampleRow).where(SampleRow.cell_key == cell.key))
-            for task, records in (samples or {}).items():
-                blob = zlib.compress(json.dumps(records, default=str).encode(), 6)
-                s.add(SampleRow(cell_key=cell.key, task=task, n=len(records), data=blob))
+            row = s.get(CellRow, cell.key, with_for_update=claim is not None)
+            if claim is not None and row is not None and (row.owner, row.attempts) != (claim.owner, claim.attempt):
+                s.add(SupersededResult(cell_key=cell.key, owner=claim.owner, attempt=claim.attempt, taken_by=row.owner,
+                                       taken_attempt=row.attempts, status=outcome.status.value, recorded_at=_now(),
+                                       result=json.loads(json.dumps(outcome.stored(), default=str))))
+                superseded = Superseded(cell.key, claim, row.owner, row.attempts)
+            else:
+                if row is None:
+                    row = CellRow(key=cell.key, attempts=1, matrix=cell.matrix, model=cell.model.display_name,
+                                  variant=cell.variant, revision=cell.revision, cell=cell.model_dump(mode="json"))
+                    s.add(row)
+                _fill(s, row, outcome, samples, log_tail, wall_seconds)
+        if superseded is not None:
+            raise superseded
+
+    def superseded(self) -> list[SupersededResult]:
+        """Results that came back on a claim another runner had taken over, oldest first."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(s.scalars(select(SupersededResult).order_by(SupersededResult.id)))
 
     def cells(self, matrix: str | None = None) -> list[CellRow]:
         """Stored cells by model and variant name (display order is the caller's: results.display_order)."""
@@ -281,3 +364,26 @@ class Store:
             if run_ids is not None:
                 query = query.where(NightlyCell.run_id.in_(run_ids))
             return list(s.scalars(query))
+
+
+def _fill(s: Session, row: CellRow, outcome: CellOutcome, samples: dict[str, list] | None, log_tail: str,
+          wall_seconds: float) -> None:
+    """Write how the cell ended into its row, and replace its per-sample records."""
+    row.status = outcome.status.value
+    row.error = outcome.error
+    row.finished_at = _now()
+    row.wall_seconds = wall_seconds
+    row.log_tail = log_tail
+    row.dtype = outcome.dtype
+    row.weights_bytes = outcome.weights_bytes
+    row.peak_memory_bytes = outcome.peak_memory_bytes
+    row.load_seconds = outcome.load_seconds
+    row.prepare_seconds = outcome.prepare_seconds
+    row.ttft_ms = outcome.speed.ttft_ms if outcome.speed else None
+    row.decode_tokens_per_s = outcome.speed.decode_tokens_per_s if outcome.speed else None
+    row.metrics = outcome.metrics
+    row.result = json.loads(json.dumps(outcome.stored(), default=str))
+    s.execute(delete(SampleRow).where(SampleRow.cell_key == row.key))
+    for task, records in (samples or {}).items():
+        blob = zlib.compress(json.dumps(records, default=str).encode(), 6)
+        s.add(SampleRow(cell_key=row.key, task=task, n=len(records), data=blob))

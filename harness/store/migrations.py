@@ -117,8 +117,28 @@ def m005_cell_heartbeat(conn: Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE cells ADD COLUMN heartbeat_at {DateTime().compile(dialect=conn.dialect)}")
 
 
+def m006_superseded_results(conn: Connection) -> None:
+    # A runner whose claim on a cell was taken over (frozen past the stale limit, then resumed)
+    # records nothing in `cells`: what it measured is kept here, beside the result that stands.
+    md = MetaData()
+    Table(
+        "superseded_results", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("cell_key", String(64), nullable=False, index=True),
+        Column("owner", String(200), nullable=False),  # the runner whose claim was taken over
+        Column("attempt", Integer, nullable=False),  # its claim: the cell's attempt number when it claimed
+        Column("taken_by", String(200)),  # who held the cell when this result came back
+        Column("taken_attempt", Integer),
+        Column("status", String(20), nullable=False),
+        Column("result", Json),
+        Column("recorded_at", DateTime, nullable=False),
+        sqlite_autoincrement=True,
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [m001_cells_and_samples, m002_cell_owner, m003_nightly_runs,
-                                                  m004_cell_hardware, m005_cell_heartbeat]
+                                                  m004_cell_hardware, m005_cell_heartbeat, m006_superseded_results]
 
 _applied = Table("evalq_migrations", MetaData(), Column("name", String(100), primary_key=True),
                  Column("applied_at", DateTime, nullable=False))

@@ -56,6 +56,22 @@ class CellRow(Base):
         return cached[2]
 
 
+class SupersededResult(Base):
+    """A result that came back on a claim another runner had taken over (m006): kept, never recorded over the cell."""
+
+    __tablename__ = "superseded_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cell_key: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer)
+    taken_by: Mapped[str | None] = mapped_column(String(200))
+    taken_attempt: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    result: Mapped[dict | None] = mapped_column(Json)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class SampleRow(Base):
     """lm-eval's per-sample records of one task of one cell (zlib-compressed JSON)."""
 

@@ -31,7 +31,10 @@ def main(cell_path: str, out_dir: str) -> None:
             sys.stdout.write(block)
         sys.stdout.write("LAST LINE\n")
         sys.stdout.flush()
-    Path(out_dir, "result.json").write_text(json.dumps({"status": "ok", "error": None, "metrics": {"t": {"acc": 1.0}}}))
+    if fault == "slow":  # the fenced-claim test: a cell long enough to stop its runner in the middle
+        time.sleep(float(os.environ.get("FAULT_SLEEP_S", "5")))
+    acc = float(os.environ.get("FAULT_ACC", "1.0"))  # which runner measured it
+    Path(out_dir, "result.json").write_text(json.dumps({"status": "ok", "error": None, "metrics": {"t": {"acc": acc}}}))
 
 
 if __name__ == "__main__":

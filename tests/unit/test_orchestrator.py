@@ -127,3 +127,56 @@ def test_a_run_marks_its_running_cells_alive_while_it_runs(tmp_path, monkeypatch
         while store.cells()[0].heartbeat_at == old and time.monotonic() < deadline:
             time.sleep(0.05)
     assert store.cells()[0].heartbeat_at > old + timedelta(minutes=59)
+
+
+FROZEN_RUNNER = """
+import json, socket, sys
+socket.gethostname = lambda: "node-a"  # another machine, as far as the database can tell: only its heartbeat speaks
+from pathlib import Path
+from evalq.cell import Cell
+from evalq.orchestrator import run_cells
+from evalq.store import Store
+summary = run_cells([Cell.model_validate_json(Path(sys.argv[2]).read_text())], Store(sys.argv[1]), worker_module="fault_worker")
+print(json.dumps({"superseded": summary.superseded, "recorded": list(summary.outcomes)}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_runner_frozen_past_the_stale_limit_loses_its_cell_and_records_nothing(tmp_path, monkeypatch, request, backend):
+    """SIGSTOP a runner mid-cell past the stale limit; another runner takes the cell over and records it;
+    SIGCONT the first: its result is kept aside and reported, never written over the other's."""
+    import json
+    import signal
+
+    from evalq.store import db as store_db
+
+    db = str(tmp_path / "e.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = Store(db)
+    cell = fault_cell("slow")
+    (tmp_path / "cell.json").write_text(cell.model_dump_json())
+    env = {**os.environ, "FAULT_SLEEP_S": "6", "FAULT_ACC": "0.1", "EVALQ_HEARTBEAT_S": "0.2"}
+    frozen = subprocess.Popen([sys.executable, "-c", FROZEN_RUNNER, db, str(tmp_path / "cell.json")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while store.status(cell.key) != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.cells()[0].owner.startswith("node-a:")
+        os.killpg(frozen.pid, signal.SIGSTOP)  # the runner and its worker: a paused VM
+        monkeypatch.setattr(store_db, "STALE_AFTER_S", 1.0)
+        time.sleep(1.5)
+        monkeypatch.setenv("FAULT_SLEEP_S", "0")
+        monkeypatch.setenv("FAULT_ACC", "0.9")
+        live = run_cells([cell], store, worker_module="fault_worker")
+        assert list(live.outcomes) == [cell.key] and not live.superseded
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+    out, err = frozen.communicate(timeout=60)
+    assert frozen.returncode == 0, err
+    assert json.loads(out.splitlines()[-1]) == {"superseded": [cell.key], "recorded": []}
+    assert "superseded: taken over by" in " ".join(err.split())
+    rows = store.cells()
+    assert [(r.status, r.metrics, r.attempts, r.owner.startswith("node-a:")) for r in rows] == [("ok", {"t": {"acc": 0.9}}, 2, False)]
+    kept = store.superseded()
+    assert [(k.cell_key, k.attempt, k.taken_attempt, k.result["metrics"]) for k in kept] == [(cell.key, 1, 2, {"t": {"acc": 0.1}})]
+    assert kept[0].owner.startswith("node-a:")
