@@ -63,13 +63,17 @@ def user_errors(debug: bool) -> Iterator[None]:
 @app.command()
 def validate(
     matrix_file: Path = typer.Argument(..., help="matrix YAML"),
+    allow_unchecked: bool = typer.Option(False, "--allow-unchecked",
+                                         help="accept hub models that could not be checked (offline, unreachable, gated)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
-    """Check a matrix without running it: schema, variants and their options, suites and tasks, models."""
+    """Check a matrix without running it: schema, variants and their options, suites and tasks, models.
+    Exit 0: ok; 2: a problem (each named by line and field), a hub model that does not exist, or one
+    that could not be checked (unless --allow-unchecked)."""
     from evalq.api import load_matrix
 
     with user_errors(debug):
-        matrix, suites, notes = load_matrix(matrix_file, resolve_models=False)
+        matrix, suites, notes = load_matrix(matrix_file, resolve_models=False, allow_unchecked=allow_unchecked)
         for note in notes:
             out.print(f"  note: {escape(note)}")
         n_cells = len(matrix.models) * len(matrix.variants)
@@ -130,6 +134,9 @@ def run(
                       verbose=verbose, console=err, log=lambda text: err.print(escape(text)))
     ran = ", ".join(f"{n} {s}" for s, n in sorted(summary.ran.items())) or "none"
     elsewhere = f", {summary.elsewhere} taken by another evalq run" if summary.elsewhere else ""
+    if summary.superseded:  # this run was silent past the stale limit: another took those cells and recorded them
+        elsewhere += (f", {len(summary.superseded)} taken over by another evalq run while this one was stopped "
+                      f"(this run's results kept in superseded_results, not recorded)")
     err.print(f"{summary.total} cells: {summary.skipped} already stored{elsewhere}, ran {ran}. "
               f"Results: evalq results --db {escape(safe_url(db))}")
     failed = api.failures(summary, statuses)

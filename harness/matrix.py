@@ -290,7 +290,7 @@ def _first_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _format(loc: tuple, msg: str, lines: dict, valid: list[str] | None = None) -> str:
+def located(loc: tuple, msg: str, lines: dict, valid: list[str] | None = None) -> str:
     path = ".".join(str(p) for p in loc) or "(top level)"
     line = line_for(lines, loc)
     where = f"line {line}: " if line else ""
@@ -307,10 +307,10 @@ def _pydantic_problems(exc: ValidationError, root: type[BaseModel], lines: dict,
         loc = prefix + tuple(p for p in err["loc"] if p not in ("function-after",))
         if err["type"] == "extra_forbidden":
             valid = _model_fields(root, tuple(err["loc"][:-1]))
-            out.append(_format(loc, "unknown key", lines, valid))
+            out.append(located(loc, "unknown key", lines, valid))
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            out.append(_format(loc, msg, lines))
+            out.append(located(loc, msg, lines))
     return out
 
 
@@ -323,7 +323,7 @@ def validate_variants(variants: VariantOptions, lines: dict, prefix: tuple) -> l
         if name not in names:
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.4)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(names)})"
-            problems.append(_format(loc, "unknown variant" + hint, lines))
+            problems.append(located(loc, "unknown variant" + hint, lines))
             continue
         cfg_cls = get_backend(name).Config
         try:
@@ -400,7 +400,7 @@ def load_matrix(path: str | Path) -> tuple[Matrix, list[Suite]]:
             problems += validate_variants(model.variants, lines, ("models", i, "variants"))
             for name in model.variants:
                 if name in backend_names() and name not in matrix.variants:
-                    problems.append(_format(("models", i, "variants", name), "variant is not in the matrix's variants", lines))
+                    problems.append(located(("models", i, "variants", name), "variant is not in the matrix's variants", lines))
         # merged options must validate too (a per-model override can break a matrix default)
         for name in matrix.variants:
             if name in backend_names():
@@ -411,19 +411,19 @@ def load_matrix(path: str | Path) -> tuple[Matrix, list[Suite]]:
     if matrix.long_context:
         runtimes = {get_backend(v).kv_runtime for v in matrix.variants if v in backend_names()}
         for i, msg in unknown_types(matrix.long_context.kv_cache, runtimes):
-            problems.append(_format(("long_context", "kv_cache", i), msg, lines))
+            problems.append(located(("long_context", "kv_cache", i), msg, lines))
     if matrix.serve:
         names = [m.display_name for m in matrix.models]
         for field, listed, known in (("variants", matrix.serve.variants, list(matrix.variants)), ("models", matrix.serve.models, names)):
             for i, name in enumerate(listed or []):
                 if name not in known:
-                    problems.append(_format(("serve", field, i), f"{name!r} is not one of the matrix's {field} ({', '.join(known)})", lines))
+                    problems.append(located(("serve", field, i), f"{name!r} is not one of the matrix's {field} ({', '.join(known)})", lines))
     suites: list[Suite] = []
     for i, suite_name in enumerate(matrix.suites):
         try:
             suites.append(load_suite(suite_name, base=path.parent))
         except SuiteNotFound as exc:
-            problems.append(_format(("suites", i), str(exc), lines))
+            problems.append(located(("suites", i), str(exc), lines))
     if problems:
         raise MatrixError(file, list(dict.fromkeys(problems)))
     return matrix, suites

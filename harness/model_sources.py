@@ -173,6 +173,67 @@ def resolve_revision(spec: ModelSpec) -> str:
     return _hub_revision(spec.hub, spec.revision)
 
 
+@dataclass(frozen=True)
+class HubCheck:
+    """What could be learnt of a hub model before running it: `checked` (in the local cache, or the hub
+    answered that it exists), `unchecked` (offline, the hub unreachable, gated or no token: it may exist)
+    or `missing` (the hub answered that the repository or revision does not exist)."""
+
+    state: str
+    detail: str = ""
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_endpoint() -> str:
+    """The hub asked: HF_ENDPOINT as it is now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be asked now, or None. One TCP connection with a short timeout, so that
+    a machine without network is told at once instead of after huggingface_hub's retries."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or constants.HF_HUB_OFFLINE:
+        return "offline (HF_HUB_OFFLINE=1)"
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(hub_endpoint())
+    host, port = parts.hostname or "huggingface.co", parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"the hub ({host}) cannot be reached: {exc.strerror or exc.__class__.__name__}"
+    return None
+
+
+def check_hub_model(repo_id: str, revision: str | None) -> HubCheck:
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        return HubCheck("checked", "in the local hub cache")
+    why = hub_unreachable()
+    if why:
+        return HubCheck("unchecked", f"{why}, and it is not in the local hub cache")
+    try:
+        HfApi(endpoint=hub_endpoint()).model_info(repo_id, revision=revision, timeout=10)
+    except GatedRepoError:
+        return HubCheck("unchecked", "gated: accept its terms on the hub and set HF_TOKEN")
+    except RevisionNotFoundError:
+        return HubCheck("missing", f"revision {revision!r} does not exist on the hub")
+    except RepositoryNotFoundError:
+        return HubCheck("missing", "no such model on the hub (or a private one this token cannot see)")
+    except (HfHubHTTPError, OSError) as exc:
+        return HubCheck("unchecked", f"the hub did not answer: {exc.__class__.__name__}")
+    return HubCheck("checked", "exists on the hub")
+
+
 def _hub_revision(repo_id: str, revision: str | None) -> str:
     from huggingface_hub import HfApi, try_to_load_from_cache
     from huggingface_hub.utils import HfHubHTTPError
@@ -183,8 +244,11 @@ def _hub_revision(repo_id: str, revision: str | None) -> str:
             # .../snapshots/<commit>/config.json
             return Path(cached).parent.name
         raise ModelError(f"{repo_id}: offline (HF_HUB_OFFLINE=1) and not in the local hub cache")
+    why = hub_unreachable()
+    if why:
+        raise ModelError(f"{repo_id}: {why}; set HF_HUB_OFFLINE=1 to use the local cache")
     try:
-        return HfApi().model_info(repo_id, revision=revision).sha
+        return HfApi(endpoint=hub_endpoint()).model_info(repo_id, revision=revision).sha
     except HfHubHTTPError as exc:
         raise ModelError(f"{repo_id}: cannot resolve revision {revision or 'main'}: {exc}") from None
     except OSError as exc:
@@ -202,8 +266,9 @@ def read_config(spec: ModelSpec) -> dict | None:
     try:
         from huggingface_hub import hf_hub_download
 
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        path = hf_hub_download(spec.hub, "config.json", revision=spec.revision, local_files_only=offline)
+        local_only = hub_unreachable() is not None  # never a retry storm against a hub that cannot answer
+        path = hf_hub_download(spec.hub, "config.json", revision=spec.revision, local_files_only=local_only,
+                               endpoint=hub_endpoint())
         return json.loads(Path(path).read_text())
     except Exception:  # noqa: BLE001 - unreachable config is reported by the caller
         return None

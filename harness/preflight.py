@@ -12,8 +12,8 @@ from pathlib import Path
 from dataclasses import dataclass, field
 
 from evalq.backends.base import BASELINE_VARIANT, get_backend
-from evalq.matrix import Matrix, variant_options
-from evalq.model_sources import ModelError, read_config, resolve_revision
+from evalq.matrix import Matrix, located, variant_options
+from evalq.model_sources import ModelError, check_hub_model, read_config, resolve_revision
 from evalq.suites import Suite, needs_lm_eval_index
 
 
@@ -23,7 +23,11 @@ class Preflight:
     notes: list[str] = field(default_factory=list)
 
 
-def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> Preflight:
+def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True, lines: dict | None = None,
+          allow_unchecked: bool = False) -> Preflight:
+    """Every problem, and notes. `resolve_models` False (validate): hub models are looked up without
+    resolving their revision, each said checked, could not be checked (a problem unless
+    `allow_unchecked`) or does not exist; `lines` (key path → line) locates those problems."""
     out = Preflight()
     offline = os.environ.get("HF_DATASETS_OFFLINE") == "1"
     unreachable = [s for s in suites if s.requires_hub and offline]
@@ -42,6 +46,19 @@ def check(matrix: Matrix, suites: list[Suite], resolve_models: bool = True) -> P
                              f"once with {BASELINE_VARIANT}'s defaults")
     for i, model in enumerate(matrix.models):
         where = f"models.{i} ({model.display_name})"
+        if model.hub and not resolve_models:
+            hub = check_hub_model(model.hub, model.revision)
+            said = {"checked": "checked", "unchecked": "could not be checked", "missing": "does not exist"}[hub.state]
+            message = f"{model.hub} {said}: {hub.detail}"
+            if hub.state == "checked":
+                out.notes.append(f"{where}: {message}")
+            elif hub.state == "unchecked" and allow_unchecked:
+                out.notes.append(f"{where}: {message} (--allow-unchecked: the run finds out)")
+                continue
+            else:
+                hint = "" if hub.state == "missing" else " (--allow-unchecked to accept it unchecked)"
+                out.problems.append(located(("models", i, "hub"), message + hint, lines or {}))
+                continue
         try:
             if resolve_models:
                 resolve_revision(model)
@@ -87,7 +104,7 @@ def serve_problems(matrix: Matrix) -> list[str]:
         binary = llama_server_binary()
         if binary is None or not Path(binary).is_file():
             out.append(f"serve: a gguf-* variant is served but llama.cpp's llama-server is not installed{f' ({binary} is not a file)' if binary else ''} "
-                       "(`make install` builds it from the bindings' llama.cpp source; or set EVALQ_LLAMA_SERVER)")
+                       "(`make llama-server` builds it from the bindings' llama.cpp source; or set EVALQ_LLAMA_SERVER)")
     if "transformers" in runtimes:
         from transformers.utils.import_utils import is_serve_available
 

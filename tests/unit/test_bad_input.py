@@ -321,3 +321,97 @@ def test_served_gguf_without_llama_server(paths, tmp_path, monkeypatch):
     out = run_bad(["run", "--matrix", str(matrix), "--db", str(tmp_path / "e.db")])
     assert "serve: a gguf-* variant is served but llama.cpp's llama-server is not installed" in out
     assert "no-llama-server is not a file" in " ".join(out.split())
+
+
+# ---- `evalq validate` on hub models: checked, could not be checked, does not exist
+
+GHOST = """\
+name: ghost
+models:
+  - name: ghost
+    hub: nobody-here/no-such-model
+variants:
+  fp16: {}
+suites: [tiny]
+"""
+
+
+def online(monkeypatch) -> None:
+    """As if the tests had not set HF_HUB_OFFLINE=1 (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A hub at HF_ENDPOINT that knows no model (404 RepoNotFound) but `gated/model` (403 GatedRepo)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            asked.append(self.path)
+            code, error = (403, "GatedRepo") if "gated/model" in self.path else (404, "RepoNotFound")
+            body = json.dumps({"error": error}).encode()
+            self.send_response(code)
+            self.send_header("X-Error-Code", error)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    online(monkeypatch)
+    yield asked
+    server.shutdown()
+
+
+def validate(tmp_path, text: str, *extra: str):
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(text)
+    return matrix, runner.invoke(app, ["validate", str(matrix), *extra])
+
+
+def test_validate_offline_on_a_model_it_cannot_check_exits_2_naming_line_and_field(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))  # nothing cached
+    matrix, res = validate(tmp_path, GHOST)
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.output.split())
+    assert (f"{matrix}: line 4: models.0.hub: nobody-here/no-such-model could not be checked: offline (HF_HUB_OFFLINE=1), "
+            f"and it is not in the local hub cache (--allow-unchecked to accept it unchecked)") in said
+    assert "Retry" not in res.output and "ok " not in res.output
+    _, allowed = validate(tmp_path, GHOST, "--allow-unchecked")
+    assert allowed.exit_code == 0 and "could not be checked" in allowed.output and "ok " in allowed.output
+
+
+def test_validate_with_the_hub_unreachable_fails_fast(tmp_path, monkeypatch):
+    from evalq.serve.process import free_port
+
+    online(monkeypatch)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens: refused at once
+    _, res = validate(tmp_path, GHOST)
+    assert res.exit_code == 2 and "could not be checked: the hub (127.0.0.1) cannot be reached" in " ".join(res.output.split())
+    assert "Retry" not in res.output
+
+
+def test_validate_says_a_model_the_hub_does_not_have_does_not_exist(tmp_path, monkeypatch, fake_hub):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    _, res = validate(tmp_path, GHOST, "--allow-unchecked")  # not a could-not-check: allowing those does not pass it
+    assert res.exit_code == 2, res.output
+    assert "models.0.hub: nobody-here/no-such-model does not exist: no such model on the hub" in " ".join(res.output.split())
+    assert any("nobody-here/no-such-model" in path for path in fake_hub)
+    _, gated = validate(tmp_path, GHOST.replace("nobody-here/no-such-model", "gated/model"))
+    assert gated.exit_code == 2 and "gated/model could not be checked: gated" in " ".join(gated.output.split())
