@@ -320,9 +320,10 @@ def serve_table(records: list[dict[str, Any]]) -> Any | None:
     from rich.table import Table
 
     rows = serve_rows(records)
-    if not rows:
+    failed = [r for r in records if (r.get("serve") or {}).get("error")]
+    if not rows and not failed:
         return None
-    settings = next(r["serve_settings"] for r in records if r.get("serve"))
+    settings = next(r["serve_settings"] for r in records if r.get("serve")) or {}
     slo = settings.get("slo", {}) if settings else {}
     table = Table(title=f"Serving under load ({settings.get('prompt_tokens')} prompt + {settings.get('output_tokens')} output "
                         f"tokens; SLO TTFT ≤ {slo.get('ttft_ms', 0):g} ms, TPOT ≤ {slo.get('tpot_ms', 0):g} ms; "
@@ -337,4 +338,8 @@ def serve_table(records: list[dict[str, Any]]) -> Any | None:
                       f"{row['completed']}/{row['requests']}", _num(row["requests_per_s"], ".2f"),
                       _num(row["output_tokens_per_s"], ".1f"), trio("ttft_ms"), trio("tpot_ms"),
                       _num(row["goodput"], ".2f"), "yes" if row["within_slo"] else "no")
+    for r in failed:  # the sweep's end, after the rates it measured
+        sv = r["serve"]
+        table.add_row(escape(r["model"]), escape(r["variant"]), escape(sv.get("server") or "–"), f"failed ({sv['status']})",
+                      escape(sv["error"]), *[""] * 6)
     return table

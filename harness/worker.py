@@ -63,8 +63,6 @@ def run_cell(cell_json: str, out_dir: Path) -> CellOutcome:
         traceback.print_exc()
         last = f"{exc.__class__.__name__}: {exc}".strip().splitlines()
         error = last[0] if last else exc.__class__.__name__
-        if isinstance(exc, ServeTimeout):
-            return CellOutcome(status=Status.timeout, error=error)
         if _oom_status(exc):
             return CellOutcome(status=Status.oom, error=error, memory_at_failure=_memory_in_use(cell.device))
         return CellOutcome(status=Status.unsupported if isinstance(exc, Unsupported) else Status.error, error=error)
@@ -234,14 +232,31 @@ def accuracy(cell: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
 def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], out_dir: Path, threads: int,
                   speed: dict[str, Any]) -> dict[str, Any]:
     """The request-rate sweep through a real server (evalq.serve); the server's median TPOT
-    one request at a time beside this cell's own batch-1 decode latency."""
+    one request at a time beside this cell's own batch-1 decode latency. A sweep that fails (the
+    server does not start, dies, hangs; the load generator itself raises) is stored as the serve
+    phase's end, with the steps measured before it and the message: the cell's other phases stand."""
+    started = time.perf_counter()
+    try:
+        out = _serve_sweep(cell, files, backend, details, out_dir, threads, speed)
+    except Exception as exc:  # noqa: BLE001 - the phase's end, never the cell's
+        status = "timeout" if isinstance(exc, ServeTimeout) else "error"
+        error = f"{exc.__class__.__name__}: {exc}".strip().splitlines()[0]
+        print(f"@@evalq serve failed ({status}): {error}", flush=True)
+        partial = getattr(exc, "partial", None) or {"server": None, "single_stream": None, "steps": []}
+        out = {**partial, "status": status, "error": error}
+    out["threads"] = threads
+    out["seconds"] = time.perf_counter() - started  # the whole phase: the server's start and load included
+    return out
+
+
+def _serve_sweep(cell: Any, files: Any, backend: Any, details: dict[str, Any], out_dir: Path, threads: int,
+                 speed: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from evalq.measure.quality import read_text
     from evalq.serve.sweep import prompts_for, prompts_needed, server_for, sweep
 
     settings = cell.serve
-    started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(files.path, trust_remote_code=files.trust_remote_code)
     prompts = prompts_for(tokenizer, read_text(settings), settings, cell.seed, prompts_needed(settings))
     server = server_for(cell, backend, details, files, out_dir, threads)
@@ -253,8 +268,6 @@ def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], 
 
     out = sweep(server, prompts, settings, cell.seed, out_dir / "server.log", on_step=progress)
     del out["records"]  # per request: the steps' figures are what is stored
-    out["threads"] = threads
-    out["seconds"] = time.perf_counter() - started  # the whole phase: the server's start and load included
     batch1 = (speed.get("by_batch") or {}).get("1", {}).get("decode_ms_median")
     alone = (out["single_stream"] or {}).get("tpot_ms_p50")
     out["batch1_decode_ms"] = batch1

@@ -31,6 +31,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _die_with_parent() -> None:  # in the child, before exec
     os.setsid()
     try:
@@ -80,15 +89,36 @@ class ServerProcess:
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
-                raise ServeError(f"the server exited with status {code} before it was ready: {self.log_tail()}")
+                taken = f" (port {self.port} is in use by another process)" if port_in_use(self.port) else ""
+                raise ServeError(f"the server exited with status {code} before it was ready{taken}: {self.log_tail()}")
             try:
                 with urllib.request.urlopen(self.base_url + self.health_path, timeout=2) as resp:
-                    if resp.status == 200:
+                    # another process listening on the port answers too: only our own server's answer counts
+                    if resp.status == 200 and self._listens():
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             time.sleep(0.25)
-        raise ServeTimeout(f"the server was not healthy within {self.start_timeout_s:g} s: {self.log_tail()}")
+        taken = f" (port {self.port} is answered by another process)" if port_in_use(self.port) and not self._listens() else ""
+        raise ServeTimeout(f"the server was not healthy within {self.start_timeout_s:g} s{taken}: {self.log_tail()}")
+
+    def _listens(self) -> bool:
+        """Does the server (or a process of its own) listen on its port?"""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return False
+        for process in processes:
+            try:
+                if any(c.laddr and c.laddr.port == self.port and c.status == psutil.CONN_LISTEN
+                       for c in process.net_connections(kind="tcp")):
+                    return True
+            except psutil.Error:
+                continue
+        return False
 
     def check_alive(self) -> None:
         code = self.proc.poll() if self.proc else None

@@ -35,7 +35,7 @@ class Server:
 
 
 def llama_server_binary() -> str | None:
-    """llama.cpp's server from the bindings' own build (`make install` keeps it in the
+    """llama.cpp's server from the bindings' own build (`make llama-server` builds it in the
     environment's llama.cpp-build folder, linked to the same libllama), else one on PATH;
     EVALQ_LLAMA_SERVER names another."""
     if os.environ.get("EVALQ_LLAMA_SERVER"):
@@ -64,7 +64,7 @@ def server_for(cell: Any, backend: Any, details: dict[str, Any], files: Any, wor
     if backend.kv_runtime == "llama.cpp":
         binary = llama_server_binary()
         if binary is None:
-            raise ServeError("no llama-server: `make install` builds it from the bindings' llama.cpp source "
+            raise ServeError("no llama-server: `make llama-server` builds it from the bindings' llama.cpp source "
                              "(or set EVALQ_LLAMA_SERVER to one built from the same llama.cpp)")
         argv = [binary, "-m", details["file"], "--host", "127.0.0.1", "--port", str(port), "--parallel", str(s.slots),
                 "--ctx-size", str(context), "--threads", str(threads), "--threads-batch", str(threads),
@@ -116,9 +116,20 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
     drive each rate in turn, stop it; `on_step(label, figures)` after each. Each
     request takes the next of `prompts` (wrapping round only where too few are given).
     Raises ServeError (it failed to start, died, or answered no request of a rate) or
-    ServeTimeout (not healthy in time, or it stopped answering): the cell's end."""
+    ServeTimeout (not healthy in time, or it stopped answering); any exception raised carries
+    `partial`: the figures measured before (the serve phase stores them with its failure)."""
+    measured: dict[str, Any] = {"single_stream": None, "steps": []}
+    try:
+        return _sweep(server, prompts, settings, seed, log, on_step, measured)
+    except Exception as exc:  # the load generator's own errors too: what was measured before is kept
+        exc.partial = {"server": server.kind, **measured, **conclusions(measured["steps"])}
+        raise
+
+
+def _sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Path, on_step: Any,
+           measured: dict[str, Any]) -> dict[str, Any]:
     slo = settings.slo.model_dump()
-    steps, raw = [], []
+    steps, raw = measured["steps"], []
     unused = iter(prompts * (1 + prompts_needed(settings) // len(prompts)))
 
     def take(n: int) -> list[str]:  # never a prompt twice: a server's prefix cache would skip its prefill
@@ -128,16 +139,15 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
         warm = Load(rate=math.inf, requests=1, output_tokens=settings.output_tokens, seed=seed,
                     request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
         _check(drive(proc.base_url, server.model, take(1), warm)[0], "the warm-up request", proc)
-        single = None
         if settings.single_stream:  # one request at a time: the server's decode beside the cell's own batch-1 figures
             alone = Load(rate=math.inf, requests=settings.single_stream, output_tokens=settings.output_tokens, seed=seed,
                          max_concurrency=1, request_timeout_s=settings.request_timeout_s, extra_body=server.extra_body)
             what = "one request at a time"
             records, wall = drive(proc.base_url, server.model, take(alone.requests), alone)
             _check(records, what, proc)
-            single = summarize(records, wall, math.inf, slo)
+            measured["single_stream"] = summarize(records, wall, math.inf, slo)
             if on_step:
-                on_step(what, single)
+                on_step(what, measured["single_stream"])
         for i, rate in enumerate(rates_of(settings)):
             load = Load(rate=rate, requests=requests_at(rate, settings), output_tokens=settings.output_tokens,
                         seed=seed + i, max_concurrency=settings.max_concurrency,
@@ -152,8 +162,8 @@ def sweep(server: Server, prompts: list[str], settings: Any, seed: int, log: Pat
                 on_step(what, step)
         gpu = _server_memory(proc.base_url, server.memory_path)
         peak_rss = proc.peak_rss_bytes
-    return {"server": server.kind, "single_stream": single, "steps": steps, "records": raw, "peak_rss_bytes": peak_rss,
-            **gpu, **conclusions(steps)}
+    return {"server": server.kind, "single_stream": measured["single_stream"], "steps": steps, "records": raw,
+            "peak_rss_bytes": peak_rss, **gpu, **conclusions(steps)}
 
 
 def _check(records: list[Any], what: str, proc: ServerProcess) -> None:

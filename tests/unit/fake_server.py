@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible completions server for the serving tests' injected faults:
 `python fake_server.py MODE PORT`. MODE: ok (streams max_tokens tokens, TTFT_MS then
 TPOT_MS apart), merged (two tokens a chunk, the count in a final usage chunk), exit (fails before listening), hang (healthy, then stops mid-answer,
-with a child process in its group), error (healthy, every completion a 500)."""
+with a child process in its group), hang-one (the third request hangs, the others are answered),
+error (healthy, every completion a 500)."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ LOG = threading.Lock()
 
 class Handler(BaseHTTPRequestHandler):
     mode = "ok"
+    served = 0  # completions asked for so far
 
     def log_message(self, *args):  # quiet
         pass
@@ -32,6 +34,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOG:  # one line a request, whole, whichever thread serves it
             sys.stdout.write(f"prompt {body['prompt']}\n")
             sys.stdout.flush()
+            Handler.served += 1
+            hang_this = self.mode == "hang" or (self.mode == "hang-one" and Handler.served == 3)
         if self.mode == "error":
             self._json(500, {"error": "fake: CUDA error: an illegal memory access was encountered"})
             return
@@ -44,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
             if i:
                 time.sleep(TPOT_MS / 1e3)
             self._event({"choices": [{"index": 0, "text": f" t{i}"}]})
-            if self.mode == "hang":
+            if hang_this:
                 time.sleep(3600)
         if (body.get("stream_options") or {}).get("include_usage"):
             self._event({"choices": [], "usage": {"completion_tokens": body["max_tokens"]}})

@@ -185,16 +185,119 @@ def test_the_server_dies_with_the_process_that_started_it(tmp_path):
     assert gone(pid), "the server outlived the process that started it"
 
 
-def test_the_worker_ends_a_hung_server_as_timeout_and_a_failed_one_as_error(monkeypatch, tmp_path):
+def serve_phase(monkeypatch, tmp_path, run) -> dict:
+    """The worker's serve phase (worker.measure_serve) with `run(out_dir)` in place of building the cell's
+    server from its model: what the cell would store as its `serve`."""
     from evalq import worker
+
+    monkeypatch.setattr(worker, "_serve_sweep", lambda cell, files, backend, details, out_dir, threads, speed: run(out_dir))
+    return worker.measure_serve(None, None, None, {}, tmp_path, 1, {})
+
+
+def fake_processes(server: Server) -> list[psutil.Process]:
+    """The fake servers still running on `server`'s port (the last word of their command line)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        argv = p.info["cmdline"] or []
+        if str(FAKE) in argv and argv[-1:] == [str(server.port)] and p.status() != psutil.STATUS_ZOMBIE:
+            found.append(p)
+    return found
+
+
+def test_a_hung_server_is_stored_as_the_serve_phases_timeout_and_a_failed_one_as_its_error(monkeypatch, tmp_path):
+    """The cell's other phases stand: the serve phase returns its end instead of raising it."""
+    hanging, erring = fake("hang"), fake("error")
+    hung = serve_phase(monkeypatch, tmp_path, lambda out: sweep(hanging, ["p"], settings(), seed=1, log=out / "s.log"))
+    assert (hung["status"], hung["server"], hung["steps"]) == ("timeout", "fake", [])
+    assert hung["error"].startswith("ServeTimeout: the server stopped answering at the warm-up request")
+    failed = serve_phase(monkeypatch, tmp_path, lambda out: sweep(erring, ["p"], settings(), seed=1, log=out / "s.log"))
+    assert failed["status"] == "error" and "HTTP 500" in failed["error"] and failed["max_rate_within_slo"] is None
+    assert not fake_processes(hanging) and not fake_processes(erring)
+
+
+def test_a_port_taken_by_another_server_is_a_failure_never_that_servers_figures(tmp_path):
+    """free_port's port taken before the server could listen (another run, another user): the other
+    process answers /health, but only the cell's own server's answer counts."""
+    from evalq.serve.process import ServerProcess
+
+    port = free_port()
+    with ServerProcess([sys.executable, str(FAKE), "ok", str(port)], port, tmp_path / "decoy.log"):
+        server = Server([sys.executable, str(FAKE), "ok", str(port)], port, "fake", "fake-model")
+        with pytest.raises(ServeError, match=rf"exited with status 1 before it was ready \(port {port} is in use by another "
+                                             rf"process\): .*Address already in use") as failed:
+            sweep(server, ["p"], settings(), seed=1, log=tmp_path / "server.log")
+        assert failed.value.partial["steps"] == []
+        assert "prompt " not in (tmp_path / "decoy.log").read_text()  # not one request went to the other server
+
+
+def test_a_server_killed_mid_sweep_keeps_the_steps_measured_before(monkeypatch, tmp_path):
+    import signal
+
+    server = fake("ok")
+
+    def kill_after_the_first_rate(label: str, step: dict) -> None:
+        if label == "rate 4/s":
+            for process in fake_processes(server):
+                process.send_signal(signal.SIGKILL)
+
+    out = serve_phase(monkeypatch, tmp_path, lambda out: sweep(server, [f"p{i}" for i in range(20)], settings(),
+                                                              seed=1, log=out / "s.log", on_step=kill_after_the_first_rate))
+    assert out["status"] == "error"
+    assert out["error"].startswith("ServeError: the server exited with status -9 during the load")
+    assert [(s["rate"], s["completed"]) for s in out["steps"]] == [(4.0, 4)]  # the rate before its death, kept
+    assert out["max_rate_within_slo"] == 4.0 and out["seconds"] > 0
+
+
+def test_one_hung_request_among_live_ones_times_out_alone(tmp_path):
+    started, server = time.monotonic(), fake("hang-one")
+    out = sweep(server, [f"p{i}" for i in range(20)], settings(rates=["inf"], request_timeout_s=2), seed=1,
+                log=tmp_path / "server.log")
+    (step,) = out["steps"]
+    assert (step["requests"], step["completed"], step["errors"]) == (6, 5, 1)
+    assert step["error_examples"] == ["no complete answer within 2 s"] and step["within_slo"] is False
+    assert time.monotonic() - started < 20  # the hung one waited for its timeout, not for the server
+    assert not fake_processes(server)
+
+
+def test_the_load_generators_own_error_never_kills_the_cell(monkeypatch, tmp_path):
+    from evalq.serve import sweep as sweep_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("aiohttp: Session is closed")
+
+    monkeypatch.setattr(sweep_module, "drive", broken)
+    server = fake("ok")
+    out = serve_phase(monkeypatch, tmp_path, lambda out: sweep(server, ["p"], settings(), seed=1, log=out / "s.log"))
+    assert (out["status"], out["error"], out["steps"]) == ("error", "RuntimeError: aiohttp: Session is closed", [])
+    assert not fake_processes(server)
+
+
+def test_a_failed_sweep_is_shown_with_its_cells_other_figures(tmp_path):
+    """What the cell stored (status ok, its accuracy, the serve phase's failure after one rate) as
+    `evalq results` and the board show it."""
+    from typer.testing import CliRunner
+
     from evalq.cell import expand
+    from evalq.cli import app
     from evalq.matrix import load_matrix
+    from evalq.store import Store
 
     root = Path(__file__).resolve().parents[2]
     matrix, suites = load_matrix(root / "examples" / "showcase.yaml")
-    cell = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
-    for exc, status in ((ServeTimeout("the server stopped answering at rate 2/s"), "timeout"),
-                        (ServeError("every request failed at rate 2/s: HTTP 500"), "error")):
-        monkeypatch.setattr(worker, "_measure", lambda *a, exc=exc: (_ for _ in ()).throw(exc))
-        out = worker.run_cell(cell.model_dump_json(), tmp_path)
-        assert (out.status, out.error) == (status, f"{exc.__class__.__name__}: {exc}")
+    cell = next(c for c in expand(matrix, suites, lambda spec: "r", device="cpu") if c.serve)
+    step = summarize([Record(sent=0, first=0.1, last=0.18, tokens=5)] * 4, wall_s=1.0, rate=4.0, slo=SLO)
+    serve = {"server": "llama.cpp", "single_stream": None, "steps": [step], "status": "error", "threads": 1,
+             "error": "ServeError: the server exited with status -9 during the load: <killed>", **conclusions([step])}
+    db = str(tmp_path / "e.db")
+    Store(db).record(cell, {"status": "ok", "metrics": {"t": {"acc,none": 0.5}}, "serve": serve})
+    shown = CliRunner().invoke(app, ["results", "--db", db])
+    assert shown.exit_code == 0, shown.output
+    assert "failed (error)" in shown.output and "exited with status -9 during the load" in shown.output
+    assert "4/4" in shown.output  # the rate measured before the failure
+    built = CliRunner().invoke(app, ["leaderboard", "build", "--db", db, "--out", str(tmp_path / "site")])
+    assert built.exit_code == 0, built.output
+    page = (tmp_path / "site" / "index.html").read_text()
+    # the table's data, JSON in the page (placed as text by its script: "<" never reaches the HTML as markup)
+    assert ('"20.0 (failed)", "llama.cpp server, 1 threads; the sweep failed (error): ServeError: the server exited with '
+            'status -9 during the load: \\u003ckilled\\u003e"') in page
+    assert "<killed>" not in page
