@@ -137,6 +137,8 @@ def sequential_gate(seq: Sequential, gate: float) -> str:
     r = seq.gates[f"{gate:g}"]
     if r.verdict != "undecided":
         return f"{r.verdict} (decided after {r.decided_at:,} documents a task)"
+    if r.more_needed == 0:  # the spread seen so far says a fixed-n test of this size would decide
+        return f"undecided at n = {seq.n:,} a task; a fixed design of this size would decide, the sequence needs more"
     more = f"; about {r.more_needed:,} more a task needed" if r.more_needed is not None else ""
     return f"undecided at n = {seq.n:,} a task{more}"
 

@@ -121,3 +121,18 @@ def test_headline_scores_per_document_from_lm_eval_samples():
            {"doc_id": 0, "doc_hash": "a", "exact_match": 0.0, "filter": "flexible-extract"}]
     assert document_scores(gsm, "exact_match,strict-match") == {("0", "a"): 1.0}
     assert document_scores(samples, "acc", prefix="mmlu_anatomy/") == {("mmlu_anatomy/0", "a"): 1.0, ("mmlu_anatomy/1", "b"): 0.0}
+
+
+def test_an_undecided_gate_says_what_a_fixed_design_would_still_need():
+    from evalq.sequential import GateResult, Sequential
+    from evalq.verdicts import sequential_gate
+
+    def said(more: int | None) -> str:
+        return sequential_gate(Sequential(120, 5, 1.068, 0.965, 1.161, {"0.99": GateResult(0.99, "undecided", None, more)}), 0.99)
+
+    assert said(598) == "undecided at n = 120 a task; about 598 more a task needed"
+    # the spread seen says a fixed-n test would decide at this size; the anytime-valid sequence has not: never "0 more"
+    assert said(0) == "undecided at n = 120 a task; a fixed design of this size would decide, the sequence needs more"
+    assert said(None) == "undecided at n = 120 a task"
+    decided = Sequential(60, 5, 0.74, 0.54, 0.97, {"0.99": GateResult(0.99, "fails", 56, None)})
+    assert sequential_gate(decided, 0.99) == "fails (decided after 56 documents a task)"
