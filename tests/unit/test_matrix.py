@@ -46,7 +46,7 @@ def test_shipped_examples_validate(example):
 def test_the_demo_runs_until_decided_on_real_documents():
     matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
     assert [m.name for m in matrix.models] == ["SmolLM2-135M-Instruct", "Gemma-3-270M"]
-    assert list(matrix.variants) == ["fp16", "gguf-q4_k_m", "hqq-3", "hqq-2"]
+    assert list(matrix.variants) == ["fp16", "gguf-q4_k_m", "hqq-2"]
     budget = matrix.eval.until_decided
     assert budget is not None and budget.max_documents * len(suites[0].tasks) >= 3 * 200  # 3× the showcase's documents
     assert budget.pool >= 500 and [s.name for s in suites] == ["demo-pool"]
