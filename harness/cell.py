@@ -55,6 +55,8 @@ class Cell(BaseModel):
     # eval.until_decided: the fp16 cell's per-document headline scores (task → doc id → score),
     # handed over by the orchestrator so this cell can stop once its gates are decided
     baseline_scores: dict[str, dict[str, float]] | None = None
+    # eval.until_decided.compare: per model this cell is compared with, that model's fp16 scores
+    rival_scores: dict[str, dict[str, dict[str, float]]] | None = None
 
     @property
     def key(self) -> str:
@@ -68,7 +70,7 @@ class Cell(BaseModel):
 
     def _hash(self, also_exclude: dict[str, Any] | None = None) -> str:
         # exclude_none: a new optional field, left unset, does not change existing keys
-        exclude = {"matrix": True, "timeout_s": True, "baseline_scores": True, "suites": {"__all__": {"description"}}}
+        exclude = {"matrix": True, "timeout_s": True, "baseline_scores": True, "rival_scores": True, "suites": {"__all__": {"description"}}}
         content = self.model_dump_json(exclude=exclude | (also_exclude or {}), exclude_none=True)
         return hashlib.sha256(content.encode()).hexdigest()[:32]
 

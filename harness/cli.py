@@ -162,7 +162,7 @@ def results(
 ) -> None:
     """Print the stored cells (the newest of each model, variant and suites unless --all)."""
     from evalq.api import results as stored_results
-    from evalq.results import kv_table, serve_table, to_csv, to_json, to_table
+    from evalq.results import equal_cost_lines, kv_table, serve_table, to_csv, to_json, to_table
 
     with user_errors(debug):
         records = stored_results(db, matrix, all_rows)
@@ -174,6 +174,12 @@ def results(
         for table in (to_table(records), kv_table(records), serve_table(records)):
             if table is not None:  # printed whole at its natural width, never wrapped inside a cell
                 Console(width=max(out.width, Console(width=10_000).measure(table).maximum)).print(table)
+        lines = equal_cost_lines(records)
+        if lines:
+            out.print("Equal-cost questions (eval.until_decided.compare, each answer wrong at most α/2 of the time):",
+                      markup=False, highlight=False)
+            for line in lines:
+                out.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -92,6 +92,16 @@ class PerfSettings(Strict):
         return self
 
 
+class EqualCostQuestion(Strict):
+    """A pre-registered equal-cost question: each quantized cell of `model` against the fp16 cell of `against`."""
+
+    model: str = Field(description="the model whose quantized cells are compared (its display name in models)")
+    against: str = Field(description="the model whose fp16 cell they are compared with (list it before `model`, so its "
+                         "fp16 cell is stored first)")
+    margin: float = Field(0.02, gt=0, lt=1, description="\"within\": the suite-accuracy difference shown inside ±margin "
+                          "(0.02: 2 points)")
+
+
 class UntilDecided(Strict):
     """Evaluate each quantized cell only until its recovery gates are decided (evalq.sequential)."""
 
@@ -102,6 +112,8 @@ class UntilDecided(Strict):
     max_seconds: float | None = Field(None, gt=0, description="budget: stop looking for more after this much accuracy time")
     gates: list[float] = Field([0.99], min_length=1, description="the recovery gates that must be decided (pass or fail) to stop")
     alpha: float = Field(0.05, gt=0, lt=1, description="error rate of the confidence sequence, over all looks together")
+    compare: list[EqualCostQuestion] | None = Field(None, description="equal-cost questions that must also be decided (better, worse "
+                                             "or within the margin) before a quantized cell of `model` stops")
 
     @model_validator(mode="after")
     def _gates(self) -> UntilDecided:
@@ -252,6 +264,21 @@ class Matrix(Strict):
             if m.display_name in seen:
                 raise ValueError(f"model {m.display_name!r} is listed twice")
             seen.add(m.display_name)
+        return self
+
+    @model_validator(mode="after")
+    def _questions_name_models(self) -> Matrix:
+        names = [m.display_name for m in self.models]
+        for q in (self.eval.until_decided.compare if self.eval.until_decided else None) or []:
+            for name in (q.model, q.against):
+                if name not in names:
+                    raise ValueError(f"eval.until_decided.compare names {name!r}, which is not a model of this matrix "
+                                     f"({', '.join(names)})")
+            if q.model == q.against:
+                raise ValueError(f"eval.until_decided.compare: {q.model!r} against itself (its fp16 cell is its baseline already)")
+            if names.index(q.against) > names.index(q.model):
+                raise ValueError(f"eval.until_decided.compare: list {q.against!r} before {q.model!r} in models, so that its "
+                                 "fp16 cell is stored before the cells compared with it run")
         return self
 
 

@@ -118,16 +118,22 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
 
 def with_baseline_scores(cell: Cell, cells: list[Cell], store: Store) -> Cell:
     """eval.until_decided: the quantized cell carries its fp16 cell's per-document scores
-    (when that cell is stored ok), so it can stop once its gates are decided."""
-    if cell.eval.until_decided is None or cell.variant == BASELINE_VARIANT:
-        return cell
-    base = next((c for c in cells if c.model == cell.model and c.variant == BASELINE_VARIANT), None)
-    if base is None or store.status(base.key) != Status.ok:
+    (when that cell is stored ok), so it can stop once its gates are decided, and those of
+    the fp16 cells of the models its equal-cost questions name (eval.until_decided.compare)."""
+    settings = cell.eval.until_decided
+    if settings is None or cell.variant == BASELINE_VARIANT:
         return cell
     from evalq.measure.until_decided import by_doc_id, headline_metric
 
-    scores = {t.task: by_doc_id(store.samples(base.key, t.task), headline_metric(t)) for s in cell.suites for t in s.tasks}
-    return cell.model_copy(update={"baseline_scores": scores})
+    def scores(model: str) -> dict[str, dict[str, float]] | None:
+        base = next((c for c in cells if c.model.display_name == model and c.variant == BASELINE_VARIANT), None)
+        if base is None or store.status(base.key) != Status.ok:
+            return None
+        return {t.task: by_doc_id(store.samples(base.key, t.task), headline_metric(t)) for s in cell.suites for t in s.tasks}
+
+    rivals = {q.against: scores(q.against) for q in settings.compare or [] if q.model == cell.model.display_name}
+    return cell.model_copy(update={"baseline_scores": scores(cell.model.display_name),
+                                   "rival_scores": {k: v for k, v in rivals.items() if v is not None} or None})
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from evalq.backends.base import BASELINE_VARIANT
-from evalq.verdicts import Comparison, Judge, holm, mcnemar_exact
+from evalq.verdicts import Comparison, Judge, holm, mcnemar_exact, question_of
 from evalq.outcome import Quality
 from evalq.headlines import accuracy_metrics
 
@@ -135,13 +135,16 @@ class Paired:
     comparison: Comparison | None = None
     p_adjusted: float | None = None  # the suite difference's p, Holm-adjusted over every row compared with it
     floor: dict[str, Any] | None = None  # the baseline's own noise floor (measure/quality.noise_floor)
+    # eval.until_decided.compare: per other model, the sequence's answer against its fp16 row
+    equal_cost: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         vs = None
         if self.comparison is not None:
             vs = self.comparison.as_dict() | {"p_adjusted": self.p_adjusted}
         return {"baseline_key": self.baseline_key, "group": self.group, "tasks": self.tasks, "total": self.total,
-                "weights_ratio": self.weights_ratio, "flags": self.flags, "vs_fp16": vs, "floor": self.floor}
+                "weights_ratio": self.weights_ratio, "flags": self.flags, "vs_fp16": vs, "floor": self.floor,
+                **({"equal_cost": self.equal_cost} if self.equal_cost else {})}
 
 
 def sanity_flags(row: Any, base: Any | None) -> list[str]:
@@ -195,6 +198,15 @@ def baselines(rows: list[Any]) -> dict[str, Any]:
     return {r.key: base_of[(r.matrix, r.model, group[r.key])] for r in rows if (r.matrix, r.model, group[r.key]) in base_of}
 
 
+def fp16_rivals(row: Any, rows: list[Any], group: dict[str, str]) -> list[Any]:
+    """The ok fp16 rows of other models (same matrix, suites, hardware) that `row`'s
+    matrix asked an equal-cost question of (eval.until_decided.compare)."""
+    if row.status != "ok":
+        return []
+    return [r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok" and r.matrix == row.matrix
+            and r.model != row.model and group[r.key] == group[row.key] and question_of(row, r) is not None]
+
+
 def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]], judge: Judge | None = None) -> dict[str, Paired]:
     """Every row's comparison with its model's fp16 row of the same matrix and
     suites: answer flips, and the comparison engine's difference, recovery and
@@ -228,6 +240,10 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
                     total.add(f)
             paired.total = total.as_dict() if total.n else None
             paired.comparison = judge(r, base)
+        for other in fp16_rivals(r, rows, group):
+            answer = judge(r, other).equal_cost
+            if answer is not None:
+                paired.equal_cost[other.model] = answer.as_dict()
         out[r.key] = paired
     compared = [p for p in out.values() if p.comparison is not None and p.comparison.suite is not None]
     for p, adjusted in zip(compared, holm([p.comparison.suite.p for p in compared])):

@@ -202,6 +202,12 @@ def _gate(f: dict[str, Any]) -> str:
     return "–" if gate is None or gate == "not comparable" else gate
 
 
+def equal_cost_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The equal-cost questions the matrix asked (eval.until_decided.compare), a sentence per cell."""
+    return [f"{r['model']} {r['variant']}: {answer['sentence']}" for r in records
+            for answer in ((r.get("paired") or {}).get("equal_cost") or {}).values()]
+
+
 def to_table(records: list[dict[str, Any]]) -> Any:
     from rich.markup import escape
     from rich.table import Table

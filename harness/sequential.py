@@ -156,6 +156,72 @@ def judge(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float =
                       float(kept.min()) if len(kept) else None, float(kept.max()) if len(kept) else None, out, alpha)
 
 
+DIFF_GRID = np.round(np.arange(-1.0, 1.0 + 1e-9, 0.0005), 6)  # accuracy differences the interval is read from
+
+
+@dataclass
+class EqualCost:
+    """The same sequence on the suite-score difference of a quantized cell and another
+    model's fp16 cell (an equal-cost question: the big model quantized against the small
+    one at full precision), on the same documents in the same order. Each of the three
+    answers is one bet of the family above, each wrong with probability at most α/2:
+    better (the difference shown above 0), worse (below 0), within ±margin (shown above
+    −margin and below +margin)."""
+
+    against: str
+    margin: float
+    n: int
+    difference: float
+    lo: float | None
+    hi: float | None
+    verdict: str  # better | worse | within | undecided
+    decided_at: int | None
+    more_needed: int | None  # undecided: rounds a fixed design would need to tell the difference from 0
+    alpha: float = ALPHA
+
+    def as_dict(self) -> dict:
+        return vars(self) | {"boundary": BOUNDARY, "sentence": self.sentence()}
+
+    def sentence(self) -> str:
+        d = f"{100 * self.difference:+.1f} points" + (f" ({100 * self.lo:+.1f} to {100 * self.hi:+.1f})" if self.lo is not None else "")
+        if self.verdict == "undecided":
+            more = f"; about {self.more_needed:,} more a task needed" if self.more_needed else ""
+            return f"undecided against {self.against} fp16 at n = {self.n:,} a task, {d}{more}"
+        what = f"within ±{100 * self.margin:g} points of" if self.verdict == "within" else f"{self.verdict} than"
+        return f"{what} {self.against} fp16, {d}, decided after {self.decided_at:,} documents a task"
+
+
+def difference_statistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """u per round in [0, 1]: (mean over tasks of x − y, + 1) / 2; its mean is (δ + 1) / 2."""
+    return ((x - y).mean(axis=-1) + 1) / 2
+
+
+def equal_cost_decisions(x: np.ndarray, y: np.ndarray, margin: float, alpha: float = ALPHA) -> np.ndarray:
+    """Per round (last axis): 1 better, −1 worse, 2 within ±margin, 0 undecided; x, y: (..., rounds, tasks)."""
+    u = difference_statistic(x, y)
+    side = betting_decisions(u, 0.5, alpha)
+    inside = (betting_decisions(u, (1 - margin) / 2, alpha) == 1) & (betting_decisions(u, (1 + margin) / 2, alpha) == -1)
+    return np.where(side != 0, side, np.where(inside, 2, 0))
+
+
+def equal_cost(x: np.ndarray, y: np.ndarray, against: str, margin: float, alpha: float = ALPHA, interval: bool = True) -> EqualCost:
+    """x: the quantized cell's (rounds, tasks) scores, y: the other model's fp16 scores, in draw order.
+    `interval`: also read the difference's interval off DIFF_GRID (4,001 sequences: at the last look only)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 2 or not len(x):
+        raise ValueError(f"paired scores of one shape (rounds, tasks) needed, got {x.shape} and {y.shape}")
+    d = equal_cost_decisions(x, y, margin, alpha)
+    first = int(np.argmax(d != 0)) if np.any(d != 0) else None
+    u = difference_statistic(x, y)
+    kept = np.array([]) if not interval else np.concatenate([DIFF_GRID[i : i + GRID_CHUNK][betting_decisions(np.broadcast_to(u, (len(DIFF_GRID[i : i + GRID_CHUNK]), len(u))),
+                                                                           (DIFF_GRID[i : i + GRID_CHUNK] + 1) / 2, alpha)[:, -1] == 0]
+                           for i in range(0, len(DIFF_GRID), GRID_CHUNK)])
+    verdict = {1: "better", -1: "worse", 2: "within", 0: "undecided"}[int(d[-1])]
+    return EqualCost(against, margin, len(x), float((x - y).mean()), float(kept.min()) if len(kept) else None,
+                     float(kept.max()) if len(kept) else None, verdict, first + 1 if first is not None else None,
+                     more_needed(x, y, 1.0, alpha) if verdict == "undecided" else None, alpha)
+
+
 def decided(result: Sequential, required: tuple[float, ...]) -> bool:
     return all(result.gates[f"{g:g}"].verdict != "undecided" for g in required)
 
@@ -165,6 +231,30 @@ def simulated_rounds(rng: np.random.Generator, runs: int, rounds: int, tasks: in
     documents, shape (runs, rounds, 4), each document drawn independently from `table`."""
     cats = np.searchsorted(np.cumsum(table)[:-1], rng.random((runs, rounds, tasks)), side="right")
     return np.stack([(cats == k).sum(axis=-1) for k in range(4)], axis=-1).astype(np.int32)
+
+
+def paired_scores(rng: np.random.Generator, runs: int, rounds: int, tasks: int,
+                  table: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """x, y of shape (runs, rounds, tasks): each document's pair of 0/1 scores drawn from
+    `table`, the chances of (1, 1), (1, 0), (0, 1), (0, 0)."""
+    cats = np.searchsorted(np.cumsum(table)[:-1], rng.random((runs, rounds, tasks)), side="right")
+    return np.isin(cats, (0, 1)).astype(np.float64), np.isin(cats, (0, 2)).astype(np.float64)
+
+
+def first_answers(d: np.ndarray) -> np.ndarray:
+    """Per run (rows of looks), the first non-zero answer, 0 where none came."""
+    first = (d != 0).argmax(axis=1)
+    return np.where((d != 0).any(axis=1), d[np.arange(len(d)), first], 0)
+
+
+def fixed_n_equal_cost(x: np.ndarray, y: np.ndarray, margin: float, alpha: float = ALPHA) -> np.ndarray:
+    """As equal_cost_decisions, from a fixed-n normal interval of the mean difference taken
+    afresh at every round: what a fixed design looked at after every step would answer."""
+    z = (x - y).mean(axis=-1)
+    n = np.arange(1, z.shape[-1] + 1)
+    mean = np.cumsum(z, axis=-1) / n
+    half = NormalDist().inv_cdf(1 - alpha / 2) * np.sqrt(np.maximum(np.cumsum(z**2, axis=-1) / n - mean**2, 1e-12) / n)
+    return np.where(mean - half > 0, 1, np.where(mean + half < 0, -1, np.where((mean - half > -margin) & (mean + half < margin), 2, 0)))
 
 
 def optional_stopping(seed: int = 20261205, runs: int = 10_000, rounds: int = 1000, look_every: int = 25, tasks: int = 5,

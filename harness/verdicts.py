@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from evalq import sequential
+from evalq.backends.base import BASELINE_VARIANT
 from evalq.headlines import DocKey, accuracy_metrics, document_scores
 from evalq.sequential import Sequential
 
@@ -103,6 +104,8 @@ class Comparison:
     # (evalq.sequential); where present, it is what the gates say
     sequential: Sequential | None = None
     stop: str | None = None  # why the cell stopped: decided, budget, max_seconds, baseline
+    # eval.until_decided.compare: the sequence's answer to this pair's equal-cost question, where a asked it of b
+    equal_cost: sequential.EqualCost | None = None
     alpha: float = ALPHA
     seed: int = SEED
     resamples: int = RESAMPLES
@@ -128,7 +131,8 @@ class Comparison:
         return {"tasks": {t: d.as_dict() for t, d in self.tasks.items()}, "suite": self.suite.as_dict() if self.suite else None,
                 "unpaired": self.unpaired, "reason": self.reason, "alpha": self.alpha, "seed": self.seed,
                 "resamples": self.resamples, "gates": {f"{g:g}": self.gate(g) for g in GATES},
-                **({"sequential": self.sequential.as_dict() | {"stop": self.stop}} if self.sequential else {})}
+                **({"sequential": self.sequential.as_dict() | {"stop": self.stop}} if self.sequential else {}),
+                **({"equal_cost": self.equal_cost.as_dict()} if self.equal_cost else {})}
 
 
 def sequential_gate(seq: Sequential, gate: float) -> str:
@@ -164,6 +168,30 @@ def sequential_verdict(row: Any, base: Any, mine: dict[str, dict[DocKey, float]]
         return None
     gates = tuple(sorted(set(settings.get("gates") or [0.99]) | set(GATES)))
     return sequential.judge(x, y, gates, settings.get("alpha", sequential.ALPHA))
+
+
+def question_of(row: Any, other: Any) -> Any:
+    """The equal-cost question (eval.until_decided.compare) `row`'s matrix asked of its cells
+    against `other`'s fp16 cell, as stored settings, or None."""
+    settings = ((getattr(row, "cell", None) or {}).get("eval") or {}).get("until_decided") or {}
+    if getattr(other, "variant", None) != BASELINE_VARIANT or getattr(row, "variant", None) == BASELINE_VARIANT:
+        return None
+    return next((q for q in settings.get("compare") or [] if q["model"] == row.model and q["against"] == other.model), None)
+
+
+def equal_cost_verdict(row: Any, other: Any, mine: dict[str, dict[DocKey, float]],
+                       theirs: dict[str, dict[DocKey, float]]) -> sequential.EqualCost | None:
+    """The sequence's answer to the equal-cost question `row` asked of `other`, recomputed
+    from the stored documents in `row`'s draw order (None where no question was asked)."""
+    question, stored = question_of(row, other), until_decided(row)
+    if question is None or not stored.get("order"):
+        return None
+    from evalq.measure.until_decided import paired_rounds
+
+    by_id = lambda scores: {t: {doc: v for (doc, _), v in s.items()} for t, s in scores.items()}  # noqa: E731
+    x, y = paired_rounds(stored["order"], stored["documents"], by_id(mine), by_id(theirs))
+    settings = row.cell["eval"]["until_decided"]
+    return sequential.equal_cost(x, y, other.model, question["margin"], settings.get("alpha", sequential.ALPHA)) if len(x) else None
 
 
 def _z(power_or_quantile: float) -> float:
@@ -269,6 +297,7 @@ class Judge:
         out = compare_documents(sa, sb, self.alpha, self.seed, self.resamples)
         out.sequential = sequential_verdict(a, b, sa, sb)
         out.stop = until_decided(a).get("stop") if out.sequential else None
+        out.equal_cost = equal_cost_verdict(self.rows.get(a.key, a), self.rows.get(b.key, b), sa, sb)  # the stored rows: their cells
         return out
 
 

@@ -224,9 +224,13 @@ def accuracy(cell: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
     baseline = cell.baseline_scores if cell.variant != BASELINE_VARIANT else None
     if cell.variant != BASELINE_VARIANT and baseline is None:
         print("until_decided: no fp16 scores to pair with (its cell is not stored ok): evaluating the whole budget", flush=True)
+    margins = {q.against: q.margin for q in settings.until_decided.compare or [] if q.model == cell.model.display_name}
+    rivals = {m: (margins[m], scores) for m, scores in (cell.rival_scores or {}).items() if m in margins}
+    for missing in margins.keys() - rivals.keys():
+        print(f"until_decided: no fp16 scores of {missing} (its cell is not stored ok): that question is not asked", flush=True)
     return evaluate_until_decided(lambda suites: run(suites, None), cell.suites, settings.until_decided, cell.seed,
                                   baseline, lm_eval_split_size(cell.suites), log=lambda line: print(line, flush=True),
-                                  checkpoint=cache_dir("rounds") / f"{cell.rounds_key}.json.gz")
+                                  checkpoint=cache_dir("rounds") / f"{cell.rounds_key}.json.gz", rivals=rivals)
 
 
 def measure_serve(cell: Any, files: Any, backend: Any, details: dict[str, Any], out_dir: Path, threads: int,

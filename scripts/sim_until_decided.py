@@ -5,7 +5,8 @@ Each run draws paired 0/1 scores (a variant and its fp16 baseline) round by roun
 round being one document of each of 5 tasks, with the truth exactly on the 99 %
 recovery gate; it stops at the first look that gives a verdict. Any verdict is then
 wrong, so the share of runs that give one is the error rate under optional stopping.
-A second table shows how soon the sequence decides when the truth is away from the gate.
+A second table shows how soon the sequence decides when the truth is away from the gate,
+a third the equal-cost answers (better, worse, within ±2 points) at a truth on a boundary.
 
     python scripts/sim_until_decided.py --runs 10000
 """
@@ -15,7 +16,8 @@ import argparse
 
 import numpy as np
 
-from evalq.sequential import gate_decisions, optional_stopping, simulated_rounds
+from evalq.sequential import (equal_cost_decisions, first_answers, fixed_n_equal_cost, gate_decisions, optional_stopping,
+                              paired_scores, simulated_rounds)
 
 
 def main() -> None:
@@ -54,6 +56,24 @@ def main() -> None:
         right = d[np.arange(len(d)), first - 1] == (1 if verdict == "passes" else -1)
         print(f"{truth:>14.3f}{lost:>7.2f}{gained:>8.2f}{verdict:>10}{np.mean(any_ & right):>9.1%}"
               f"{(np.median(first[any_]) if any_.any() else float('nan')):>10.0f}")
+
+    print()
+    equal_cost_errors(args.runs, args.rounds, args.look_every)
+
+
+def equal_cost_errors(runs: int, rounds: int, look_every: int, margin: float = 0.02, chunk: int = 1000) -> None:
+    """Equal-cost questions under optional stopping: the share of runs whose first answer is wrong."""
+    print(f"equal-cost answers, margin ±{100 * margin:g} points; a look every {look_every} documents a task up to {rounds}")
+    print(f"{'true difference':<20}{'wrong answers':<22}{'runs':>8}{'sequence (evalq)':>18}{'fixed-n CI, peeked':>20}")
+    rng = np.random.default_rng(11)
+    for label, table, wrong, names in (("0 points", (0.40, 0.05, 0.05, 0.50), {1, -1}, "better, worse"),
+                                       (f"+{100 * margin:g} points", (0.40, 0.06, 0.04, 0.50), {2, -1}, "within, worse")):
+        cs = peeked = 0
+        for start in range(0, runs, chunk):
+            x, y = paired_scores(rng, min(chunk, runs - start), rounds, 5, table)
+            cs += np.isin(first_answers(equal_cost_decisions(x, y, margin)[:, look_every - 1 :: look_every]), list(wrong)).sum()
+            peeked += np.isin(first_answers(fixed_n_equal_cost(x, y, margin)[:, look_every - 1 :: look_every]), list(wrong)).sum()
+        print(f"{label:<20}{names:<22}{runs:>8}{cs / runs:>18.4f}{peeked / runs:>20.4f}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ every cell of a matrix, on every machine, sees the same order), at most `pool` o
 them. The fp16 baseline evaluates its whole budget; a quantized cell evaluates
 `step` documents of each task at a time, pairs them with the baseline's scores of
 the same documents (handed over in `cell.baseline_scores`), and stops as soon as
-evalq.sequential's confidence sequence decides every gate asked for, or when the
-budget (`max_documents`, `max_seconds`) or the baseline's documents run out.
+evalq.sequential's confidence sequence decides every gate asked for and every
+equal-cost question of its model (`compare`: against another model's fp16 scores,
+handed over in `cell.rival_scores`), or when the budget (`max_documents`,
+`max_seconds`) or the baseline's documents run out.
 
 Metrics are recomputed over every round's per-document records, as lm-eval's mean
 aggregation and its stderr (sample standard deviation / √n) define them.
@@ -31,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from evalq.headlines import PERPLEXITY_METRIC, document_scores
-from evalq.sequential import decided, judge
+from evalq.sequential import EqualCost, decided, equal_cost, judge
 from evalq.suites import Suite, TaskSpec
 
 Evaluate = Callable[[list[Suite]], dict[str, Any]]  # accuracy.evaluate on the loaded model, for these suites
@@ -118,9 +120,11 @@ def by_doc_id(samples: list[dict[str, Any]], metric: str) -> dict[str, float]:
 
 def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: Any, seed: int, baseline: dict[str, dict[str, float]] | None,
                            split_size: Callable[[str], int], log: Callable[[str], None] = print,
-                           checkpoint: Path | None = None) -> dict[str, Any]:
+                           checkpoint: Path | None = None,
+                           rivals: dict[str, tuple[float, dict[str, dict[str, float]]]] | None = None) -> dict[str, Any]:
     """evaluate()'s answer over the documents evaluated, plus `until_decided`: the draw
-    orders, the documents per task, the stopping reason and the sequence's verdict."""
+    orders, the documents per task, the stopping reason and the sequence's verdict.
+    `rivals`: the equal-cost questions, other model → (margin, its fp16 scores)."""
     specs = [t for s in suites for t in s.tasks if headline_metric(t) != PERPLEXITY_METRIC]
     if not specs:
         raise ValueError("eval.until_decided: the suites have no accuracy task to decide on")
@@ -134,6 +138,20 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
     if resumed:
         log(f"@@evalq until_decided resumed at n={done}/{budget} from {checkpoint}")
     verdict = None
+    questions: dict[str, EqualCost] = {}
+    pairs: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # each question's scores at the last look
+
+    def open_questions(mine: dict[str, dict[str, float]]) -> bool:
+        """Judge each equal-cost question; whether one is still undecided with documents left to pair."""
+        waiting = False
+        for against, (margin, scores) in (rivals or {}).items():
+            xr, yr = paired_rounds(orders, done, mine, scores)
+            if len(xr):
+                pairs[against] = (xr, yr, margin)
+                questions[against] = equal_cost(xr, yr, against, margin, settings.alpha, interval=False)
+                log(f"@@evalq until_decided n={done}/{budget} against {against} fp16: {questions[against].verdict}")
+            waiting |= len(xr) == done and (against not in questions or questions[against].verdict == "undecided")
+        return waiting
 
     def look() -> str | None:
         """The verdict after `done` documents a task; the reason to stop, if any."""
@@ -143,12 +161,13 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
             return None
         mine = {t: by_doc_id(samples.get(t, []), metric[t]) for t in orders}
         x, y = paired_rounds(orders, done, mine, baseline)
+        waiting = open_questions(mine)
         if len(x):
             verdict = judge(x, y, gates, settings.alpha)
             log(f"@@evalq until_decided n={done}/{budget} recovery={verdict.recovery or 0:.4f} "
                 f"[{verdict.recovery_lo}, {verdict.recovery_hi}] "
                 + " ".join(f"{g}:{r.verdict}" for g, r in verdict.gates.items()))
-            if decided(verdict, gates):
+            if decided(verdict, gates) and not waiting:
                 return "decided"
         return "baseline" if len(x) < done else None  # the baseline scored no more documents to pair with
 
@@ -165,6 +184,7 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
         if stop is None and settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
             stop = "max_seconds"
     reason = stop or "budget"
+    questions = {k: equal_cost(xr, yr, k, margin, settings.alpha) for k, (xr, yr, margin) in pairs.items()}  # with intervals
     result["samples"] = samples
     result["metrics"] = recompute_metrics(samples, result["metrics"], set(orders))
     result["n_samples"] = (result.get("n_samples") or {}) | {t: {"original": len(o), "effective": done} for t, o in orders.items()}
@@ -176,7 +196,8 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
     raw["n-samples"] = result["n_samples"]
     result["until_decided"] = {"documents": done, "budget": budget, "stop": reason, "seed": seed, "resumed_at": resumed,
                                "order": {t: o[:done] for t, o in orders.items()},
-                               "sequential": verdict.as_dict() if verdict is not None else None}
+                               "sequential": verdict.as_dict() if verdict is not None else None,
+                               **({"equal_cost": {k: q.as_dict() for k, q in questions.items()}} if questions else {})}
     return result
 
 

@@ -180,3 +180,28 @@ def test_a_runner_frozen_past_the_stale_limit_loses_its_cell_and_records_nothing
     kept = store.superseded()
     assert [(k.cell_key, k.attempt, k.taken_attempt, k.result["metrics"]) for k in kept] == [(cell.key, 1, 2, {"t": {"acc": 0.1}})]
     assert kept[0].owner.startswith("node-a:")
+
+
+def test_a_quantized_cell_carries_the_fp16_scores_its_gates_and_questions_pair_with(tmp_path):
+    """eval.until_decided.compare: Big's quantized cells get Big's fp16 scores (the gates)
+    and Small's (the equal-cost question), read from the store; Small's get no rival."""
+    from evalq.orchestrator import with_baseline_scores
+
+    path = tmp_path / "m.yaml"
+    path.write_text("name: q\nmodels:\n  - {name: Small, hub: org/small}\n  - {name: Big, hub: org/big}\n"
+                    "variants: {fp16: {}, int8: {}}\nsuites: [tiny]\n"
+                    "eval: {until_decided: {max_documents: 10, compare: [{model: Big, against: Small, margin: 0.05}]}}\n")
+    matrix, suites = load_matrix(path)
+    cells = expand(matrix, suites, lambda spec: "0" * 40, device="cpu")
+    by = {(c.model.display_name, c.variant): c for c in cells}
+    store = Store(str(tmp_path / "e.db"))
+    task = suites[0].tasks[0]
+    for name, score in (("Small", 0.0), ("Big", 1.0)):
+        samples = {task.task: [{"doc_id": d, "doc_hash": f"h{d}", task.metric: score} for d in range(3)]}
+        store.record(by[(name, "fp16")], {"status": "ok"}, samples)
+    big = with_baseline_scores(by[("Big", "int8")], cells, store)
+    assert big.baseline_scores[task.task] == {"0": 1.0, "1": 1.0, "2": 1.0}
+    assert big.rival_scores == {"Small": {t.task: ({"0": 0.0, "1": 0.0, "2": 0.0} if t.task == task.task else {}) for t in suites[0].tasks}}
+    assert big.key == by[("Big", "int8")].key  # the scores handed over are not part of the key
+    small = with_baseline_scores(by[("Small", "int8")], cells, store)
+    assert small.rival_scores is None and small.baseline_scores[task.task] == {"0": 0.0, "1": 0.0, "2": 0.0}

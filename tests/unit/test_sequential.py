@@ -75,3 +75,35 @@ def test_gate_decisions_never_flip_once_made():
     d = sequential.gate_decisions(x, y, 0.99)
     first = int(np.argmax(d != 0))
     assert d[first] == -1 and np.all(d[first:] == -1)
+
+
+@pytest.mark.parametrize("truth, wrong", [
+    ((0.40, 0.05, 0.05, 0.50), {1, -1}),  # no difference: "better" or "worse" is an error ("within" is right)
+    ((0.40, 0.06, 0.04, 0.50), {2, -1}),  # exactly +2 points, the margin: "within" or "worse" is an error
+])
+def test_equal_cost_answers_keep_alpha_under_optional_stopping(truth, wrong):
+    """Stopping at the first look with an answer (every 20 documents a task, up to 600) is
+    wrong at most α of the time; a fixed-n 95 % interval looked at on the same runs is
+    wrong far more often."""
+    x, y = sequential.paired_scores(np.random.default_rng(7), 2000, 600, 5, truth)
+    answers = sequential.first_answers(sequential.equal_cost_decisions(x, y, 0.02)[:, 19::20])
+    error_rate = np.isin(answers, list(wrong)).mean()
+    assert error_rate <= sequential.ALPHA, error_rate
+    peeked = np.isin(sequential.first_answers(sequential.fixed_n_equal_cost(x, y, 0.02)[:, 19::20]), list(wrong)).mean()
+    assert peeked > sequential.ALPHA, peeked
+
+
+def test_equal_cost_says_better_worse_or_within_and_how_soon():
+    rng = np.random.default_rng(3)
+    big = (rng.random((200, 5)) < 0.6).astype(float)
+    small = (rng.random((200, 5)) < 0.3).astype(float)
+    better = sequential.equal_cost(big, small, "small", 0.02)
+    assert better.verdict == "better" and better.lo > 0 and better.decided_at < 200
+    assert sequential.equal_cost(small, big, "big", 0.02).verdict == "worse"
+    flips = rng.random((600, 5)) < 0.02
+    same = np.where(flips, 1 - big.repeat(3, axis=0), big.repeat(3, axis=0))
+    within = sequential.equal_cost(big.repeat(3, axis=0), same, "twin", 0.05)
+    assert within.verdict == "within" and -0.05 < within.lo <= within.hi < 0.05
+    assert "within ±5 points of twin fp16" in within.sentence()
+    early = sequential.equal_cost(big[:10], small[:10], "small", 0.02)
+    assert early.verdict == "undecided" and early.more_needed and "more a task needed" in early.sentence()

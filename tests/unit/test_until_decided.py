@@ -58,11 +58,11 @@ class Scripted:
                 "samples": {t: [{"doc_id": d, "doc_hash": "h", "acc": self.sheet[t][d]} for d in docs] for t, docs in ids.items()}}
 
 
-def run(sheet, baseline, settings, checkpoint=None, seed=5, ev=None):
+def run(sheet, baseline, settings, checkpoint=None, seed=5, ev=None, rivals=None):
     ev = ev or Scripted(sheet)
     tasks = sorted(sheet)
     out = evaluate_until_decided(ev, [suite(*tasks)], settings, seed, baseline, lambda name: len(sheet[name]), log=lambda _: None,
-                                 checkpoint=checkpoint)
+                                 checkpoint=checkpoint, rivals=rivals)
     return ev, out
 
 
@@ -79,6 +79,27 @@ def test_a_variant_that_loses_half_stops_as_soon_as_the_gate_is_decided():
     assert [r["doc_id"] for r in out["samples"]["a"]] == u["order"]["a"]  # in draw order
     assert out["metrics"]["a"]["acc"] == pytest.approx(np.mean([worse["a"][d] for d in u["order"]["a"]]))
     assert out["n_samples"]["a"] == {"original": 2000, "effective": u["documents"]}
+
+
+def test_an_equal_cost_question_keeps_the_cell_going_until_it_too_is_decided():
+    """The gate fails early (half the answers lost); the question against a small model
+    that is a little worse than the big one's quantized cell takes longer, and the cell
+    stops only when both are decided."""
+    rng = np.random.default_rng(4)
+    base = {t: {d: float(rng.random() < 0.8) for d in range(3000)} for t in ("a", "b")}
+    worse = {t: {d: v * float(rng.random() < 0.7) for d, v in s.items()} for t, s in base.items()}
+    small = {t: {str(d): float(rng.random() < 0.35) for d in range(3000)} for t in ("a", "b")}
+    as_str = {t: {str(d): v for d, v in s.items()} for t, s in base.items()}
+    settings = UntilDecided(step=10, max_documents=3000, gates=[0.99])
+    _, gate_only = run(worse, as_str, settings)
+    _, both = run(worse, as_str, settings, rivals={"small": (0.02, small)})
+    g, u = gate_only["until_decided"], both["until_decided"]
+    assert g["stop"] == u["stop"] == "decided" and "equal_cost" not in g
+    assert u["documents"] > g["documents"]  # the question took longer than the gate
+    q = u["equal_cost"]["small"]
+    assert q["verdict"] == "better" and q["lo"] > 0 and q["decided_at"] <= u["documents"] and q["n"] == u["documents"]
+    _, unpaired = run(worse, as_str, UntilDecided(step=10, max_documents=300, gates=[0.99]), rivals={"small": (0.02, {"a": {}, "b": {}})})
+    assert unpaired["until_decided"]["documents"] == g["documents"]  # a rival with no scores never holds the cell
 
 
 def test_without_a_baseline_the_whole_budget_runs():
