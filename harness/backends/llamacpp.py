@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from evalq.cpu import cpu_flags
 from evalq.gguf_header import GGUFHeader, read_header
 from evalq.threads import current
 
@@ -122,8 +123,12 @@ class LlamaCppModel:
     """One GGUF model in memory (mmap'd, as llama.cpp serves it) and one context at a time."""
 
     def __init__(self, path: str, n_gpu_layers: int = 0, n_ctx: int | None = None, n_ubatch: int = 512,
-                 extra_buffer_types: bool = True):
+                 extra_buffer_types: bool | None = None):
+        """extra_buffer_types: None lets llama.cpp use them except on a CPU with AMX, whose
+        kernels crash at the first decode (see backends.gguf.extra_buffer_types)."""
         L = _lib()
+        if extra_buffer_types is None:
+            extra_buffer_types = "amx_int8" not in cpu_flags()
         self._L = L
         self.path = Path(path)
         params = L.llama_model_default_params()
