@@ -160,14 +160,20 @@ def sequential_verdict(row: Any, base: Any, mine: dict[str, dict[DocKey, float]]
     settings = ((getattr(row, "cell", None) or {}).get("eval") or {}).get("until_decided")
     if not stored.get("order") or not settings:
         return None
-    from evalq.measure.until_decided import paired_rounds
-
-    by_id = lambda scores: {t: {doc: v for (doc, _), v in s.items()} for t, s in scores.items()}  # noqa: E731
-    x, y = paired_rounds(stored["order"], stored["documents"], by_id(mine), by_id(theirs))
+    x, y = stored_rounds(stored, mine, theirs)
     if not len(x):
         return None
     gates = tuple(sorted(set(settings.get("gates") or [0.99]) | set(GATES)))
     return sequential.judge(x, y, gates, settings.get("alpha", sequential.ALPHA))
+
+
+def stored_rounds(stored: dict[str, Any], mine: dict[str, dict[DocKey, float]],
+                  theirs: dict[str, dict[DocKey, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rounds, tasks) scores of both sides in a stored until-decided cell's draw order."""
+    from evalq.measure.until_decided import paired_rounds
+
+    by_id = lambda scores: {t: {doc: v for (doc, _), v in s.items()} for t, s in scores.items()}  # noqa: E731
+    return paired_rounds(stored["order"], stored["documents"], by_id(mine), by_id(theirs))
 
 
 def question_of(row: Any, other: Any) -> Any:
@@ -186,10 +192,7 @@ def equal_cost_verdict(row: Any, other: Any, mine: dict[str, dict[DocKey, float]
     question, stored = question_of(row, other), until_decided(row)
     if question is None or not stored.get("order"):
         return None
-    from evalq.measure.until_decided import paired_rounds
-
-    by_id = lambda scores: {t: {doc: v for (doc, _), v in s.items()} for t, s in scores.items()}  # noqa: E731
-    x, y = paired_rounds(stored["order"], stored["documents"], by_id(mine), by_id(theirs))
+    x, y = stored_rounds(stored, mine, theirs)
     settings = row.cell["eval"]["until_decided"]
     return sequential.equal_cost(x, y, other.model, question["margin"], settings.get("alpha", sequential.ALPHA)) if len(x) else None
 

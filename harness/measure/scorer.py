@@ -156,7 +156,8 @@ class SharedContextLM(HFLM):
         self._softcap = getattr(self.model.config, "final_logit_softcapping", None)
         # transformers 5.24 renamed past_key_values to cache
         self._cache_arg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-        self.packed = self._mask_kinds() is not None
+        self._kinds = self._mask_kinds()
+        self.packed = self._kinds is not None
 
     def _mask_kinds(self) -> dict[str, int | None] | None:
         """Attention kind → sliding window (None: full) of the custom 4-D masks the
@@ -229,7 +230,7 @@ class SharedContextLM(HFLM):
         allowed = torch.ones(T, T, dtype=torch.bool).tril() & (kv >= 0) & ((kv == 0) | (kv == q))
         allowed |= torch.eye(T, dtype=torch.bool) & (q < 0)  # padding sees itself: no row is all masked
         masks = {}
-        for kind, window in self._mask_kinds().items():  # type: ignore[union-attr]
+        for kind, window in self._kinds.items():  # type: ignore[union-attr]
             m = allowed if window is None else allowed & (pos[:, :, None] - pos[:, None, :] < window)
             m = m[:, None].to(device)
             if self.model.config._attn_implementation == "eager":
