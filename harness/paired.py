@@ -111,7 +111,8 @@ class Flips:
 
 def flips(base: dict[tuple[str, str], tuple[bool, list[float]]], other: dict[tuple[str, str], tuple[bool, list[float]]]) -> Flips:
     f = Flips(unpaired=len(base.keys() ^ other.keys()))
-    for key in base.keys() & other.keys():
+    # sorted: a set's order follows the string hash seed, and a float sum follows the order
+    for key in sorted(base.keys() & other.keys()):
         (b_ok, b_lls), (o_ok, o_lls) = base[key], other[key]
         f.n += 1
         f.correct_to_wrong += b_ok and not o_ok
