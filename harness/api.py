@@ -239,10 +239,10 @@ def stored_rows(db: str | Store, matrix: str | None = None, all_rows: bool = Fal
     return display_order(rows if all_rows else current_rows(rows))
 
 
-def results(db: str | Store, matrix: str | None = None, all_rows: bool = False) -> list[dict[str, Any]]:
-    """One record per stored cell, with headline scores and the paired verdicts
-    against fp16 (what `evalq results --format json` prints)."""
-    from evalq.results import records_of
+def results(db: str | Store, matrix: str | None = None, all_rows: bool = False) -> list[Any]:
+    """One CellRecord per stored cell, with headline scores and the paired verdicts
+    against fp16 (`record.as_json()`: what `evalq results --format json` prints)."""
+    from evalq.record import records_of
 
     store = db if isinstance(db, Store) else existing_store(db)
     return records_of(stored_rows(store, matrix, all_rows), store.sample_loader())

@@ -217,12 +217,13 @@ def export(
     """Write each stored ok cell as lm-eval writes its output: results JSON and per-task samples JSONL."""
     from evalq.api import stored_rows
     from evalq.export import NotExportable, export_lm_eval
+    from evalq.record import record_of
     from evalq.store.db import StoreError
 
     with user_errors(debug):
         store = existing_store(db)
         try:
-            folders = export_lm_eval(stored_rows(store, matrix), store.samples, out_dir)
+            folders = export_lm_eval([record_of(r) for r in stored_rows(store, matrix)], store.samples, out_dir)
         except NotExportable as exc:
             raise StoreError(str(exc)) from None
     for folder in folders:

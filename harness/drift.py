@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 from evalq.backends.base import BASELINE_VARIANT
 from evalq.cell import key_difference
+from evalq.outcome import Quality
+from evalq.record import CellRecord
 from evalq.verdicts import Difference, compare_documents, document_scores
 
 DEFAULT_ALPHA = 0.01  # a nightly alert wakes someone: one false alarm per 100 judged figures at most
@@ -38,29 +40,28 @@ def _metric(value: Any, better: str, test: str, **noise: Any) -> dict[str, Any]:
     return {"value": value, "better": better, "test": test, **{k: v for k, v in noise.items() if v is not None}}
 
 
-def figures_of(rec: dict[str, Any]) -> dict[str, Any]:
+def figures_of(rec: CellRecord) -> dict[str, Any]:
     """What a night keeps of one cell: its status and each judged figure."""
     figs: dict[str, dict[str, Any]] = {}
-    for task, h in (rec.get("headline") or {}).items():
-        figs[f"{task}:{h['metric']}"] = _metric(h["value"], "lower" if h["metric"] in LOWER_IS_BETTER else "higher",
-                                                "accuracy", stderr=h["stderr"], task=task)
-    q = rec.get("quality") or {}
-    if q.get("ppl"):
-        figs["text_ppl"] = _metric(q["ppl"], "lower", "log_stderr", stderr=q.get("nll_stderr"))
-    if rec.get("variant") != BASELINE_VARIANT and q.get("kld_mean") is not None:
-        figs["kld_mean"] = _metric(q["kld_mean"], "lower", "stderr", stderr=q.get("kld_stderr"))
-        figs["same_top1"] = _metric(q["same_top1"], "higher", "stderr", stderr=q.get("same_top1_stderr"))
-    for batch, s in sorted((rec.get("speed_by_batch") or {}).items(), key=lambda kv: int(kv[0])):
+    for task, h in rec.headline.items():
+        figs[f"{task}:{h.metric}"] = _metric(h.value, "lower" if h.metric in LOWER_IS_BETTER else "higher",
+                                             "accuracy", stderr=h.stderr, task=task)
+    q = rec.quality or Quality()
+    if q.ppl:
+        figs["text_ppl"] = _metric(q.ppl, "lower", "log_stderr", stderr=getattr(q, "nll_stderr", None))
+    if rec.variant != BASELINE_VARIANT and q.kld_mean is not None:
+        figs["kld_mean"] = _metric(q.kld_mean, "lower", "stderr", stderr=getattr(q, "kld_stderr", None))
+        figs["same_top1"] = _metric(q.same_top1, "higher", "stderr", stderr=getattr(q, "same_top1_stderr", None))
+    for batch, s in sorted((rec.speed_by_batch or {}).items(), key=lambda kv: int(kv[0])):
         figs[f"decode_tokens_per_s@b{batch}"] = _metric(s.get("decode_tokens_per_s"), "higher", "runs",
                                                         runs=s.get("decode_tokens_per_s_runs"))
         if batch == "1":
             figs["ttft_ms@b1"] = _metric(s.get("ttft_ms"), "lower", "runs", runs=s.get("ttft_ms_runs"))
-    if rec.get("weights_bytes"):
-        figs["weights_bytes"] = _metric(rec["weights_bytes"], "lower", "exact")
-    if rec.get("peak_memory_bytes"):
-        figs["peak_memory_bytes"] = _metric(rec["peak_memory_bytes"], "lower", "tolerance")
-    return {"key": rec["key"], "status": rec["status"], "error": rec.get("error"),
-            "speed_threads": rec.get("speed_threads"), "metrics": figs}
+    if rec.weights_bytes:
+        figs["weights_bytes"] = _metric(rec.weights_bytes, "lower", "exact")
+    if rec.peak_memory_bytes:
+        figs["peak_memory_bytes"] = _metric(rec.peak_memory_bytes, "lower", "tolerance")
+    return {"key": rec.key, "status": rec.status, "error": rec.error, "speed_threads": rec.speed_threads, "metrics": figs}
 
 
 @dataclass

@@ -13,25 +13,27 @@ import copy
 from pathlib import Path
 from typing import Any, Callable
 
+from evalq.record import CellRecord
+
 
 class NotExportable(ValueError):
     pass
 
 
-def model_args(row: Any) -> str:
+def model_args(row: CellRecord) -> str:
     """lm-eval's model_args string for a cell: its folder name comes from `pretrained`."""
-    spec = (row.cell or {}).get("model") or {}
+    spec = row.spec
     source = spec.get("hub") or spec.get("package") or spec.get("gguf") or spec.get("path") or row.model
     return f"pretrained={row.model}__{row.variant},source={source},revision={row.revision},dtype={row.dtype}"
 
 
-def lm_eval_results(row: Any) -> dict[str, Any]:
-    raw = row.outcome.lm_eval
+def lm_eval_results(row: CellRecord) -> dict[str, Any]:
+    raw = row.lm_eval
     if not raw:
         raise NotExportable(f"{row.model} · {row.variant}: stored before evalq kept lm-eval's own results "
                             f"(re-run the cell with --force to export it)")
     results = copy.deepcopy(raw)
-    cell = row.cell or {}
+    cell = row.cell
     results["config"] = {
         **(results.get("config") or {}),
         "model": "evalq",
@@ -40,12 +42,12 @@ def lm_eval_results(row: Any) -> dict[str, Any]:
         "model_dtype": row.dtype,
         "evalq": {"key": row.key, "matrix": row.matrix, "model": row.model, "variant": row.variant,
                   "options": cell.get("options"), "device": cell.get("device"),
-                  "details": row.outcome.details, "task_data": row.outcome.task_data},
+                  "details": row.details or {}, "task_data": row.task_data},
     }
     return results
 
 
-def export_lm_eval(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]], out: Path) -> list[Path]:
+def export_lm_eval(rows: list[CellRecord], samples: Callable[[str, str], list[dict[str, Any]]], out: Path) -> list[Path]:
     """Write each `ok` row's results and samples under `out`; return the folders written."""
     from lm_eval.loggers import EvaluationTracker
 

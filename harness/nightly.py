@@ -137,7 +137,7 @@ def run_nightly(prepared: Any, db: str, site: Path, full: bool = False, alpha: f
 
     from evalq import api
     from evalq.leaderboard.render import build_from_db
-    from evalq.results import records_of
+    from evalq.record import records_of
     from evalq.store import Store
 
     now = lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")  # noqa: E731
@@ -157,7 +157,7 @@ def run_nightly(prepared: Any, db: str, site: Path, full: bool = False, alpha: f
         stored = store.cells(matrix.name)  # tonight's cells and the older keys they replaced
         rows = [r for r in stored if r.key in keys]
         loader = store.sample_loader()
-        tonight = {(rec["model"], rec["variant"]): figures_of(rec) for rec in records_of(rows, loader)}
+        tonight = {(rec.model, rec.variant): figures_of(rec) for rec in records_of(rows, loader)}
         before: dict[tuple[str, str], dict] = {}
         if previous_run is not None:
             before = {(c.model, c.variant): {**c.figures, "key": c.cell_key} for c in store.nightly_cells([previous_run.id])}

@@ -13,7 +13,8 @@ from evalq.backends.base import BASELINE_VARIANT, variant_details, variant_rank
 from evalq.verdicts import Comparison, Difference, holm
 from evalq.paired import group_signature
 from evalq.headlines import PERPLEXITY_METRIC, headline, suite_average
-from evalq.results import as_record, paired_figures
+from evalq.outcome import Plan, Quality
+from evalq.record import CellRecord, PairedFigures
 
 @dataclass
 class TaskScore:
@@ -50,9 +51,9 @@ class Row:
     perplexity_ratio: float | None = None
     task_deltas: dict[str, float] = field(default_factory=dict)
     # paired quality against the same model's fp16 row (see evalq.paired, measure/quality.py)
-    quality: dict[str, Any] = field(default_factory=dict)  # token-level: KLD, same top-1, Δp...
-    paired: dict[str, Any] = field(default_factory=dict)  # headline figures: flips, McNemar p, choice KLD
-    plan: dict[str, Any] = field(default_factory=dict)  # the memory planner's prediction
+    quality: Quality | None = None  # token-level: KLD, same top-1, Δp...
+    paired: PairedFigures = field(default_factory=PairedFigures)  # headline figures: flips, McNemar p, choice KLD
+    plan: Plan = field(default_factory=Plan)  # the memory planner's prediction
     flags: list[str] = field(default_factory=list)  # evidence of a quantization that did not happen or broke
     task_data: dict[str, Any] = field(default_factory=dict)  # shipped benchmark data: source, licence, deviations
     threads: dict[str, int] = field(default_factory=dict)  # CPU threads by phase
@@ -151,57 +152,45 @@ def source_of(spec: dict[str, Any], revision: str | None) -> Source | None:
     return None
 
 
-def subtasks_of(result: dict[str, Any], metrics: dict[str, Any], scores: dict[str, tuple]) -> dict[str, list[Subtask]]:
+def subtasks_of(rec: CellRecord) -> dict[str, list[Subtask]]:
     """The members of each lm-eval group the row shows (nested groups flattened, depth kept),
     each scored by its group's headline metric."""
-    members = ((result or {}).get("lm_eval") or {}).get("group_subtasks") or {}
+    members = rec.group_subtasks
     out: dict[str, list[Subtask]] = {}
 
     def walk(group: str, metric: str, depth: int, into: list[Subtask]) -> None:
         for name in members.get(group) or []:
-            h = headline(metrics.get(name) or {}, metric)
+            h = headline(rec.metrics.get(name) or {}, metric)
             into.append(Subtask(name, h[1] if h else None, h[2] if h else None, depth))
             walk(name, metric, depth + 1, into)
 
-    for task, (metric, _, _) in scores.items():
+    for task, score in rec.headline.items():
         if members.get(task):
-            walk(task, metric, 0, out.setdefault(task, []))
+            walk(task, score.metric, 0, out.setdefault(task, []))
     return out
 
 
-def to_row(db_row: Any, rec: dict[str, Any] | None = None) -> Row:
-    rec = rec if rec is not None else as_record(db_row)
-    cell = db_row.cell or {}
-    spec = cell.get("model", {})
-    details = rec.get("details") or {}
-    tasks: dict[str, TaskScore] = {}
-    perplexity = None
-    scores = {t: (h["metric"], h["value"], h["stderr"]) for t, h in (rec.get("headline") or {}).items()}  # as_record's
-    for task, (metric, value, stderr) in scores.items():
-        if metric == PERPLEXITY_METRIC:
-            perplexity = value if perplexity is None else perplexity
-        else:
-            tasks[task] = TaskScore(metric, float(value), float(stderr) if stderr is not None else None)
-    accuracy, accuracy_se = suite_average(scores) or (None, None)
-    memory = rec.get("memory") or {}
-    serve = ((memory.get("by_phase") or {}).get("speed") or {}).get("peak_memory_bytes")
-    baseline_note = None
-    if spec.get("gguf") or spec.get("package"):
-        baseline_note = "baseline dequantized from a GGUF file"
+def to_row(rec: CellRecord) -> Row:
+    spec = rec.spec
+    tasks = {t: TaskScore(s.metric, float(s.value), float(s.stderr) if s.stderr is not None else None)
+             for t, s in rec.headline.items() if not s.perplexity}
+    perplexity = next((s.value for s in rec.headline.values() if s.perplexity), None)
+    accuracy, accuracy_se = suite_average({t: (s.metric, s.value, s.stderr) for t, s in rec.headline.items()}) or (None, None)
+    paired = rec.paired
     return Row(
-        key=rec["key"], model=rec["model"], family=spec.get("family") or rec["model"].split("-")[0],
-        params=spec.get("params"), variant=rec["variant"], status=rec["status"], error=rec.get("error"),
-        bits=details.get("bits"), details=variant_details(rec["variant"], details), weights_bytes=rec.get("weights_bytes"),
-        peak_bytes=rec.get("peak_memory_bytes"), serve_peak_bytes=serve, accuracy=accuracy, accuracy_stderr=accuracy_se,
-        tasks=tasks, perplexity=perplexity, ttft_ms=rec.get("ttft_ms"), decode_tokens_per_s=rec.get("decode_tokens_per_s"),
-        group=(rec.get("paired") or {}).get("group") or group_signature(cell), trust_remote_code=bool(spec.get("trust_remote_code")), baseline_note=baseline_note,
-        env=db_row.outcome.env, threads=db_row.outcome.threads or {},
-        baseline_key=(rec.get("paired") or {}).get("baseline_key"), quality=rec.get("quality") or {}, paired=paired_figures(rec),
-        flags=(rec.get("paired") or {}).get("flags") or [], plan=rec.get("plan") or {},
-        task_data=rec.get("task_data") or {}, hardware=rec.get("hardware") or "–", matrix=rec.get("matrix") or "",
-        date=(rec.get("finished_at") or "–")[:10], source=source_of(spec, rec.get("revision")),
-        subtasks=subtasks_of(db_row.result, rec.get("metrics") or {}, scores), long_context=rec.get("long_context"),
-        serve=rec.get("serve"), serve_settings=rec.get("serve_settings"),
+        key=rec.key, model=rec.model, family=spec.get("family") or rec.model.split("-")[0],
+        params=spec.get("params"), variant=rec.variant, status=rec.status, error=rec.error,
+        bits=(rec.details or {}).get("bits"), details=variant_details(rec.variant, rec.details or {}),
+        weights_bytes=rec.weights_bytes, peak_bytes=rec.peak_memory_bytes, serve_peak_bytes=rec.serve_peak_bytes,
+        accuracy=accuracy, accuracy_stderr=accuracy_se, tasks=tasks, perplexity=perplexity, ttft_ms=rec.ttft_ms,
+        decode_tokens_per_s=rec.decode_tokens_per_s, group=paired.group if paired else group_signature(rec.cell),
+        trust_remote_code=bool(spec.get("trust_remote_code")),
+        baseline_note="baseline dequantized from a GGUF file" if spec.get("gguf") or spec.get("package") else None,
+        env=rec.env, threads=rec.threads, baseline_key=paired.baseline_key if paired else None,
+        quality=rec.quality, paired=rec.figures, flags=paired.flags if paired else [], plan=rec.plan or Plan(),
+        task_data=rec.task_data or {}, hardware=rec.hardware or "–", matrix=rec.matrix or "",
+        date=rec.finished_at.isoformat()[:10] if rec.finished_at else "–", source=source_of(spec, rec.revision),
+        subtasks=subtasks_of(rec), long_context=rec.long_context, serve=rec.serve, serve_settings=rec.serve_settings,
     )
 
 

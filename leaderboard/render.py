@@ -25,7 +25,8 @@ from evalq.leaderboard import charts
 from evalq.leaderboard.pages import (LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
                                      default_budgets, describe_group, equal_cost, memory_axis, price_axis, sort_rows, to_row)
 from evalq.backends.base import variant_rank
-from evalq.results import ONE_AT_A_TIME, current_rows, display_order, rate_label, records_of, serve_steps, to_csv, to_json
+from evalq.record import ONE_AT_A_TIME, records_of, serve_steps
+from evalq.results import current_rows, display_order, rate_label, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
 
@@ -115,13 +116,13 @@ def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool, alpha:
             cell[2] = f"{cell[2]} · {len(r.subtasks[t])} subtasks".lstrip(" ·")
             cell.append(f"{page}#subtasks-{slug(t)}")
         cells.append(cell)
-    lo, hi = r.paired.get("diff_lo"), r.paired.get("diff_hi")
+    lo, hi = r.paired.diff_lo, r.paired.diff_hi
     cells += [[r.perplexity, _fmt(r.perplexity, ".2f"), ""],
               [r.delta_accuracy, _signed(r.delta_accuracy), f"paired {_fmt(100 * (1 - alpha), 'g')} % CI {_signed(100 * lo)} to {_signed(100 * hi)}"
                if lo is not None and hi is not None else ""], _recovery(r),
-              _flips(r), [r.paired.get("mcnemar_p"), _fmt(r.paired.get("mcnemar_p"), ".3g"), ""],
-              [r.paired.get("kld_mean"), _fmt(r.paired.get("kld_mean"), ".4f"), _kld_detail(r)],
-              [r.paired.get("same_top1"), _pct(r.paired.get("same_top1")), ""],
+              _flips(r), [r.paired.mcnemar_p, _fmt(r.paired.mcnemar_p, ".3g"), ""],
+              [r.paired.kld_mean, _fmt(r.paired.kld_mean, ".4f"), _kld_detail(r)],
+              [r.paired.same_top1, _pct(r.paired.same_top1), ""],
               [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""], [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""],
               [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]]
     cells += serve_cells(r)
@@ -176,31 +177,31 @@ def _cost_of(axis: Any, r: Row) -> str:
 
 
 def _predicted(r: Row, key: str) -> str:
-    value = r.plan.get(key)
+    value = getattr(r.plan, key)
     return f"pred. {_gb(value)}" if value else ""
 
 
 def _kld_detail(r: Row) -> str:
-    parts = [f"p99 {_fmt(r.paired.get('kld_p99'), '.3f')}"] if r.paired.get("kld_p99") is not None else []
-    if r.paired.get("kld_floor") is not None:
-        parts.append(f"floor {_fmt(r.paired['kld_floor'], '.4f')}")
+    parts = [f"p99 {_fmt(r.paired.kld_p99, '.3f')}"] if r.paired.kld_p99 is not None else []
+    if r.paired.kld_floor is not None:
+        parts.append(f"floor {_fmt(r.paired.kld_floor, '.4f')}")
     return " · ".join(parts)
 
 
 def _recovery(r: Row) -> list:
     """Recovery against fp16 (the comparison engine's): the value, and its interval and 99 % gate as detail."""
-    rec, lo, hi = (r.paired.get(k) for k in ("recovery", "recovery_lo", "recovery_hi"))
+    rec, lo, hi = r.paired.recovery, r.paired.recovery_lo, r.paired.recovery_hi
     if rec is None:
-        return [None, "–", r.paired.get("not_compared") or ""]
-    detail = f"CI {_pct(lo)}–{_pct(hi)} · 99 % gate: {r.paired.get('gate_99')}" if lo is not None else ""
+        return [None, "–", r.paired.not_compared or ""]
+    detail = f"CI {_pct(lo)}–{_pct(hi)} · 99 % gate: {r.paired.gate_99}" if lo is not None else ""
     return [rec, _pct(rec), detail]
 
 
 def _flips(r: Row) -> list:
-    cw, wc = r.paired.get("correct_to_wrong"), r.paired.get("wrong_to_correct")
+    cw, wc = r.paired.correct_to_wrong, r.paired.wrong_to_correct
     if cw is None:
         return [None, "–", ""]
-    rate = r.paired.get("flip_rate")
+    rate = r.paired.flip_rate
     return [cw + wc, f"{cw} / {wc}", f"{_pct(rate)} % of answers changed" if rate is not None else ""]
 
 
@@ -283,11 +284,11 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     judge = Judge(db_rows, samples, alpha=info.alpha)
     records = records_of(db_rows, samples, judge)  # once: the table rows and both downloads use them
     rows, groups = [], {}
-    for db_row, rec in zip(db_rows, records):
-        row = to_row(db_row, rec)
+    for rec in records:
+        row = to_row(rec)
         rows.append(row)
         if row.group not in groups:  # described once: thousands of rows share a group
-            groups[row.group] = describe_group(db_row.cell or {})
+            groups[row.group] = describe_group(rec.cell)
     rows = sort_rows(rows)
     add_deltas(rows)
     budgets = list(info.budgets_gb) if info.budgets_gb else default_budgets(rows)  # memory, GB

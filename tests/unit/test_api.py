@@ -94,7 +94,7 @@ def test_results_and_frame_from_a_database(tmp_path):
     for cell in prepared.cells[:2]:
         store.record(cell, {"status": "ok", "metrics": {"arc_easy": {"acc_norm": 0.5, "acc_norm_stderr": 0.05}}, "weights_bytes": 10})
     records = api.results(db)
-    assert [r["variant"] for r in records] == [c.variant for c in prepared.cells[:2]]
+    assert [r.variant for r in records] == [c.variant for c in prepared.cells[:2]]
     frame = api.results_frame(db)
     assert isinstance(frame, pd.DataFrame) and list(frame["weights_bytes"]) == [10, 10]
     with pytest.raises(Exception, match="does not exist"):

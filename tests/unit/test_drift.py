@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from evalq.cli import app
 from evalq.drift import Change, compare_nights, figures_of, judge, key_difference
+from evalq.record import record_of
+from evalq.store.tables import CellRow
 from evalq.nightly import Busy, Report, nightly_lock
 from evalq.verdicts import mcnemar_exact
 from evalq.results import current_rows
@@ -99,12 +101,16 @@ def test_memory_exact_weights_and_tolerant_peak():
 
 
 def record(key, status="ok", ppl=20.0, variant="int8", **extra):
-    return {"key": key, "status": status, "variant": variant, "error": None if status == "ok" else "boom",
-            "metrics": {"t": {"acc": 0.5, "acc_stderr": 0.05}}, "weights_bytes": 100, "peak_memory_bytes": 1000,
-            "quality": {"ppl": ppl, "nll_stderr": 0.01, "kld_mean": 0.01, "kld_stderr": 0.001, "same_top1": 0.9,
-                        "same_top1_stderr": 0.01},
-            "speed_by_batch": {"1": {"decode_tokens_per_s": 10.0, "decode_tokens_per_s_runs": [10.0], "ttft_ms": 5.0,
-                                     "ttft_ms_runs": [5.0]}}, **extra}
+    """A stored row, as a CellRecord."""
+    result = {"status": status, "error": None if status == "ok" else "boom",
+              "metrics": {"t": {"acc": 0.5, "acc_stderr": 0.05}}, "weights_bytes": 100, "peak_memory_bytes": 1000,
+              "quality": {"ppl": ppl, "nll_stderr": 0.01, "kld_mean": 0.01, "kld_stderr": 0.001, "same_top1": 0.9,
+                          "same_top1_stderr": 0.01},
+              "speed": {"by_batch": {"1": {"decode_tokens_per_s": 10.0, "decode_tokens_per_s_runs": [10.0], "ttft_ms": 5.0,
+                                           "ttft_ms_runs": [5.0]}}}, **extra}
+    row = CellRow(key=key, matrix="m", model="m", variant=variant, status=status, error=result["error"], revision="r",
+                  cell={}, metrics=result["metrics"], weights_bytes=100, peak_memory_bytes=1000, result=result)
+    return record_of(row)
 
 
 def test_compare_names_the_cells_that_moved_and_why():

@@ -10,7 +10,9 @@ from transformers import DynamicCache, LlamaConfig, QuantizedCache
 from evalq.architecture import PlanError, Shape
 from evalq.kv_cache import (LLAMA_CPP_TYPES, TRANSFORMERS_TYPES, llama_cpp_bytes, quantized_split, runtime_lacks,
                             transformers_bytes, transformers_cache_bytes, unknown_types)
+from evalq.record import record_of
 from evalq.results import kv_table
+from evalq.store.tables import CellRow
 
 CONFIG = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
               num_key_value_heads=2, head_dim=64, max_position_embeddings=4096)
@@ -74,19 +76,26 @@ def test_names_per_runtime():
     assert set(LLAMA_CPP_TYPES) & set(TRANSFORMERS_TYPES) == {"f16"}
 
 
+def stored(variant, long_context):
+    """A stored row with this long-context result, as a CellRecord."""
+    result = {"status": "ok", "long_context": long_context}
+    return record_of(CellRow(key=variant, matrix="x", model="m", variant=variant, status="ok", revision="r", cell={},
+                             result=result))
+
+
 def test_kv_table_shows_figures_and_reasons():
-    record = {"model": "m", "variant": "gguf-q8_0", "long_context": {
+    record = stored("gguf-q8_0", {
         "runtime": "llama.cpp", "context": 512, "scored": 128, "windows": 1, "chunk": 32, "types": {
             "q4_0": {"status": "ok", "kld_mean": 0.0292, "kld_stderr": 0.0036, "same_top1": 0.953, "ppl_ratio": 1.029,
                      "kv_bytes": 3324648, "kv_bytes_predicted": 3317760, "seconds": 2.6},
-            "hqq-4": {"status": "unsupported", "reason": "llama.cpp's KV cache has no type 'hqq-4'"}}}}
+            "hqq-4": {"status": "unsupported", "reason": "llama.cpp's KV cache has no type 'hqq-4'"}}})
     console = Console(width=300, record=True)
-    console.print(kv_table([record, {"model": "n", "variant": "fp16", "long_context": None}]))
+    console.print(kv_table([record, stored("fp16", None)]))
     text = console.export_text()
     assert "512-token windows, last 128 scored" in text
     assert "0.0292 ± 0.0036" in text and "95.3" in text and "3,324,648" in text and "3,317,760" in text
     assert "unsupported" in text and "no type 'hqq-4'" in text
-    assert kv_table([{"model": "n", "variant": "fp16", "long_context": None}]) is None
+    assert kv_table([stored("fp16", None)]) is None
 
 
 def test_a_window_longer_than_the_model_is_refused_in_preflight_and_at_run_time_alike(tmp_path):

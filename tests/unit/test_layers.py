@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("a matrix run: executors, the orchestrator",
      ("executors", "orchestrator")),
     ("reading results: verdicts, pairing, records, drift, export",
-     ("verdicts", "paired", "results", "drift", "export")),
+     ("verdicts", "paired", "record", "results", "drift", "export")),
     ("the leaderboard", ("leaderboard.pages", "leaderboard.charts", "leaderboard.render")),
     ("the Python API and the nightly built on it", ("api", "nightly")),
     ("the CLI", ("cli", "__main__")),

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
 from board_fixture import XSS_NAME, make_fixture_db  # noqa: E402
 
+from evalq.record import record_of
 from evalq.verdicts import Judge, holm  # noqa: E402
 from evalq.leaderboard.pages import Verdict, adjust_for_multiplicity, default_budgets, to_row  # noqa: E402
 from evalq.leaderboard.render import build_from_db  # noqa: E402
@@ -47,7 +48,7 @@ def test_user_controlled_text_is_escaped(fixture_db, tmp_path):
 def test_verdicts_come_from_the_paired_engine_with_holm_over_the_page(fixture_db):
     store = Store(fixture_db)
     cells = store.cells()
-    rows = {(r.model, r.variant): to_row(r) for r in cells}
+    rows = {(r.model, r.variant): to_row(record_of(r)) for r in cells}
     judge = Judge(cells, store.sample_loader())
     pairs = [(("Big-13B", "int8"), ("Small-7B", "fp16")), (("Small-7B", "int8"), ("Small-7B", "fp16"))]
     far, close = (Verdict(rows[a], rows[b], judge(rows[a], rows[b])) for a, b in pairs)
@@ -62,7 +63,7 @@ def test_verdicts_come_from_the_paired_engine_with_holm_over_the_page(fixture_db
 
 
 def test_default_budgets_follow_the_data(fixture_db):
-    rows = [to_row(r) for r in Store(fixture_db).cells()]
+    rows = [to_row(record_of(r)) for r in Store(fixture_db).cells()]
     assert default_budgets(rows) == [2, 8, 16, 32]
 
 
@@ -77,7 +78,7 @@ def test_rows_that_ran_remote_code_are_marked(tmp_path):
     store = Store(db)
     for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cpu"):
         store.record(cell, {"status": "ok", "metrics": {"evalq_demo_mc": {"acc": 0.5, "acc_stderr": 0.05}}}, None, "", 1.0)
-    rows = {r.model: to_row(r) for r in Store(db).cells()}
+    rows = {r.model: to_row(record_of(r)) for r in Store(db).cells()}
     assert rows["org/own-code"].trust_remote_code and not rows["org/plain"].trust_remote_code
     site = build_from_db(db, tmp_path / "s", built_at="x").parent
     index = (site / "index.html").read_text()
@@ -130,7 +131,8 @@ def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
     # the noise floor measured by the fp16 cell, beside every variant's KLD
     assert "noise floor" in page and "float32 against bfloat16: KLD 0.0007 ± 0.0001 · same top-1 99.1 %" in page
     assert '"floor 0.0007"' in index or "floor 0.0007" in index
-    from evalq.results import records_of, to_csv
+    from evalq.record import records_of
+    from evalq.results import to_csv
 
     header, *lines = to_csv(records_of(store.cells(), store.samples)).splitlines()
     int8 = dict(zip(header.split(","), next(line for line in lines if ",int8," in line).split(",")))
@@ -155,7 +157,7 @@ def test_frontier_points_carry_their_95_percent_interval(fixture_db):
 
     from evalq.leaderboard import charts
 
-    rows = [to_row(r) for r in Store(fixture_db).cells()]
+    rows = [to_row(record_of(r)) for r in Store(fixture_db).cells()]
     shown = [r for r in rows if r.ok and r.accuracy is not None and r.serve_peak_bytes]
     svg = str(charts.scatter(rows, "memory", "t", "x"))
     assert svg.count('class="error-bar"') == len([r for r in shown if r.accuracy_stderr]) + 1  # + the legend's
@@ -230,7 +232,7 @@ def test_a_latency_target_keeps_only_rows_that_meet_it(fixture_db):
     from evalq.leaderboard.pages import LatencyTarget, equal_cost
 
     store = Store(fixture_db)
-    rows = [to_row(r) for r in store.cells()]
+    rows = [to_row(record_of(r)) for r in store.cells()]
     judge = Judge(store.cells(), store.sample_loader())
     tpots = sorted(1000 / r.decode_tokens_per_s for r in rows if r.ok and r.decode_tokens_per_s and r.accuracy is not None)
     target = LatencyTarget(max_tpot_ms=tpots[len(tpots) // 2])  # half the rows are fast enough
@@ -250,7 +252,7 @@ def test_budgets_by_money_and_latency_reach_the_equal_cost_page(fixture_db, tmp_
     html = (site / "equal-cost.html").read_text()
     assert "at most 50 ms per token (decode, batch 1) and at most 400 ms to the first token" in html
     assert 'data-axis="memory"' in html and 'data-axis="cost"' in html and "per GPU hour" in html
-    rows = [to_row(r) for r in Store(fixture_db).cells()]
+    rows = [to_row(record_of(r)) for r in Store(fixture_db).cells()]
     cheapest = min((r for r in rows if r.ok and r.accuracy is not None and LatencyTarget(50, 400).allows(r)),
                    key=lambda r: cost_per_million_tokens(r, 2.0))
     from markupsafe import escape
@@ -293,7 +295,7 @@ def test_charts_scale_and_name_the_frontier_and_only_what_is_plotted(fixture_db)
     from evalq.leaderboard import charts
     from evalq.leaderboard.pages import pareto
 
-    rows = [to_row(r) for r in Store(fixture_db).cells()]
+    rows = [to_row(record_of(r)) for r in Store(fixture_db).cells()]
     svg = str(charts.scatter(rows, "memory", "t", "x"))
     assert re.match(r'<svg [^>]*viewBox="0 0 \d+ \d+"', svg) and " width=" not in svg.split(">")[0]
     labels = re.findall(r'class="point-label">([^<]*)<', svg)

@@ -12,7 +12,8 @@ from evalq.cell import expand
 from evalq.matrix import load_matrix
 from evalq.verdicts import mcnemar_exact
 from evalq.paired import choice_kld, flips, mc_answers, pair_rows, sanity_flags
-from evalq.results import records_of, to_csv
+from evalq.record import records_of
+from evalq.results import to_csv
 from evalq.store import Store
 from evalq.store.tables import CellRow
 

@@ -199,7 +199,8 @@ def old_database(path: Path, rows: list[tuple[str, dict, dict]]) -> str:
 def test_an_old_database_gets_each_cells_hardware_and_two_machines_stay_apart(tmp_path):
     from evalq.env import hardware_of
     from evalq.leaderboard.render import build_from_db
-    from evalq.results import current_rows, records_of, to_csv, to_table
+    from evalq.record import records_of
+    from evalq.results import current_rows, to_csv, to_table
 
     matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
     cells = {c.variant: c.model_dump(mode="json") for c in expand(matrix, suites, lambda spec: "r", device="cpu")[:2]}
@@ -218,11 +219,11 @@ def test_an_old_database_gets_each_cells_hardware_and_two_machines_stay_apart(tm
     assert hardware_of(INTEL) == "Intel Xeon Platinum 8480C · avx2 avx512f avx512_bf16 amx_bf16"
     current = current_rows(stored)
     assert len(current) == 4  # the same (matrix, model, variant, suites) twice: both machines kept
-    records = {r["key"]: r for r in records_of(current)}
-    assert records["amd-int8"]["hardware"] == "AMD EPYC · avx2"
-    assert records["amd-int8"]["paired"]["baseline_key"] == "amd-fp16"  # never the other machine's fp16
-    assert records["intel-int8"]["paired"]["baseline_key"] == "intel-fp16"
-    assert records["amd-int8"]["paired"]["group"] != records["intel-int8"]["paired"]["group"]
+    records = {r.key: r for r in records_of(current)}
+    assert records["amd-int8"].hardware == "AMD EPYC · avx2"
+    assert records["amd-int8"].paired.baseline_key == "amd-fp16"  # never the other machine's fp16
+    assert records["intel-int8"].paired.baseline_key == "intel-fp16"
+    assert records["amd-int8"].paired.group != records["intel-int8"].paired.group
     header, *lines = to_csv(list(records.values())).splitlines()
     assert header.split(",")[:3] == ["model", "variant", "hardware"] and sum("AMD EPYC · avx2" in x for x in lines) == 2
     both = to_table(list(records.values()))  # two machines: a column
