@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from statistics import NormalDist
 
 from markupsafe import Markup, escape
@@ -103,80 +104,85 @@ def _tip(p: dict) -> str:
         ", on the Pareto frontier" if p["frontier"] else "")
 
 
-def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
-    pts = [(r, getattr_x(r, x)) for r in rows if r.ok and r.accuracy is not None and getattr_x(r, x)]
-    if not pts:
-        return Markup(f'<p class="empty">No measured configuration for “{escape(title)}”.</p>')
-    xs = [v for _, v in pts]
-    ys = [100 * r.accuracy for r, _ in pts]
-    halves = [100 * _half_width(r.accuracy_stderr) for r, _ in pts]
+@dataclass(frozen=True)
+class _Frame:
+    """A scatter chart's plot area: data ranges to pixels (x on a log scale where it spans 8×)."""
+
+    log: bool
+    x_lo: float
+    x_hi: float
+    y_lo: float
+    y_hi: float
+    pw: float = W - LEFT - RIGHT
+    ph: float = PLOT_H
+
+    def tx(self, v: float) -> float:
+        return math.log10(v) if self.log else v
+
+    def px(self, v: float) -> float:
+        return LEFT + (self.tx(v) - self.x_lo) / (self.x_hi - self.x_lo) * self.pw
+
+    def py(self, v: float) -> float:
+        return TOP + (1 - (v - self.y_lo) / (self.y_hi - self.y_lo)) * self.ph
+
+
+def _frame(xs: list[float], ys: list[float], halves: list[float]) -> _Frame:
     log = max(xs) / min(xs) > 8
     tx = (lambda v: math.log10(v)) if log else (lambda v: v)
     x_lo, x_hi = tx(min(xs)), tx(max(xs))
     pad = (x_hi - x_lo) * 0.08 or 0.5
-    x_lo, x_hi = x_lo - pad, x_hi + pad
     y_lo, y_hi = min(y - h for y, h in zip(ys, halves)), max(y + h for y, h in zip(ys, halves))
     ypad = (y_hi - y_lo) * 0.12 or 2
-    y_lo, y_hi = max(0.0, y_lo - ypad), min(100.0, y_hi + ypad)
-    pw, ph = W - LEFT - RIGHT, PLOT_H
-    shown = sorted({r.variant for r, _ in pts}, key=variant_rank)  # the legend names what is plotted
-    legend_top = TOP + ph + 58
-    legend_items = len(shown) + 3
-    height = legend_top + LEGEND_ROW * math.ceil(legend_items / LEGEND_COLS) + 6
+    return _Frame(log, x_lo - pad, x_hi + pad, max(0.0, y_lo - ypad), min(100.0, y_hi + ypad))
 
-    def px(v: float) -> float:
-        return LEFT + (tx(v) - x_lo) / (x_hi - x_lo) * pw
 
-    def py(v: float) -> float:
-        return TOP + (1 - (v - y_lo) / (y_hi - y_lo)) * ph
-
+def _axes(f: _Frame, title: str, x_title: str, height: float) -> list[str]:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" role="group" '
            f'aria-label="{escape(title)}: a point per configuration; the table under the chart lists them" class="chart" '
            f'font-family="DejaVu Sans, sans-serif" font-size="12">',
            f'<text x="{LEFT}" y="20" class="title">{escape(title)}</text>',
-           f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" class="frame"/>']
-    if log:
-        ticks = _log_ticks(10 ** x_lo, 10 ** x_hi)
-    else:
-        ticks = [v for v in _nice_ticks(x_lo, x_hi) if v > 0]
+           f'<rect x="{LEFT}" y="{TOP}" width="{f.pw}" height="{f.ph}" class="frame"/>']
+    ticks = _log_ticks(10 ** f.x_lo, 10 ** f.x_hi) if f.log else [v for v in _nice_ticks(f.x_lo, f.x_hi) if v > 0]
     for v in ticks:
-        out.append(f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" y1="{TOP}" y2="{TOP + ph}" class="grid"/>'
-                   f'<text x="{px(v):.1f}" y="{TOP + ph + 16}" text-anchor="middle" class="tick">{v:g}</text>')
-    for v in _nice_ticks(y_lo, y_hi):
-        out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
-                   f'<text x="{LEFT - 6}" y="{py(v) + 4:.1f}" text-anchor="end" class="tick">{v:g}</text>')
-    out.append(f'<text x="{LEFT + pw / 2}" y="{TOP + ph + 40}" text-anchor="middle" class="axis">{escape(x_title)}'
-               f'{" (log scale)" if log else ""}</text>')
-    out.append(f'<text transform="translate(16,{TOP + ph / 2}) rotate(-90)" text-anchor="middle" class="axis">'
+        out.append(f'<line x1="{f.px(v):.1f}" x2="{f.px(v):.1f}" y1="{TOP}" y2="{TOP + f.ph}" class="grid"/>'
+                   f'<text x="{f.px(v):.1f}" y="{TOP + f.ph + 16}" text-anchor="middle" class="tick">{v:g}</text>')
+    for v in _nice_ticks(f.y_lo, f.y_hi):
+        out.append(f'<line x1="{LEFT}" x2="{LEFT + f.pw}" y1="{f.py(v):.1f}" y2="{f.py(v):.1f}" class="grid"/>'
+                   f'<text x="{LEFT - 6}" y="{f.py(v) + 4:.1f}" text-anchor="end" class="tick">{v:g}</text>')
+    out.append(f'<text x="{LEFT + f.pw / 2}" y="{TOP + f.ph + 40}" text-anchor="middle" class="axis">{escape(x_title)}'
+               f'{" (log scale)" if f.log else ""}</text>')
+    out.append(f'<text transform="translate(16,{TOP + f.ph / 2}) rotate(-90)" text-anchor="middle" class="axis">'
                f'Average accuracy (%)</text>')
+    return out
+
+
+def _lines(f: _Frame, pts: list[tuple[Row, float]], front: list[Row], x: str) -> list[str]:
+    """A line through each model's variants, and the Pareto frontier as a dashed staircase."""
+    out = []
     by_model: dict[str, list[tuple[Row, float]]] = defaultdict(list)
     for r, v in pts:
         by_model[r.model].append((r, v))
     for members in by_model.values():
         if len(members) > 1:
-            line = " ".join(f"{px(v):.1f},{py(100 * r.accuracy):.1f}" for r, v in sorted(members, key=lambda m: m[1]))
+            line = " ".join(f"{f.px(v):.1f},{f.py(100 * r.accuracy):.1f}" for r, v in sorted(members, key=lambda m: m[1]))
             out.append(f'<polyline points="{line}" class="model-line"/>')
-    front = pareto(rows, x)
     if len(front) > 1:
         steps = []
         for i, r in enumerate(front):
             v = getattr_x(r, x)
             if i:
-                steps.append(f"{px(v):.1f},{py(100 * front[i - 1].accuracy):.1f}")
-            steps.append(f"{px(v):.1f},{py(100 * r.accuracy):.1f}")
+                steps.append(f"{f.px(v):.1f},{f.py(100 * front[i - 1].accuracy):.1f}")
+            steps.append(f"{f.px(v):.1f},{f.py(100 * r.accuracy):.1f}")
         out.append(f'<polyline points="{" ".join(steps)}" fill="none" stroke="{PARETO}" stroke-width="1.5" stroke-dasharray="5,3"/>')
-    described = {(p["model"], p["variant"]): p for p in points(rows, x)}
-    for r, v in sorted(pts, key=lambda p: (p[0].model, p[0].variant)):
-        colour, shape = variant_style(r.variant)
-        half = 100 * _half_width(r.accuracy_stderr)
-        bar = _error_bar(px(v), py(100 * r.accuracy - half), py(100 * r.accuracy + half), colour) if half else ""
-        out.append(f'<g class="point" tabindex="0" role="img" aria-label="{escape(_tip(described[(r.model, r.variant)]))}">'
-                   f'{bar}{_marker(shape, px(v), py(100 * r.accuracy), colour)}</g>')
-    # the frontier's points named: right of the point (left near the right edge), labels pushed apart vertically
-    placed: list[float] = []
+    return out
+
+
+def _frontier_labels(f: _Frame, front: list[Row], x: str) -> list[str]:
+    """The frontier's points named: right of the point (left near the right edge), labels pushed apart vertically."""
+    out, placed = [], []
     for r in sorted(front, key=lambda r: -r.accuracy):
-        x0, y0 = px(getattr_x(r, x)), py(100 * r.accuracy)
-        right = x0 < LEFT + pw * 0.6
+        x0, y0 = f.px(getattr_x(r, x)), f.py(100 * r.accuracy)
+        right = x0 < LEFT + f.pw * 0.6
         ly = max([y0 + 4] + [y + 15 for y in placed])
         placed.append(ly)
         lx = x0 + (10 if right else -10)
@@ -184,9 +190,14 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
             out.append(f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{lx:.1f}" y2="{ly - 4:.1f}" class="leader"/>')
         out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{"start" if right else "end"}" '
                    f'class="point-label">{escape(r.model)} {escape(r.variant)}</text>')
+    return out
+
+
+def _legend(shown: list[str], top: float) -> list[str]:
+    out = []
     col_w = (W - LEFT) / LEGEND_COLS
     for i, label in enumerate(shown + ["Pareto frontier", "one model's variants", "95 % interval"]):
-        lx, ly = LEFT + col_w * (i % LEGEND_COLS), legend_top + LEGEND_ROW * (i // LEGEND_COLS)
+        lx, ly = LEFT + col_w * (i % LEGEND_COLS), top + LEGEND_ROW * (i // LEGEND_COLS)
         if i < len(shown):
             colour, shape = variant_style(label)
             key = _marker(shape, lx + 7, ly, colour)
@@ -197,6 +208,27 @@ def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
         else:
             key = f'<line x1="{lx}" x2="{lx + 14}" y1="{ly}" y2="{ly}" class="model-line"/>'
         out.append(f'{key}<text x="{lx + 20}" y="{ly + 4}" class="legend">{escape(label)}</text>')
+    return out
+
+
+def scatter(rows: list[Row], x: str, title: str, x_title: str) -> Markup:
+    pts = [(r, getattr_x(r, x)) for r in rows if r.ok and r.accuracy is not None and getattr_x(r, x)]
+    if not pts:
+        return Markup(f'<p class="empty">No measured configuration for “{escape(title)}”.</p>')
+    f = _frame([v for _, v in pts], [100 * r.accuracy for r, _ in pts], [100 * _half_width(r.accuracy_stderr) for r, _ in pts])
+    shown = sorted({r.variant for r, _ in pts}, key=variant_rank)  # the legend names what is plotted
+    legend_top = TOP + f.ph + 58
+    height = legend_top + LEGEND_ROW * math.ceil((len(shown) + 3) / LEGEND_COLS) + 6
+    front = pareto(rows, x)
+    out = _axes(f, title, x_title, height) + _lines(f, pts, front, x)
+    described = {(p["model"], p["variant"]): p for p in points(rows, x)}
+    for r, v in sorted(pts, key=lambda p: (p[0].model, p[0].variant)):
+        colour, shape = variant_style(r.variant)
+        half = 100 * _half_width(r.accuracy_stderr)
+        bar = _error_bar(f.px(v), f.py(100 * r.accuracy - half), f.py(100 * r.accuracy + half), colour) if half else ""
+        out.append(f'<g class="point" tabindex="0" role="img" aria-label="{escape(_tip(described[(r.model, r.variant)]))}">'
+                   f'{bar}{_marker(shape, f.px(v), f.py(100 * r.accuracy), colour)}</g>')
+    out += _frontier_labels(f, front, x) + _legend(shown, legend_top)
     out.append("</svg>")
     return Markup("".join(out))
 

@@ -11,7 +11,7 @@ import gc
 import hashlib
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -22,10 +22,10 @@ from markupsafe import Markup
 from evalq import __version__
 from evalq.verdicts import ALPHA, Judge
 from evalq.leaderboard import charts
-from evalq.leaderboard.pages import (LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
+from evalq.leaderboard.pages import (GroupInfo, LatencyTarget, Row, add_deltas, adjust_for_multiplicity, cost_per_million_tokens,
                                      default_budgets, describe_group, equal_cost, memory_axis, price_axis, sort_rows, to_row)
 from evalq.backends.base import variant_rank
-from evalq.record import ONE_AT_A_TIME, records_of, serve_steps
+from evalq.record import ONE_AT_A_TIME, CellRecord, records_of, serve_steps
 from evalq.results import current_rows, display_order, rate_label, to_csv, to_json
 
 STATIC = Path(__file__).parent / "static"
@@ -66,73 +66,106 @@ def _signed(v: float | None) -> str:
 
 
 @dataclass(frozen=True)
+class Cells:
+    """What a table cell may need beyond its row: the row's model page, the GPU price's cost, α."""
+
+    page: str
+    cost: float | None
+    alpha: float
+
+
+@dataclass(frozen=True)
 class Column:
     id: str  # stable: the URL's state names columns by it
     label: str
     type: str  # "num" or "text": how the page sorts it
     default: bool  # shown until the reader picks columns
+    # the row's cell, formatted here: [sort value, text, detail(, link)]; the page's script only places and sorts
+    cell: Callable[[Row, Cells], list] = field(compare=False, repr=False)
 
 
 # Shown by default: who and what, the suite average and its tasks, the footprint, speed and closeness to fp16.
 DEFAULT_COLUMNS = {"model", "variant", "avg", "weights", "peak-gen", "decode", "kld", "recovery", "status"}
 
 
-def table_columns(tasks: list[str], priced: bool) -> list[Column]:
-    named = [("model", "model", "text"), ("variant", "variant", "text"), ("hardware", "hardware", "text"),
-             ("date", "date", "text"), ("source", "weights from", "text"), ("params", "params (B)", "num"),
-             ("bits", "bits", "num"), ("details", "details", "text"), ("weights", "weights GB", "num"),
-             ("peak-gen", "peak (gen.) GB", "num"), ("peak-cell", "peak (cell) GB", "num"), ("avg", "avg acc %", "num")]
-    named += [(f"task:{t}", t, "num") for t in tasks]
-    named += [("ppl", "ppl", "num"), ("delta", "Δ acc vs fp16", "num"), ("recovery", "recovery %", "num"),
-              ("flips", "flips c→w / w→c", "num"), ("mcnemar", "McNemar p", "num"), ("kld", "KLD", "num"),
-              ("top1", "same top-1 %", "num"), ("ppl-ratio", "ppl ratio", "num"), ("ttft", "TTFT ms", "num"),
-              ("decode", "decode tok/s", "num"), ("serve-rate", "req/s in SLO", "num"), ("serve-goodput", "goodput req/s", "num"),
-              ("serve-saturation", "served tok/s (max)", "num")]
-    named += [("cost", "$ / M tokens", "num")] if priced else []
-    named += [("status", "status", "text")]
-    return [Column(i, label, kind, i in DEFAULT_COLUMNS or i.startswith("task:")) for i, label, kind in named]
+def _pct_cell(score: float | None, se: float | None) -> list:
+    return [score, _pct(score), f"± {_pct(se)}" if se else ""]
 
 
-def table_row(r: Row, tasks: list[str], cost: float | None, priced: bool, alpha: float = ALPHA) -> dict[str, Any]:
-    """One table row, every cell formatted here: [sort value, text, detail(, link)].
-    The page's script only places them (as text) and sorts on the values."""
-    page = f"models/{slug(r.model)}.html"
+def _task_cell(task: str) -> Callable[[Row, Cells], list]:
+    def cell(r: Row, c: Cells) -> list:
+        s = r.tasks.get(task)
+        out = _pct_cell(s.value, s.stderr) if s else [None, "–", ""]
+        if task in r.subtasks:  # an lm-eval group: its members one click away, on the model's page
+            out[2] = f"{out[2]} · {len(r.subtasks[task])} subtasks".lstrip(" ·")
+            out.append(f"{c.page}#subtasks-{slug(task)}")
+        return out
+    return cell
 
-    def pct(score: float | None, se: float | None) -> list:
-        return [score, _pct(score), f"± {_pct(se)}" if se else ""]
 
-    cells: list[list] = [
-        [r.model, r.model, "", page], [r.variant, r.variant, ""], [r.hardware, r.hardware, ""], [r.date, r.date, ""],
-        [r.source.text if r.source else None, r.source.text if r.source else "–", ""] + ([r.source.url] if r.source and r.source.url else []),
-        [r.params, _fmt(r.params / 1e9 if r.params else None, ".3g"), ""], [r.bits, str(r.bits or "–"), ""],
-        [r.details, r.details, ""], [r.weights_bytes, _gb(r.weights_bytes), _predicted(r, "predicted_weights_bytes")],
-        [r.serve_peak_bytes, _gb(r.serve_peak_bytes), _predicted(r, "predicted_peak_bytes")],
-        [r.peak_bytes, _gb(r.peak_bytes), ""], pct(r.accuracy, r.accuracy_stderr),
-    ]
-    for t in tasks:
-        s = r.tasks.get(t)
-        cell = pct(s.value, s.stderr) if s else [None, "–", ""]
-        if t in r.subtasks:  # an lm-eval group: its members one click away, on the model's page
-            cell[2] = f"{cell[2]} · {len(r.subtasks[t])} subtasks".lstrip(" ·")
-            cell.append(f"{page}#subtasks-{slug(t)}")
-        cells.append(cell)
+def _delta_cell(r: Row, c: Cells) -> list:
     lo, hi = r.paired.diff_lo, r.paired.diff_hi
-    cells += [[r.perplexity, _fmt(r.perplexity, ".2f"), ""],
-              [r.delta_accuracy, _signed(r.delta_accuracy), f"paired {_fmt(100 * (1 - alpha), 'g')} % CI {_signed(100 * lo)} to {_signed(100 * hi)}"
-               if lo is not None and hi is not None else ""], _recovery(r),
-              _flips(r), [r.paired.mcnemar_p, _fmt(r.paired.mcnemar_p, ".3g"), ""],
-              [r.paired.kld_mean, _fmt(r.paired.kld_mean, ".4f"), _kld_detail(r)],
-              [r.paired.same_top1, _pct(r.paired.same_top1), ""],
-              [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""], [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""],
-              [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]]
-    cells += serve_cells(r)
-    if priced:
-        cells.append([cost, _fmt(cost, ".2f"), ""])
-    cells.append([r.status, r.status, (r.error or "; ".join(r.flags))[:300]])
+    detail = (f"paired {_fmt(100 * (1 - c.alpha), 'g')} % CI {_signed(100 * lo)} to {_signed(100 * hi)}"
+              if lo is not None and hi is not None else "")
+    return [r.delta_accuracy, _signed(r.delta_accuracy), detail]
+
+
+def _source_cell(r: Row, c: Cells) -> list:
+    if not r.source:
+        return [None, "–", ""]
+    return [r.source.text, r.source.text, ""] + ([r.source.url] if r.source.url else [])
+
+
+# Before the tasks' columns, then after them: (id, label, type, cell).
+LEADING: list[tuple[str, str, str, Callable[[Row, Cells], list]]] = [
+    ("model", "model", "text", lambda r, c: [r.model, r.model, "", c.page]),
+    ("variant", "variant", "text", lambda r, c: [r.variant, r.variant, ""]),
+    ("hardware", "hardware", "text", lambda r, c: [r.hardware, r.hardware, ""]),
+    ("date", "date", "text", lambda r, c: [r.date, r.date, ""]),
+    ("source", "weights from", "text", _source_cell),
+    ("params", "params (B)", "num", lambda r, c: [r.params, _fmt(r.params / 1e9 if r.params else None, ".3g"), ""]),
+    ("bits", "bits", "num", lambda r, c: [r.bits, str(r.bits or "–"), ""]),
+    ("details", "details", "text", lambda r, c: [r.details, r.details, ""]),
+    ("weights", "weights GB", "num", lambda r, c: [r.weights_bytes, _gb(r.weights_bytes), _predicted(r, "predicted_weights_bytes")]),
+    ("peak-gen", "peak (gen.) GB", "num",
+     lambda r, c: [r.serve_peak_bytes, _gb(r.serve_peak_bytes), _predicted(r, "predicted_peak_bytes")]),
+    ("peak-cell", "peak (cell) GB", "num", lambda r, c: [r.peak_bytes, _gb(r.peak_bytes), ""]),
+    ("avg", "avg acc %", "num", lambda r, c: _pct_cell(r.accuracy, r.accuracy_stderr)),
+]
+TRAILING: list[tuple[str, str, str, Callable[[Row, Cells], list]]] = [
+    ("ppl", "ppl", "num", lambda r, c: [r.perplexity, _fmt(r.perplexity, ".2f"), ""]),
+    ("delta", "Δ acc vs fp16", "num", _delta_cell),
+    ("recovery", "recovery %", "num", lambda r, c: _recovery(r)),
+    ("flips", "flips c→w / w→c", "num", lambda r, c: _flips(r)),
+    ("mcnemar", "McNemar p", "num", lambda r, c: [r.paired.mcnemar_p, _fmt(r.paired.mcnemar_p, ".3g"), ""]),
+    ("kld", "KLD", "num", lambda r, c: [r.paired.kld_mean, _fmt(r.paired.kld_mean, ".4f"), _kld_detail(r)]),
+    ("top1", "same top-1 %", "num", lambda r, c: [r.paired.same_top1, _pct(r.paired.same_top1), ""]),
+    ("ppl-ratio", "ppl ratio", "num", lambda r, c: [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""]),
+    ("ttft", "TTFT ms", "num", lambda r, c: [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""]),
+    ("decode", "decode tok/s", "num", lambda r, c: [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]),
+    ("serve-rate", "req/s in SLO", "num", lambda r, c: serve_cells(r)[0]),
+    ("serve-goodput", "goodput req/s", "num", lambda r, c: serve_cells(r)[1]),
+    ("serve-saturation", "served tok/s (max)", "num", lambda r, c: serve_cells(r)[2]),
+]
+COST = ("cost", "$ / M tokens", "num", lambda r, c: [c.cost, _fmt(c.cost, ".2f"), ""])
+STATUS = ("status", "status", "text", lambda r, c: [r.status, r.status, (r.error or "; ".join(r.flags))[:300]])
+
+
+def table_columns(tasks: list[str], priced: bool) -> list[Column]:
+    named = LEADING + [(f"task:{t}", t, "num", _task_cell(t)) for t in tasks] + TRAILING
+    named += [COST] if priced else []
+    named += [STATUS]
+    return [Column(i, label, kind, i in DEFAULT_COLUMNS or i.startswith("task:"), cell) for i, label, kind, cell in named]
+
+
+def table_row(r: Row, columns: list[Column], cost: float | None, alpha: float = ALPHA) -> dict[str, Any]:
+    """One table row: each column's cell of it, every one formatted here."""
+    context = Cells(f"models/{slug(r.model)}.html", cost, alpha)
     badges = (["remote code"] if r.trust_remote_code else []) + (["GGUF baseline"] if r.baseline_note else [])
     badges += ["suspect"] if r.flags else []
     return {"key": r.key, "badges": badges, "family": r.family, "variant": r.variant,
-            "fit": r.fit_bytes / 1e9 if r.fit_bytes else None, "failed": not r.ok, "cells": cells}
+            "fit": r.fit_bytes / 1e9 if r.fit_bytes else None, "failed": not r.ok,
+            "cells": [col.cell(r, context) for col in columns]}
 
 
 def serve_cells(r: Row) -> list[list]:
@@ -274,6 +307,19 @@ def first_screen(views: dict[str, dict[Any, list[Any]]], by_group: dict[str, lis
     return out
 
 
+def board_rows(records: list[CellRecord]) -> tuple[list[Row], dict[str, GroupInfo]]:
+    """The board's rows, sorted, with their deltas against fp16; and each comparison group's heading."""
+    rows, groups = [], {}
+    for rec in records:
+        row = to_row(rec)
+        rows.append(row)
+        if row.group not in groups:  # described once: thousands of rows share a group
+            groups[row.group] = describe_group(rec.cell)
+    rows = sort_rows(rows)
+    add_deltas(rows)
+    return rows, groups
+
+
 def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str, str], list] | None = None,
           history: tuple[list[Any], list[Any]] | None = None) -> Path:
     """Write the site into `out`; return the path of index.html. `samples(key,
@@ -283,14 +329,7 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     # one judge for every comparison on the site: each cell's documents read once, one α
     judge = Judge(db_rows, samples, alpha=info.alpha)
     records = records_of(db_rows, samples, judge)  # once: the table rows and both downloads use them
-    rows, groups = [], {}
-    for rec in records:
-        row = to_row(rec)
-        rows.append(row)
-        if row.group not in groups:  # described once: thousands of rows share a group
-            groups[row.group] = describe_group(rec.cell)
-    rows = sort_rows(rows)
-    add_deltas(rows)
+    rows, groups = board_rows(records)
     budgets = list(info.budgets_gb) if info.budgets_gb else default_budgets(rows)  # memory, GB
     by_group = {g: [r for r in rows if r.group == g] for g in sorted(groups)}
     tasks = sorted({t for r in rows for t in r.tasks})
@@ -317,8 +356,9 @@ def build(db_rows: list[Any], out: Path, info: BuildInfo, samples: Callable[[str
     views = {g: {axis: equal_cost(rs, budgets if axis.name == "memory" else default_budgets(rs, axis), judge, axis, info.latency)
                  for axis in axes} for g, rs in by_group.items()}
     adjust_for_multiplicity([v for view in views.values() for bs in view.values() for b in bs for v in b.verdicts])
-    write("index.html", "index.html", columns=table_columns(tasks, priced), answers=first_screen(views, by_group),
-          tables={g: [table_row(r, tasks, cost_per_million_tokens(r, info.gpu_price_per_hour), priced, info.alpha) for r in rs]
+    columns = table_columns(tasks, priced)
+    write("index.html", "index.html", columns=columns, answers=first_screen(views, by_group),
+          tables={g: [table_row(r, columns, cost_per_million_tokens(r, info.gpu_price_per_hour), info.alpha) for r in rs]
                   for g, rs in by_group.items()})
     write("equal-cost.html", "equal_cost.html", views=views, alpha=info.alpha, latency=info.latency)
     write("frontier.html", "frontier.html", charts_by_group={
