@@ -16,7 +16,7 @@ from typing import Any, Callable
 from evalq.cell import Cell, expand, key_difference
 from evalq.matrix import Matrix, MatrixError
 from evalq.orchestrator import RunSummary, run_cells, should_run
-from evalq.outcome import FAILURES, CellOutcome, Status
+from evalq.outcome import FAILURES, CellOutcome, Plan, Status
 from evalq.store import Store
 from evalq.suites import Suite
 
@@ -50,7 +50,7 @@ class Prepared:
                 self.configs[name] = None  # the cell runs and the worker records what it needed
         return self.configs[name]
 
-    def plan(self, cell: Cell) -> dict[str, Any] | None:
+    def plan(self, cell: Cell) -> Plan | None:
         """The planner's prediction for a cell (None where its config or architecture is unknown)."""
         from evalq.planner import PlanError, plan_cell
 
@@ -69,7 +69,7 @@ def load_matrix(matrix_file: str | Path, resolve_models: bool = True,
     tasks, models reachable); raises MatrixError with every problem. Returns notes too.
     `resolve_models` False: hub models are only looked up (see preflight.check)."""
     from evalq import preflight
-    from evalq.matrix import load_matrix as read_matrix
+    from evalq.matrix import read_matrix
     from evalq.yamlpos import load_with_lines, read_text
 
     matrix, suites = read_matrix(matrix_file)
@@ -106,11 +106,11 @@ def prepare(matrix_file: str | Path, gpu_memory: str | None = None, until_decide
     if limit is not None:
         for cell in cells:
             plan = prepared.plan(cell)
-            if plan and plan["predicted_peak_bytes"] > limit:
+            if plan and plan.predicted_peak_bytes > limit:
                 prepared.wont_fit[cell.key] = CellOutcome(
                     status=Status.skipped, plan=plan,
-                    error=f"predicted peak {plan['predicted_peak_bytes'] / 1e9:.2f} GB exceeds {limit / 1e9:.2f} GB "
-                          f"(weights {plan['predicted_weights_bytes'] / 1e9:.2f} GB)")
+                    error=f"predicted peak {plan.predicted_peak_bytes / 1e9:.2f} GB exceeds {limit / 1e9:.2f} GB "
+                          f"(weights {plan.predicted_weights_bytes / 1e9:.2f} GB)")
     return prepared
 
 
@@ -121,7 +121,7 @@ def memory_plan(matrix_file: str | Path, gpu_bytes: int, gpus: int = 1, config_f
     config.json for a model the hub cannot give; `training`: plan_training's arguments."""
     import json
 
-    from evalq.matrix import load_matrix as read_matrix
+    from evalq.matrix import read_matrix
     from evalq.model_sources import ModelError, read_config
     from evalq.planner import PlanError, plan_matrix
 
@@ -145,9 +145,9 @@ def memory_plan(matrix_file: str | Path, gpu_bytes: int, gpus: int = 1, config_f
 def make_executor(prepared: Prepared, name: str = "local", address: str | None = None, verbose: bool = False,
                   log: Callable[[str], None] = print) -> Any:
     """Where the cells run: here one at a time, or as Ray tasks sized by the planner."""
-    from evalq.executors import make_executor as make
+    from evalq.executors import executor_for
 
-    return make(name, address, prepared.plan, echo=verbose, gpu_memory=prepared.gpu_memory, log=log)
+    return executor_for(name, address, prepared.plan, echo=verbose, gpu_memory=prepared.gpu_memory, log=log)
 
 
 def run(prepared: Prepared | str | Path, db: str | Store = "evalq.db", force: bool = False, rerun_failed: bool = False,

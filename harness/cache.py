@@ -46,12 +46,14 @@ class BuildError(RuntimeError):
     pass
 
 
-def _child(fn: Callable[..., Any], tmp: Path, parent_pid: int, args: tuple) -> None:
+def _child(fn: Callable[..., Any], tmp: Path, parent_pid: int, threads: int | None, args: tuple) -> None:
     from evalq.lifeline import die_with_parent
-    from evalq.threads import apply_from_env
 
     die_with_parent(parent_pid)
-    apply_from_env()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         fn(tmp, *args)
     except BaseException as exc:  # report to the parent, whatever it was
@@ -61,11 +63,12 @@ def _child(fn: Callable[..., Any], tmp: Path, parent_pid: int, args: tuple) -> N
         raise SystemExit(1) from None
 
 
-def build_once(target: Path, fn: Callable[..., Any], *args: Any, isolated: bool = False) -> bool:
+def build_once(target: Path, fn: Callable[..., Any], *args: Any, isolated: bool = False, threads: int | None = None) -> bool:
     """Build folder `target` with fn(tmp_folder, *args) unless it exists.
 
     `isolated` runs fn in a spawned child process: its memory (a dequantized
-    float32 model, GPTQ's Hessians) is not counted in this process's peak RSS.
+    float32 model, GPTQ's Hessians) is not counted in this process's peak RSS;
+    `threads`: torch's pool there (None: every core).
     Returns True when it built, False when the entry was already there.
     """
     if target.exists():
@@ -78,7 +81,7 @@ def build_once(target: Path, fn: Callable[..., Any], *args: Any, isolated: bool 
         tmp.mkdir(parents=True)
         try:
             if isolated:
-                proc = multiprocessing.get_context("spawn").Process(target=_child, args=(fn, tmp, os.getpid(), args))
+                proc = multiprocessing.get_context("spawn").Process(target=_child, args=(fn, tmp, os.getpid(), threads, args))
                 proc.start()
                 proc.join()
                 error_file = tmp / ".evalq-build-error"

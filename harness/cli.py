@@ -338,7 +338,7 @@ def gguf_converter(
     llama-cpp-python's wheel), matching the installed llama-cpp-python."""
     from importlib.metadata import PackageNotFoundError
 
-    from evalq.backends.gguf import install_converter
+    from evalq.backends.gguf_converter import install_converter
 
     try:
         install_converter(sdist, log=lambda text: err.print(escape(text)))

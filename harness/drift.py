@@ -136,7 +136,7 @@ def _direction(before: float, after: float, better: str) -> str:
     return "improvement" if (after > before) == (better == "higher") else "regression"
 
 
-def judge(name: str, a: dict[str, Any], b: dict[str, Any], alpha: float,
+def judge_figure(name: str, a: dict[str, Any], b: dict[str, Any], alpha: float,
           paired: Callable[[str, str], Difference | None]) -> Change | str | None:
     """A Change if the figure moved beyond its noise, None if not, or a reason it cannot be judged.
     `paired(task, metric)`: the engine's tonight-minus-last-night difference on the documents both scored."""
@@ -233,7 +233,7 @@ def compare_nights(before: dict[tuple[str, str], dict[str, Any]], after: dict[tu
             if ma is None or mb is None:
                 drift.unjudged.append(f"{name}: measured on one night only")
                 continue
-            verdict = judge(name, ma, mb, alpha, paired)
+            verdict = judge_figure(name, ma, mb, alpha, paired)
             if isinstance(verdict, Change):
                 drift.changes.append(verdict)
             elif isinstance(verdict, str) and ma.get("value") != mb.get("value"):

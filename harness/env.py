@@ -90,7 +90,7 @@ def hardware_of(env: dict[str, Any]) -> str | None:
     return None
 
 
-def environment(device: str) -> dict[str, Any]:
+def environment(device: str, gpus: int = 1) -> dict[str, Any]:
     import torch
 
     env: dict[str, Any] = {
@@ -111,7 +111,7 @@ def environment(device: str) -> dict[str, Any]:
             gpu=props.name,
             gpu_memory_bytes=props.total_memory,
             gpu_count=torch.cuda.device_count(),
-            gpus_used=int(os.environ.get("EVALQ_GPUS", "1")),  # >1: sharded by accelerate (an executor's choice)
+            gpus_used=gpus,  # >1: sharded by accelerate (an executor's choice: Resources.gpus)
             cuda=torch.version.cuda,
             compute_capability=f"{props.major}.{props.minor}",
         )

@@ -5,7 +5,7 @@ records what comes back; only the orchestrator writes the database.
 - RayExecutor: each cell is a Ray task asking for the CPUs or GPUs it needs
   (GPUs: as many as the memory planner predicts; the worker then shards the
   model over them with accelerate's device_map="auto"). The task runs the same
-  `run_worker` as the local executor, so timeouts, process-group kills and
+  `run_child` as the local executor, so timeouts, process-group kills and
   failure statuses are the same; what Ray itself reports (a node lost, a task
   cancelled) becomes a `killed` or `error` end.
 """
@@ -16,9 +16,10 @@ import time
 from typing import Any, Callable, Protocol
 
 from evalq.cell import Cell
-from evalq.outcome import CellOutcome, Status
+from evalq.outcome import CellOutcome, Plan, Status
 from evalq.threads import available
-from evalq.worker_process import WorkerEnd, run_worker
+from evalq.resources import Resources
+from evalq.run.launch import ChildEnd, run_child
 
 Phase = Callable[[str], None]
 # What a Ray worker needs from the driver's environment to run a cell the same way.
@@ -32,7 +33,7 @@ class Executor(Protocol):
 
     def start(self, cell: Cell, on_phase: Phase) -> None: ...
     def in_flight(self) -> int: ...
-    def wait(self) -> list[tuple[Cell, WorkerEnd]]: ...
+    def wait(self) -> list[tuple[Cell, ChildEnd]]: ...
     def close(self) -> None: ...
 
 
@@ -42,9 +43,9 @@ class LocalExecutor:
     name = "local"
     slots = 1
 
-    def __init__(self, echo: bool = False, worker_module: str = "evalq.worker"):
+    def __init__(self, echo: bool = False, child_module: str = "evalq.run.child"):
         self.echo = echo
-        self.worker_module = worker_module
+        self.child_module = child_module
         self._queued: list[tuple[Cell, Phase]] = []
 
     def start(self, cell: Cell, on_phase: Phase) -> None:
@@ -53,22 +54,20 @@ class LocalExecutor:
     def in_flight(self) -> int:
         return len(self._queued)
 
-    def wait(self) -> list[tuple[Cell, WorkerEnd]]:
+    def wait(self) -> list[tuple[Cell, ChildEnd]]:
         cell, on_phase = self._queued.pop(0)
-        return [(cell, run_worker(cell, on_phase=on_phase, echo=self.echo, worker_module=self.worker_module))]
+        return [(cell, run_child(cell, on_phase=on_phase, echo=self.echo, child_module=self.child_module))]
 
     def close(self) -> None:
         self._queued.clear()
 
 
-def _ray_task(cell_json: str, worker_module: str, gpus: int, max_memory_per_gpu: int | None) -> WorkerEnd:
-    """Runs inside a Ray worker: the cell's own worker process, as the local executor does."""
+def _ray_task(cell_json: str, child_module: str, gpus: int, max_memory_per_gpu: int | None) -> ChildEnd:
+    """Runs inside a Ray worker: the cell's own child process, as the local executor does, given the
+    GPUs Ray gave the task (it has set CUDA_VISIBLE_DEVICES to them); threads resolved on this node."""
     cell = Cell.model_validate_json(cell_json)
-    if gpus > 1:  # Ray has set CUDA_VISIBLE_DEVICES to this task's GPUs
-        os.environ["EVALQ_GPUS"] = str(gpus)
-        if max_memory_per_gpu:
-            os.environ["EVALQ_MAX_MEMORY_PER_GPU"] = str(max_memory_per_gpu)
-    return run_worker(cell, worker_module=worker_module)
+    resources = Resources(cell.device, cell.thread_plan(), max(1, gpus), max_memory_per_gpu if gpus > 1 else None)
+    return run_child(cell, child_module=child_module, resources=resources)
 
 
 def _gpu_memory_probe() -> int:
@@ -86,13 +85,13 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None, plan: Callable[[Cell], dict[str, Any] | None], worker_module: str = "evalq.worker",
+    def __init__(self, address: str | None, plan: Callable[[Cell], Plan | None], child_module: str = "evalq.run.child",
                  gpu_memory: int | None = None, log: Callable[[str], None] = print):
         import ray
 
         self.ray = ray
         self.plan = plan
-        self.worker_module = worker_module
+        self.child_module = child_module
         ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, log_to_driver=False,
                  logging_level="ERROR", **({} if address else {"include_dashboard": False}))
         resources = ray.cluster_resources()
@@ -103,11 +102,11 @@ class RayExecutor:
         self.slots = max(1, self.gpus or self.cpus)
         self._task = ray.remote(_ray_task)
         self._futures: dict[Any, tuple[Cell, float]] = {}
-        self._done: list[tuple[Cell, WorkerEnd]] = []  # ended without a task: nothing in the cluster can hold them
+        self._done: list[tuple[Cell, ChildEnd]] = []  # ended without a task: nothing in the cluster can hold them
         log(f"ray cluster: {self.cpus} CPUs, {self.gpus} GPUs"
             + (f" of {self.gpu_memory / 1e9:.1f} GB" if self.gpus and self.gpu_memory else ""))
 
-    def resources(self, cell: Cell) -> tuple[dict[str, Any], int, int | None]:
+    def placement(self, cell: Cell) -> tuple[dict[str, Any], int, int | None]:
         """Ray resource options, GPUs to shard over, and the weights' share of each GPU."""
         if cell.device != "cuda":
             return {"num_cpus": self.cpus_for(cell)}, 0, None
@@ -118,7 +117,7 @@ class RayExecutor:
 
             gpus = gpus_needed(plan, self.gpu_memory) or max(1, self.gpus)
             # each GPU keeps room for what is not weights: KV cache, activations, the framework
-            per_gpu = self.gpu_memory - (plan["predicted_peak_bytes"] - plan["predicted_weights_bytes"])
+            per_gpu = self.gpu_memory - (plan.predicted_peak_bytes - plan.predicted_weights_bytes)
         return {"num_cpus": 1, "num_gpus": gpus}, gpus, per_gpu
 
     def cpus_for(self, cell: Cell) -> int:
@@ -129,22 +128,22 @@ class RayExecutor:
         return max(explicit + every_core)
 
     def start(self, cell: Cell, on_phase: Phase) -> None:
-        options, gpus, per_gpu = self.resources(cell)
+        options, gpus, per_gpu = self.placement(cell)
         have = {"num_gpus": self.gpus, "num_cpus": self.cpus}
         short = [f"{v} {k.removeprefix('num_')[:-1].upper()}s" for k, v in options.items() if v > have[k]]
         if short:  # Ray would queue it forever
             error = (f"needs {' and '.join(short)}; the Ray cluster has {self.cpus} CPUs and {self.gpus} GPUs")
-            self._done.append((cell, WorkerEnd(CellOutcome(status=Status.skipped, error=error))))
+            self._done.append((cell, ChildEnd(CellOutcome(status=Status.skipped, error=error))))
             return
         on_phase(f"queued on ray ({', '.join(f'{k}={v}' for k, v in options.items())})")
         ref = self._task.options(**options, max_retries=0, name=cell.name).remote(
-            cell.model_dump_json(), self.worker_module, gpus, per_gpu)
+            cell.model_dump_json(), self.child_module, gpus, per_gpu)
         self._futures[ref] = (cell, time.monotonic())
 
     def in_flight(self) -> int:
         return len(self._futures) + len(self._done)
 
-    def wait(self) -> list[tuple[Cell, WorkerEnd]]:
+    def wait(self) -> list[tuple[Cell, ChildEnd]]:
         if self._done:
             done, self._done = self._done, []
             return done
@@ -158,7 +157,7 @@ class RayExecutor:
                 lost = isinstance(exc, (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError,
                                         self.ray.exceptions.OutOfMemoryError))
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-                end = WorkerEnd(CellOutcome(status=Status.killed if lost else Status.error,
+                end = ChildEnd(CellOutcome(status=Status.killed if lost else Status.error,
                                             error=f"ray: {exc.__class__.__name__}: {first}"[:2000]),
                                 wall_seconds=time.monotonic() - started)
             out.append((cell, end))
@@ -171,16 +170,16 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-def make_executor(name: str, address: str | None, plan: Callable[[Cell], dict[str, Any] | None], echo: bool = False,
-                  worker_module: str = "evalq.worker", gpu_memory: int | None = None,
+def executor_for(name: str, address: str | None, plan: Callable[[Cell], Plan | None], echo: bool = False,
+                  child_module: str = "evalq.run.child", gpu_memory: int | None = None,
                   log: Callable[[str], None] = print) -> Executor:
     if name == "local":
-        return LocalExecutor(echo, worker_module)
+        return LocalExecutor(echo, child_module)
     if name != "ray":
         raise ValueError(f"unknown executor {name!r}: local or ray")
     try:
         import ray  # noqa: F401
     except ImportError:
         log("Ray is not installed (pip install 'evalq[ray]'): running the cells here, with the local executor")
-        return LocalExecutor(echo, worker_module)
-    return RayExecutor(address, plan, worker_module, gpu_memory, log)
+        return LocalExecutor(echo, child_module)
+    return RayExecutor(address, plan, child_module, gpu_memory, log)

@@ -405,7 +405,7 @@ def _all_variant_options(data: dict):
             yield from (v for v in m["variants"].values() if isinstance(v, dict))
 
 
-def load_matrix(path: str | Path) -> tuple[Matrix, list[Suite]]:
+def read_matrix(path: str | Path) -> tuple[Matrix, list[Suite]]:
     """Read, validate and resolve a matrix file. Raises MatrixError."""
     path = Path(path)
     file = str(path)

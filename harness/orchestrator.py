@@ -1,7 +1,7 @@
 """Runs the cells of a matrix through an executor and records every end.
 
 Only this process writes the database: executors run cells (each in its own
-worker process, see worker_process) and hand back how each ended.
+child process, see run.launch) and hand back how each ended.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from evalq.cell import BASELINE_VARIANT, Cell
 from evalq.executors import LocalExecutor
@@ -44,18 +44,17 @@ def should_run(status: str | None, force: bool, rerun_failed: bool) -> bool:
 
 
 def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed: bool = False,
-              echo: bool = False, console: Any = None, worker_module: str = "evalq.worker",
+              echo: bool = False, console: Any = None, child_module: str = "evalq.run.child",
               wont_fit: dict[str, CellOutcome] | None = None, executor: Any = None) -> RunSummary:
     """Run each cell not stored ok, through `executor` (default: one at a time
     here). `wont_fit`: cell key → the planner's outcome for cells predicted not
     to fit; they are stored `skipped` with the predicted need instead of
     running into an OOM."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
-    executor = executor or LocalExecutor(echo, worker_module)
+    executor = executor or LocalExecutor(echo, child_module)
     summary = RunSummary(total=len(cells))
     wanted = lambda status: should_run(status, force, rerun_failed)  # noqa: E731
     todo = [c for c in cells if wanted(store.status(c.key))]
@@ -65,55 +64,84 @@ def run_cells(cells: list[Cell], store: Store, force: bool = False, rerun_failed
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     pending = list(enumerate(todo, 1))
     watched: list[tuple[int, Cell]] = []  # running under another live `evalq run` on this database
-    claims: dict[str, Claim] = {}  # what this run holds: recorded only while it still holds it
     try:
         with Progress(*columns, console=console, transient=False) as progress, heartbeat(store):
-            bar = progress.add_task("cells", total=len(todo))
+            run = _Run(cells, store, executor, summary, console, progress, progress.add_task("cells", total=len(todo)),
+                       len(todo), wanted, wont_fit or {})
             while pending or executor.in_flight() or watched:
                 if not pending and not executor.in_flight():
                     time.sleep(TAKEOVER_POLL_S)  # only others' cells left: finished there, or taken over here
                     pending, watched = watched, []
                 while pending and executor.in_flight() < executor.slots:
                     i, cell = pending.pop(0)
-                    label = escape(f"[{i}/{len(todo)}] {cell.name}")
-                    # another `evalq run` on this database may have taken or finished it meanwhile
-                    claim = store.claim(cell, wanted)
-                    if not claim:
-                        if store.status(cell.key) == Status.running:
-                            watched.append((i, cell))  # its run may die: then this one takes it over
-                            continue
-                        summary.elsewhere += 1
-                        progress.advance(bar)
-                        continue
-                    summary.keys_ran.append(cell.key)
-                    claims[cell.key] = claim
-                    if wont_fit and cell.key in wont_fit:
-                        store.record(cell, wont_fit[cell.key], claim=claims.pop(cell.key))
-                        summary.outcomes[cell.key] = wont_fit[cell.key]
-                        summary.count(wont_fit[cell.key])
-                        console.log(escape(f"{cell.name}: skipped: {wont_fit[cell.key].error}"))
-                        progress.advance(bar)
-                        continue
-                    progress.update(bar, description=f"{label} · starting")
-                    cell = with_baseline_scores(cell, cells, store)
-                    executor.start(cell, lambda p, label=label: progress.update(bar, description=f"{label} · {escape(p)}"))
-                if not executor.in_flight():
-                    continue
-                for cell, end in executor.wait():
-                    progress.advance(bar)
-                    try:
-                        store.record(cell, end.outcome, end.samples, end.log_tail, end.wall_seconds, claims.pop(cell.key))
-                    except Superseded as exc:
-                        summary.superseded.append(cell.key)
-                        console.log(escape(f"{cell.name}: {end.status} in {end.wall_seconds:.0f} s, superseded: {exc}"))
-                        continue
-                    summary.outcomes[cell.key] = end.outcome
-                    summary.count(end.outcome)
-                    note = f": {end.outcome.error}" if not end.outcome.ok else ""
-                    console.log(escape(f"{cell.name}: {end.status} in {end.wall_seconds:.0f} s{note}"))
+                    if run.start(i, cell) == "watch":
+                        watched.append((i, cell))  # its run may die: then this one takes it over
+                if executor.in_flight():
+                    run.record_ended()
     finally:
         executor.close()
     return summary
+
+
+@dataclass
+class _Run:
+    """One `evalq run`'s cells going through the executor: claimed, started, recorded."""
+
+    cells: list[Cell]
+    store: Store
+    executor: Any
+    summary: RunSummary
+    console: Any
+    progress: Any
+    bar: Any
+    todo: int
+    wanted: Callable[[Any], bool]
+    wont_fit: dict[str, CellOutcome]
+    claims: dict[str, Claim] = field(default_factory=dict)  # what this run holds: recorded only while it still holds it
+
+    def start(self, i: int, cell: Cell) -> str:
+        """Claim the cell and start it; "watch" when another live run holds it."""
+        from rich.markup import escape
+
+        label = escape(f"[{i}/{self.todo}] {cell.name}")
+        # another `evalq run` on this database may have taken or finished it meanwhile
+        claim = self.store.claim(cell, self.wanted)
+        if not claim:
+            if self.store.status(cell.key) == Status.running:
+                return "watch"
+            self.summary.elsewhere += 1
+            self.progress.advance(self.bar)
+            return "elsewhere"
+        self.summary.keys_ran.append(cell.key)
+        if cell.key in self.wont_fit:
+            outcome = self.wont_fit[cell.key]
+            self.store.record(cell, outcome, claim=claim)
+            self.summary.outcomes[cell.key] = outcome
+            self.summary.count(outcome)
+            self.console.log(escape(f"{cell.name}: skipped: {outcome.error}"))
+            self.progress.advance(self.bar)
+            return "skipped"
+        self.claims[cell.key] = claim
+        self.progress.update(self.bar, description=f"{label} · starting")
+        cell = with_baseline_scores(cell, self.cells, self.store)
+        self.executor.start(cell, lambda p: self.progress.update(self.bar, description=f"{label} · {escape(p)}"))
+        return "started"
+
+    def record_ended(self) -> None:
+        from rich.markup import escape
+
+        for cell, end in self.executor.wait():
+            self.progress.advance(self.bar)
+            try:
+                self.store.record(cell, end.outcome, end.samples, end.log_tail, end.wall_seconds, self.claims.pop(cell.key))
+            except Superseded as exc:
+                self.summary.superseded.append(cell.key)
+                self.console.log(escape(f"{cell.name}: {end.status} in {end.wall_seconds:.0f} s, superseded: {exc}"))
+                continue
+            self.summary.outcomes[cell.key] = end.outcome
+            self.summary.count(end.outcome)
+            note = f": {end.outcome.error}" if not end.outcome.ok else ""
+            self.console.log(escape(f"{cell.name}: {end.status} in {end.wall_seconds:.0f} s{note}"))
 
 
 def with_baseline_scores(cell: Cell, cells: list[Cell], store: Store) -> Cell:

@@ -63,8 +63,14 @@ class Plan(Section):
     """The memory planner's prediction, from config.json alone."""
 
     predicted_weights_bytes: int | None = None
-    predicted_peak_bytes: int | None = None
-    error: str | None = None
+    predicted_peak_bytes: int | None = None  # while generating: prompt + new tokens at the largest batch
+    kv_cache_bytes: int | None = None
+    activation_bytes: int | None = None
+    overhead_bytes: int | None = None
+    sequence: int | None = None
+    batch: int | None = None
+    params: int | None = None
+    error: str | None = None  # an architecture the planner does not know
 
 
 class CellOutcome(BaseModel):

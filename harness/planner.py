@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from evalq.architecture import DTYPE_BYTES, PlanError, Shape, kv_cache_bytes  # noqa: F401 (DTYPE_BYTES: the planner's API)
 from evalq.backends.base import get_backend
+from evalq.outcome import Plan
 
 
 def weights_bytes(shape: Shape, variant: str, options: dict[str, Any] | None = None, dtype_bytes: int = 2) -> int:
@@ -194,24 +195,24 @@ def cell_dtype_bytes(variant: str, options: dict[str, Any], device: str) -> int:
     return DTYPE_BYTES.get(baseline_dtype(options.get("dtype") or "auto", device), 2)
 
 
-def plan_cell(variant: str, options: dict[str, Any], perf: Any, device: str, config: dict[str, Any]) -> dict[str, Any]:
+def plan_cell(variant: str, options: dict[str, Any], perf: Any, device: str, config: dict[str, Any]) -> Plan:
     """The prediction stored with a cell: weights exactly, and the peak while generating
     (prompt + new tokens at the largest batch of the perf settings)."""
     shape = Shape.from_config(config)
     sequence, batch = perf.prompt_tokens + perf.new_tokens, max(perf.batch_sizes)
     plan = plan_inference(shape, variant, options, device, sequence, batch, cell_dtype_bytes(variant, options, device))
-    return {"predicted_weights_bytes": plan.weights_bytes, "predicted_peak_bytes": plan.peak_bytes,
-            "kv_cache_bytes": plan.kv_cache_bytes, "activation_bytes": plan.activation_bytes,
-            "overhead_bytes": plan.overhead_bytes, "sequence": sequence, "batch": batch, "params": shape.params}
+    return Plan(predicted_weights_bytes=plan.weights_bytes, predicted_peak_bytes=plan.peak_bytes,
+                kv_cache_bytes=plan.kv_cache_bytes, activation_bytes=plan.activation_bytes,
+                overhead_bytes=plan.overhead_bytes, sequence=sequence, batch=batch, params=shape.params)
 
 
-def gpus_needed(plan: dict[str, Any], gpu_bytes: int) -> int | None:
+def gpus_needed(plan: Plan, gpu_bytes: int) -> int | None:
     """GPUs of `gpu_bytes` each for this cell, the model split across them
     (accelerate's device_map="auto"); each GPU pays the framework overhead."""
-    usable = gpu_bytes - plan["overhead_bytes"]
+    usable = gpu_bytes - plan.overhead_bytes
     if usable <= 0:
         return None
-    return max(1, math.ceil((plan["predicted_peak_bytes"] - plan["overhead_bytes"]) / usable))
+    return max(1, math.ceil((plan.predicted_peak_bytes - plan.overhead_bytes) / usable))
 
 
 def plan_matrix(matrix: Any, configs: dict[str, dict[str, Any]], gpu_bytes: int, gpus: int, device: str = "cuda",
@@ -243,7 +244,7 @@ def plan_matrix(matrix: Any, configs: dict[str, dict[str, Any]], gpu_bytes: int,
             options = variant_options(matrix, model, variant).model_dump(mode="json")
             plan = plan_cell(variant, options, matrix.perf, device, config)
             needed = gpus_needed(plan, gpu_bytes)
-            rows.append({**row, **plan, "gpus_needed": needed, "fits": needed is not None and needed <= gpus})
+            rows.append({**row, **plan.model_dump(exclude_unset=True), "gpus_needed": needed, "fits": needed is not None and needed <= gpus})
     return rows
 
 

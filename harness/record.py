@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from evalq.headlines import PERPLEXITY_METRIC, Headline, row_headlines, suite_average, suite_tasks
+from evalq.headlines import PERPLEXITY_METRIC, row_headlines, suite_average, suite_tasks
 from evalq.outcome import Memory, Plan, Quality
 from evalq.paired import Paired, pair_rows
 from evalq.store.tables import CellRow

@@ -136,7 +136,7 @@ def not_excluded(x: np.ndarray, y: np.ndarray, grid: np.ndarray, alpha: float) -
     return grid[betting_decisions(gate_statistic(x, y, grid), grid / (1 + grid), alpha)[:, -1] == 0]
 
 
-def judge(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float = ALPHA) -> Sequential:
+def verdict(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float = ALPHA) -> Sequential:
     """x, y: (rounds, tasks) per-document scores of the variant and its baseline, in draw order."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 2 or not len(x):

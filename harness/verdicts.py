@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def sequential_verdict(row: Any, base: Any, mine: dict[str, dict[DocKey, float]]
     if not len(x):
         return None
     gates = tuple(sorted(set(settings.get("gates") or [0.99]) | set(GATES)))
-    return sequential.judge(x, y, gates, settings.get("alpha", sequential.ALPHA))
+    return sequential.verdict(x, y, gates, settings.get("alpha", sequential.ALPHA))
 
 
 def stored_rounds(stored: dict[str, Any], mine: dict[str, dict[DocKey, float]],

@@ -10,9 +10,9 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from evalq.backends.base import BASELINE_VARIANT, variant_details, variant_rank
-from evalq.verdicts import Comparison, Difference, holm
+from evalq.verdicts import Comparison, Difference, Judge, holm
 from evalq.paired import group_signature
-from evalq.headlines import PERPLEXITY_METRIC, headline, suite_average
+from evalq.headlines import headline, suite_average
 from evalq.outcome import Plan, Quality
 from evalq.record import CellRecord, PairedFigures
 
@@ -249,9 +249,6 @@ class Verdict:
     @property
     def mde(self) -> float | None:  # points: what this many documents could detect with 80 % power
         return 100 * self.suite.mde if self.suite and self.suite.mde is not None else None
-
-
-Judge = Callable[[Row, Row], Comparison]
 
 
 def adjust_for_multiplicity(verdicts: list[Verdict]) -> None:

@@ -25,13 +25,13 @@ from sqlalchemy.orm import Session
 
 def synthetic_db(path: Path, n_cells: int) -> str:
     from evalq.cell import expand
-    from evalq.matrix import load_matrix
+    from evalq.matrix import read_matrix
     from evalq.store import Store
     from evalq.store.tables import CellRow
 
     matrix = path.parent / "m.yaml"
     matrix.write_text("name: bench\nmodels:\n  - hub: org/m\nvariants:\n  fp16: {}\nsuites: [demo]\n")
-    m, suites = load_matrix(matrix)
+    m, suites = read_matrix(matrix)
     template = expand(m, suites, lambda spec: "0" * 40, device="cuda")[0].model_dump(mode="json")
     store = Store(str(path))
     rng = random.Random(0)

@@ -59,6 +59,7 @@ def main() -> None:
     from lm_eval.tasks import TaskManager
 
     from evalq.backends.base import get_backend
+    from evalq.resources import Resources
     from evalq.matrix import ModelSpec, PerfSettings
     from evalq.measure.accuracy import evaluate
     from evalq.measure.speed import measure_speed, prompt_ids
@@ -68,7 +69,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     backend = get_backend(args.variant)
     files = materialize(ModelSpec(package=args.model))
-    loaded = backend.load(files, backend.Config(), "cpu", "")
+    loaded = backend.load(files, backend.Config(), Resources(), "")
     model, tok = loaded.model, loaded.tokenizer
     suite = load_suite("demo")  # real benchmarks on the shipped data, a fixed subset of documents
     tasks = [t.task for t in suite.tasks]

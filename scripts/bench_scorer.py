@@ -36,6 +36,7 @@ def main() -> None:
     import torch
 
     from evalq.backends.base import get_backend
+    from evalq.resources import Resources
     from evalq.cpu import auto_cpu_dtype, cpu_features
     from evalq.matrix import ModelSpec
     from evalq.measure.accuracy import evaluate
@@ -100,7 +101,7 @@ def main() -> None:
     for name in args.models:
         files = materialize(ModelSpec(package=MODELS[name]))
         fp16 = get_backend("fp16")
-        loaded = fp16.load(files, fp16.Config(dtype=dtype), "cpu", "")
+        loaded = fp16.load(files, fp16.Config(dtype=dtype), Resources(), "")
         side_by_side(name, loaded.model, loaded.tokenizer, {"lm-eval": hf_side("lm-eval"), "evalq": hf_side("evalq")})
         del loaded
     if args.gguf:  # llama.cpp: each request from its first token, against the context's KV kept for its choices

@@ -30,6 +30,7 @@ def main() -> None:
     import torch
 
     from evalq.backends.base import get_backend
+    from evalq.resources import Resources
     from evalq.cpu import cpu_features
     from evalq.env import cpu_model
     from evalq.matrix import ModelSpec
@@ -55,7 +56,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     backend = get_backend(args.variant)
-    loaded = backend.load(materialize(ModelSpec(package=args.model)), backend.Config(), "cpu", "")
+    loaded = backend.load(materialize(ModelSpec(package=args.model)), backend.Config(), Resources(), "")
     suite = load_suite(args.suite)
     features = cpu_features()
     print(f"model {args.model} · variant {args.variant} · dtype {loaded.dtype} · torch threads {torch.get_num_threads()} · "

@@ -24,7 +24,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
-from evalq.backends.gptq import (Calibration, _gptqmodel_env, calibration_samples, check_calibrated,
+from evalq.resources import Resources
+from evalq.backends.gptq import (Calibration, gptqmodel_env, calibration_samples, check_calibrated,
                                  group_size_problem, quantized_key)
 from evalq.backends.hf import DtypeName, baseline_dtype, missing_module
 from evalq.cache import build_once, cache_dir
@@ -77,15 +78,17 @@ class AWQBackend(BackendBase):
             total += i * o // 2 + groups * o // 2 + groups * o * dtype_bytes
         return total + shape.unquantized_bytes(dtype_bytes)
 
-    def load(self, files: ModelFiles, cfg: AWQConfig, device: str, workdir: str) -> Loaded:
-        _gptqmodel_env()
+    def load(self, files: ModelFiles, cfg: AWQConfig, resources: Resources, workdir: str) -> Loaded:
+        device = resources.device
+        gptqmodel_env(resources.threads_for("prepare"))
         prepare_seconds = 0.0
         if cfg.checkpoint:
             path = cfg.checkpoint
         else:
             target = cache_dir("awq") / quantized_key(files, cfg)
             started = time.perf_counter()
-            if build_once(target, _quantize_into, files.path, files.trust_remote_code, cfg.model_dump(), isolated=True):
+            if build_once(target, _quantize_into, files.path, files.trust_remote_code, cfg.model_dump(), isolated=True,
+                          threads=resources.threads_for("prepare")):
                 prepare_seconds = time.perf_counter() - started
             path = str(target)
 
@@ -117,8 +120,8 @@ class AWQBackend(BackendBase):
 
 
 def _quantize_into(out: Path, model_path: str, trust_remote_code: bool, cfg_dict: dict[str, Any]) -> None:
-    """Quantize with gptqmodel's AWQ (runs in a spawned child process)."""
-    _gptqmodel_env()
+    """Quantize with gptqmodel's AWQ (runs in a spawned child process; gptqmodel's pool: the parent's
+    gptqmodel_env, inherited)."""
     os.chdir(out)  # gptqmodel writes logs/ into the working directory
     import torch
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig

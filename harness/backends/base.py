@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
+
+from evalq.resources import Resources
 
 # Rows of vocabulary-wide float64 arrays turned at a time (262k vocabulary: 134 MB each):
 # measure/quality's KL divergence and the llama.cpp scorer's log-softmax.
@@ -77,7 +80,9 @@ class ModelFiles:
 class Backend(Protocol):
     """One precision variant.
 
-    `load` returns the model on `device` ("cpu" or "cuda"); `unavailable_reason`
+    `load` returns the model on `resources.device` ("cpu" or "cuda"), quantizing with
+    `resources.threads_for("prepare")` CPU threads (evalq.resources; a backend written to the
+    older `load(files, cfg, device, workdir)` still works: see `load_variant`); `unavailable_reason`
     says why this variant cannot run here (None when it can), checked before any
     weights are read. Everything else evalq knows about a variant is asked of
     its backend too (defaults in `BackendBase`): the planner's bytes per weight
@@ -96,7 +101,7 @@ class Backend(Protocol):
 
     def check_model(self, cfg: BackendConfig, model_config: dict[str, Any]) -> str | None: ...
 
-    def load(self, files: ModelFiles, cfg: BackendConfig, device: str, workdir: str) -> Loaded: ...
+    def load(self, files: ModelFiles, cfg: BackendConfig, resources: Resources, workdir: str) -> Loaded: ...
 
     def rank(self) -> tuple: ...
 
@@ -155,6 +160,21 @@ class BackendBase:
     def calibration_windows(self, cfg: BackendConfig, tokenizer: Any) -> list[list[int]] | None:
         """Token windows the variant was calibrated on (None: no calibration)."""
         return None
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_device(load: Any) -> bool:
+    """A load method written to the protocol before Resources: (files, cfg, device, workdir)."""
+    params = [p for p in inspect.signature(load).parameters.values() if p.name != "self"]
+    return len(params) >= 3 and params[2].name == "device"
+
+
+def load_variant(backend: Backend, files: ModelFiles, cfg: BackendConfig, resources: Resources, workdir: str) -> Loaded:
+    """backend.load with the cell's Resources; a plug-in written to the older protocol gets
+    the device name in their place (its quantizer then sizes its own thread pool)."""
+    if _takes_device(type(backend).load):
+        return backend.load(files, cfg, resources.device, workdir)
+    return backend.load(files, cfg, resources, workdir)
 
 
 # The variant every other is compared against (paired quality, recovery, deltas).

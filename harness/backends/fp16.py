@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.resources import Resources
 from evalq.backends.hf import DtypeName, baseline_dtype, load_causal_lm
 
 
@@ -24,7 +25,8 @@ class FP16Backend(BackendBase):
     def weights_bytes(self, shape: Any, options: dict[str, Any], dtype_bytes: int) -> int:
         return shape.linear_params * dtype_bytes + shape.unquantized_bytes(dtype_bytes)
 
-    def load(self, files: ModelFiles, cfg: FP16Config, device: str, workdir: str) -> Loaded:
+    def load(self, files: ModelFiles, cfg: FP16Config, resources: Resources, workdir: str) -> Loaded:
+        device = resources.device
         dtype = baseline_dtype(cfg.dtype, device)
-        model, tokenizer = load_causal_lm(files, device, dtype)
+        model, tokenizer = load_causal_lm(files, resources, dtype)
         return Loaded(model, tokenizer, dtype, {"dtype": dtype, "bits": 16 if dtype != "float32" else 32})

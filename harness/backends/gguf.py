@@ -8,26 +8,25 @@ copy that would round them and overflow above 65,504; cached per model), then
 llama_model_quantize writes the type asked for (cached under a content key,
 like the GPTQ checkpoints). The converter is not part of llama-cpp-python's
 wheel: `evalq gguf-converter` extracts the one matching the installed version
-from its source distribution.
+from its source distribution (backends.gguf_converter).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.backends.gguf_converter import CONVERTER_ENV, convert_into, converter_path
 from evalq.backends.hf import missing_module
 from evalq.cache import build_once, cache_dir, file_sha256
 from evalq.cpu import cpu_flags
+from evalq.resources import Resources
 
 PREFIX = "gguf-"
 # type → (llama.cpp's LLAMA_FTYPE_MOSTLY_* name, nominal bits per weight, the ggml type most weights get)
@@ -53,9 +52,6 @@ GGUF_TYPES: dict[str, tuple[str, int, str]] = {
     "q2_k": ("Q2_K", 2, "Q2_K"),
 }
 UNQUANTIZED = ("f32", "f16", "bf16")  # written by the converter itself
-CONVERTER_ENV = "EVALQ_LLAMA_CPP_CONVERTER"
-# Chart marker of each type: open (GGUF) where the transformers variants are filled, the
-# shape by nominal bits, a colour of its own, so every type is told apart without colour too.
 SHAPE_BY_BITS = {32: "star", 16: "hexagon", 8: "square", 6: "pentagon", 5: "triangle-down", 4: "triangle", 3: "diamond", 2: "circle"}
 COLOURS = {"f32": "#0e8f9e", "f16": "#3a6fd8", "bf16": "#7b4fd6", "q8_0": "#8c564b", "q6_k": "#b8860b",
            "q5_k_m": "#2e8b57", "q5_k_s": "#6b8e23", "q5_1": "#20a09a", "q5_0": "#4682b4", "q4_k_m": "#e377c2",
@@ -91,22 +87,6 @@ class GGUFConfig(BackendConfig):
             if not Path(value).is_file():
                 raise ValueError(f"GGUF file {value} does not exist")
         return value
-
-
-def converter_path() -> Path | None:
-    """llama.cpp's convert_hf_to_gguf.py: $EVALQ_LLAMA_CPP_CONVERTER, else the one
-    `evalq gguf-converter` put beside this environment for the installed llama-cpp-python."""
-    if os.environ.get(CONVERTER_ENV):
-        return Path(os.environ[CONVERTER_ENV])
-    try:
-        installed = version("llama_cpp_python")
-    except PackageNotFoundError:
-        return None
-    return converter_home(installed) / "convert_hf_to_gguf.py"
-
-
-def converter_home(llama_cpp_version: str) -> Path:
-    return Path(sys.prefix) / "share" / "evalq" / f"llama.cpp-{llama_cpp_version}"
 
 
 class GGUFBackend(BackendBase):
@@ -162,7 +142,8 @@ class GGUFBackend(BackendBase):
                     f"or set {CONVERTER_ENV} to convert_hf_to_gguf.py of a llama.cpp checkout, or give a checkpoint")
         return None
 
-    def load(self, files: ModelFiles, cfg: GGUFConfig, device: str, workdir: str) -> Loaded:
+    def load(self, files: ModelFiles, cfg: GGUFConfig, resources: Resources, workdir: str) -> Loaded:
+        device = resources.device
         from evalq.backends.llamacpp import LlamaCppModel
 
         started = time.perf_counter()
@@ -176,19 +157,20 @@ class GGUFBackend(BackendBase):
             assert converter is not None
             outtype = source_outtype(Path(files.path)) if cfg.outtype == "auto" else cfg.outtype
             wide = cache_dir("llamacpp") / wide_key(files, outtype, converter)
-            built = build_once(wide, _convert_into, files.path, outtype, str(converter))
+            built = build_once(wide, convert_into, files.path, outtype, str(converter))
             intermediate = json.loads((wide / "evalq-gguf.json").read_text())["outtype"]
             if self.gguf_type in UNQUANTIZED and self.gguf_type == intermediate:
                 path = wide / "model.gguf"
             else:
                 target = cache_dir("llamacpp") / quantized_key(wide.name, self.gguf_type)
-                built = build_once(target, _quantize_into, str(wide / "model.gguf"), self.ftype_name) or built
+                built = build_once(target, _quantize_into, str(wide / "model.gguf"), self.ftype_name,
+                                   resources.threads_for("prepare")) or built
                 path = target / "model.gguf"
             source = "converted here from the model's weights"
         n_gpu_layers = cfg.n_gpu_layers if device == "cuda" else 0
         extra_buffers = extra_buffer_types(cfg, cpu_flags())
         model = LlamaCppModel(str(path), n_gpu_layers=n_gpu_layers, n_ctx=cfg.n_ctx, n_ubatch=cfg.n_ubatch,
-                              extra_buffer_types=extra_buffers)
+                              extra_buffer_types=extra_buffers, threads=resources.threads_for("prepare"))
         found = model.file_type
         if found and found != self.ftype_name:
             model.close()
@@ -272,70 +254,12 @@ def quantized_key(wide: str, gguf_type: str) -> str:
     return f"{gguf_type}-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _convert_into(out: Path, model_dir: str, outtype: str, converter: str) -> None:
-    """llama.cpp's convert_hf_to_gguf.py, in its own process (it imports torch and the weights)."""
-    cmd = [sys.executable, converter, model_dir, "--outtype", outtype, "--outfile", str(out / "model.gguf")]
-    # without NO_LOCAL_GGUF the converter imports the gguf-py shipped beside it, its own version
-    env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    (out / "convert.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise RuntimeError(f"convert_hf_to_gguf.py failed ({proc.returncode}): {tail[0]}; log in {out / 'convert.log'}")
-    from evalq.backends.llamacpp import file_type_name
-
-    written = (file_type_name(out / "model.gguf") or outtype).lower().removeprefix("all_")  # ALL_F32 → f32
-    (out / "evalq-gguf.json").write_text(json.dumps({"outtype": written, "command": cmd[1:]}, indent=1))
-
-
-def _quantize_into(out: Path, source: str, ftype_name: str) -> None:
+def _quantize_into(out: Path, source: str, ftype_name: str, threads: int) -> None:
     """llama.cpp's own quantizer (llama_model_quantize), as llama-quantize runs it."""
     from evalq.backends.llamacpp import quantize
 
-    quantize(source, str(out / "model.gguf"), ftype_name)
+    quantize(source, str(out / "model.gguf"), ftype_name, threads)
     (out / "evalq-gguf.json").write_text(json.dumps({"from": source, "ftype": ftype_name}, indent=1))
-
-
-CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
-
-
-def install_converter(sdist: Path | None = None, log: Any = print) -> Path:
-    """Put llama.cpp's converter (convert_hf_to_gguf.py with its `conversion`
-    package and gguf-py) matching the installed llama-cpp-python beside this
-    environment, from llama-cpp-python's source distribution (pip download, or
-    `sdist`, the .tar.gz pip built the extra from)."""
-    import shutil
-    import tarfile
-    import tempfile
-
-    installed = version("llama_cpp_python")
-    home = converter_home(installed)
-    if (home / "convert_hf_to_gguf.py").is_file():
-        log(f"llama.cpp's converter for llama-cpp-python {installed} is already in {home}")
-        return home
-    if sdist is not None and not Path(sdist).name.endswith(f"-{installed}.tar.gz"):
-        log(f"{sdist} is not llama-cpp-python {installed}'s source: downloading the matching one")
-        sdist = None
-    with tempfile.TemporaryDirectory() as tmp:
-        if sdist is None:
-            log(f"downloading llama-cpp-python {installed}'s source distribution (~77 MB) for its converter")
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                            f"llama-cpp-python=={installed}", "-d", tmp], check=True)
-            sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        staging = Path(tmp) / "converter"
-        with tarfile.open(sdist) as tar:
-            for member in tar.getmembers():
-                _, _, rest = member.name.partition("/vendor/llama.cpp/")
-                if rest and rest.startswith(CONVERTER_MEMBERS) and (member.isfile() or member.isdir()):
-                    member.name = rest
-                    tar.extract(member, staging, filter="data")
-        if not (staging / "convert_hf_to_gguf.py").is_file():
-            raise RuntimeError(f"{sdist} holds no vendor/llama.cpp/convert_hf_to_gguf.py")
-        home.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(home, ignore_errors=True)
-        shutil.move(str(staging), home)
-    log(f"llama.cpp's converter for llama-cpp-python {installed} is in {home}")
-    return home
 
 
 def gguf_weights_bytes(shape: Any, gguf_type: str) -> int:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.resources import Resources
 from evalq.backends.hf import DtypeName, baseline_dtype, group_size_misfit, linear_in_features, missing_module
 from evalq.cache import build_once, cache_dir
 
@@ -101,8 +102,9 @@ class GPTQBackend(BackendBase):
             return None
         return group_size_problem(cfg.group_size, model_config)
 
-    def load(self, files: ModelFiles, cfg: GPTQConfig, device: str, workdir: str) -> Loaded:
-        _gptqmodel_env()
+    def load(self, files: ModelFiles, cfg: GPTQConfig, resources: Resources, workdir: str) -> Loaded:
+        device = resources.device
+        gptqmodel_env(resources.threads_for("prepare"))
         prepare_seconds, quantize_dtype = 0.0, None
         if cfg.checkpoint:
             path = cfg.checkpoint
@@ -112,7 +114,7 @@ class GPTQBackend(BackendBase):
             target = cache_dir("gptq") / quantized_key(files, cfg, quantize_dtype)
             started = time.perf_counter()
             if build_once(target, _quantize_into, files.path, files.trust_remote_code, cfg.model_dump(), quantize_dtype,
-                          isolated=True):
+                          isolated=True, threads=resources.threads_for("prepare")):
                 prepare_seconds = time.perf_counter() - started
             path = str(target)
 
@@ -159,12 +161,11 @@ def group_size_problem(group_size: int, model_config: dict[str, Any]) -> str | N
     return f"{misfit}; valid here: {ok or [-1]} or -1"
 
 
-def _gptqmodel_env() -> None:
+def gptqmodel_env(threads: int) -> None:
+    """gptqmodel's CPU pool, which it reads from the environment (GPTQ and AWQ alike)."""
     # On a 2-core machine gptqmodel's default pool asks for more workers than
     # its parent pool has ("Virtual pool 'model_loader:cpu' requests 2 workers").
-    from evalq.threads import current
-
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, current())))
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, threads)))
 
 
 def quantized_key(files: ModelFiles, cfg: BackendConfig, quantize_dtype: str | None = None) -> str:
@@ -219,8 +220,7 @@ def _quantize_into(out: Path, model_path: str, trust_remote_code: bool, cfg_dict
     """Quantize with gptqmodel's native API (runs in a spawned child process), the calibration
     forwards in `dtype` (None: gptqmodel's choice). Its own choice is bfloat16 on any CPU, which one
     without native bf16 emulates (SmolLM2 with the demo's calibration on an AVX2 EPYC: 474 s
-    against 154 s in float32)."""
-    _gptqmodel_env()
+    against 154 s in float32). gptqmodel's pool: the parent's gptqmodel_env, inherited."""
     # gptqmodel writes logs/ into the working directory: keep them with the checkpoint
     os.chdir(out)
     import torch

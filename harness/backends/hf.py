@@ -1,11 +1,11 @@
 """What the transformers-based backends share: the baseline dtype and the load call."""
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from evalq.backends.base import ModelFiles
 from evalq.cpu import auto_cpu_dtype
+from evalq.resources import Resources
 
 DtypeName = Literal["auto", "float16", "bfloat16", "float32"]
 
@@ -31,14 +31,14 @@ def resolve_auto_dtypes(options: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: baseline_dtype(v, device) if k in DTYPE_OPTIONS and v == "auto" else v for k, v in options.items()}
 
 
-def load_causal_lm(files: ModelFiles, device: str, dtype: str, **kwargs: Any):
+def load_causal_lm(files: ModelFiles, resources: Resources, dtype: str, **kwargs: Any):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(
         files.path,
         dtype=getattr(torch, dtype),
-        **placement(device),
+        **placement(resources),
         trust_remote_code=files.trust_remote_code,
         **kwargs,
     )
@@ -46,16 +46,15 @@ def load_causal_lm(files: ModelFiles, device: str, dtype: str, **kwargs: Any):
     return model.eval(), tokenizer
 
 
-def placement(device: str) -> dict[str, Any]:
-    """device_map (and max_memory): the whole model on `device`, or, when an
-    executor gave this cell several GPUs (EVALQ_GPUS, see executors.py), split
-    over them by accelerate, each GPU holding at most EVALQ_MAX_MEMORY_PER_GPU
+def placement(resources: Resources) -> dict[str, Any]:
+    """device_map (and max_memory): the whole model on the cell's device, or, when an
+    executor gave this cell several GPUs (Resources.gpus, see executors.py), split
+    over them by accelerate, each GPU holding at most Resources.max_memory_per_gpu
     bytes of weights."""
-    gpus = int(os.environ.get("EVALQ_GPUS", "1"))
-    if device != "cuda" or gpus <= 1:
-        return {"device_map": device}
-    per_gpu = os.environ.get("EVALQ_MAX_MEMORY_PER_GPU")
-    return {"device_map": "auto", **({"max_memory": {i: int(per_gpu) for i in range(gpus)}} if per_gpu else {})}
+    if resources.device != "cuda" or resources.gpus <= 1:
+        return {"device_map": resources.device}
+    per_gpu = resources.max_memory_per_gpu
+    return {"device_map": "auto", **({"max_memory": {i: per_gpu for i in range(resources.gpus)}} if per_gpu else {})}
 
 
 def missing_module(module: str, install: str) -> str | None:

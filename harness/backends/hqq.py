@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.resources import Resources
 from evalq.backends.hf import DtypeName, baseline_dtype, group_size_misfit, load_causal_lm, missing_module
 
 PREFIX = "hqq-"
@@ -93,14 +94,15 @@ class HQQBackend(BackendBase):
         return (sum(code_bytes(i, o, self.bits, group) + 2 * dtype_bytes * (i * o // group) for i, o in shape.all_linears())
                 + shape.unquantized_bytes(dtype_bytes, buffer_dtype_bytes=dtype_bytes))
 
-    def load(self, files: ModelFiles, cfg: HQQConfig, device: str, workdir: str) -> Loaded:
+    def load(self, files: ModelFiles, cfg: HQQConfig, resources: Resources, workdir: str) -> Loaded:
+        device = resources.device
         import hqq
         import torch
         from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
         from hqq.models.hf.base import AutoHQQHFModel
 
         dtype = baseline_dtype(cfg.dtype, device)
-        model, tokenizer = load_causal_lm(files, device, dtype)
+        model, tokenizer = load_causal_lm(files, resources, dtype)
         started = time.perf_counter()
         quant = BaseQuantizeConfig(nbits=self.bits, group_size=cfg.group_size, axis=cfg.axis)
         AutoHQQHFModel.quantize_model(model, quant_config=quant, compute_dtype=getattr(torch, dtype), device=device)

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.resources import Resources
 from evalq.backends.hf import DtypeName, baseline_dtype, load_causal_lm, missing_module
 
 
@@ -36,7 +37,8 @@ class Int8Backend(BackendBase):
         # int8 weights + one float32 scale per output row (SCB)
         return sum(i * o + 4 * o for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
 
-    def load(self, files: ModelFiles, cfg: Int8Config, device: str, workdir: str) -> Loaded:
+    def load(self, files: ModelFiles, cfg: Int8Config, resources: Resources, workdir: str) -> Loaded:
+        device = resources.device
         from transformers import BitsAndBytesConfig
 
         # Without an explicit dtype the unquantized modules (embeddings, norms,
@@ -47,5 +49,5 @@ class Int8Backend(BackendBase):
             llm_int8_threshold=cfg.threshold,
             llm_int8_skip_modules=cfg.skip_modules,
         )
-        model, tokenizer = load_causal_lm(files, device, dtype, quantization_config=qcfg)
+        model, tokenizer = load_causal_lm(files, resources, dtype, quantization_config=qcfg)
         return Loaded(model, tokenizer, dtype, {"dtype": dtype, "bits": 8, "threshold": cfg.threshold})

@@ -21,7 +21,7 @@ import numpy as np
 
 from evalq.cpu import cpu_flags
 from evalq.gguf_header import GGUFHeader, read_header
-from evalq.threads import current
+from evalq.threads import available
 
 MAX_DEFAULT_CTX = 8192  # lm-eval's HFLM scores rolling windows of the model's length; capped for the KV cache
 UNQUANTIZED_GGML = {"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"}
@@ -64,10 +64,11 @@ def file_type_of(header: GGUFHeader) -> str | None:
 
 
 def quantize(source: str, target: str, ftype_name: str, threads: int | None = None) -> None:
+    """threads: None, every core this process may use."""
     L = _lib()
     params = L.llama_model_quantize_default_params()
     params.ftype = getattr(L, "LLAMA_FTYPE_" + ftype_name if ftype_name == "ALL_F32" else "LLAMA_FTYPE_MOSTLY_" + ftype_name)
-    params.nthread = threads or current()
+    params.nthread = threads or available()
     rc = L.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params))
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize to {ftype_name} failed ({rc})")
@@ -123,9 +124,10 @@ class LlamaCppModel:
     """One GGUF model in memory (mmap'd, as llama.cpp serves it) and one context at a time."""
 
     def __init__(self, path: str, n_gpu_layers: int = 0, n_ctx: int | None = None, n_ubatch: int = 512,
-                 extra_buffer_types: bool | None = None):
+                 extra_buffer_types: bool | None = None, threads: int | None = None):
         """extra_buffer_types: None lets llama.cpp use them except on a CPU with AMX, whose
-        kernels crash at the first decode (see backends.gguf.extra_buffer_types)."""
+        kernels crash at the first decode (see backends.gguf.extra_buffer_types). threads: until
+        a phase sets its own (set_threads); None, every core this process may use."""
         L = _lib()
         if extra_buffer_types is None:
             extra_buffer_types = "amx_int8" not in cpu_flags()
@@ -148,7 +150,7 @@ class LlamaCppModel:
         self.system_info = L.llama_print_system_info().decode().strip()
         self.compute_dtype = "float32"  # ggml's activations; the KV cache is float16
         self.tokenizer = LlamaCppTokenizer(self)
-        self.threads = current()  # the loading phase's (evalq.threads); each phase sets its own
+        self.threads = threads or available()
         self._ctx = None
         self._ctx_shape: tuple[int, int, int, str | None] | None = None
         self._cached: list[int] = []  # tokens whose KV the context of sequence 0 holds

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.resources import Resources
 from evalq.backends.hf import DtypeName, baseline_dtype, load_causal_lm, missing_module
 
 
@@ -50,7 +51,8 @@ class NF4Backend(BackendBase):
         double = bool(options.get("double_quant", True))
         return sum(nf4_tensor_bytes(i * o, double) for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
 
-    def load(self, files: ModelFiles, cfg: NF4Config, device: str, workdir: str) -> Loaded:
+    def load(self, files: ModelFiles, cfg: NF4Config, resources: Resources, workdir: str) -> Loaded:
+        device = resources.device
         import torch
         from transformers import BitsAndBytesConfig
 
@@ -62,6 +64,6 @@ class NF4Backend(BackendBase):
             bnb_4bit_use_double_quant=cfg.double_quant,
             bnb_4bit_compute_dtype=getattr(torch, compute),
         )
-        model, tokenizer = load_causal_lm(files, device, dtype, quantization_config=qcfg)
+        model, tokenizer = load_causal_lm(files, resources, dtype, quantization_config=qcfg)
         details = {"dtype": dtype, "bits": 4, "double_quant": cfg.double_quant, "compute_dtype": compute, "block_size": 64}
         return Loaded(model, tokenizer, dtype, details)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from evalq.backends.base import BackendBase, BackendConfig, Loaded, ModelFiles
+from evalq.resources import Resources
 from evalq.backends.hf import DtypeName, baseline_dtype, group_size_misfit, load_causal_lm, missing_module
 
 PREFIX = "torchao-"
@@ -100,7 +101,8 @@ class TorchAoBackend(BackendBase):
         # int8 values, a float32 scale and an int8 zero point per output row (Int8Tensor)
         return sum(i * o + 5 * o for i, o in shape.all_linears()) + shape.unquantized_bytes(dtype_bytes)
 
-    def load(self, files: ModelFiles, cfg: TorchAoConfig, device: str, workdir: str) -> Loaded:
+    def load(self, files: ModelFiles, cfg: TorchAoConfig, resources: Resources, workdir: str) -> Loaded:
+        device = resources.device
         import torchao
         from torchao import quantization as q
         from transformers import TorchAoConfig as HFTorchAoConfig
@@ -110,7 +112,7 @@ class TorchAoBackend(BackendBase):
                       "fp8wo": q.Float8WeightOnlyConfig,
                       "fp8": lambda: q.Float8DynamicActivationFloat8WeightConfig(granularity=q.PerRow())}.get(self.scheme)
         config = quant_type() if quant_type else q.Int4WeightOnlyConfig(group_size=cfg.group_size)
-        model, tokenizer = load_causal_lm(files, device, dtype, quantization_config=HFTorchAoConfig(quant_type=config))
+        model, tokenizer = load_causal_lm(files, resources, dtype, quantization_config=HFTorchAoConfig(quant_type=config))
         details = {"dtype": dtype, "bits": self.bits, "scheme": self.scheme, "method": self.description,
                    "config": type(config).__name__, "torchao": torchao.__version__}
         if self.scheme == "int4wo":

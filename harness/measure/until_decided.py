@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from evalq.headlines import PERPLEXITY_METRIC, document_scores
-from evalq.sequential import EqualCost, decided, equal_cost, judge
+from evalq.sequential import EqualCost, Sequential, decided, equal_cost, verdict as sequence_verdict
 from evalq.suites import Suite, TaskSpec
 
 Evaluate = Callable[[list[Suite]], dict[str, Any]]  # accuracy.evaluate on the loaded model, for these suites
@@ -118,6 +118,53 @@ def by_doc_id(samples: list[dict[str, Any]], metric: str) -> dict[str, float]:
     return {doc_id: v for (doc_id, _), v in document_scores(samples, metric).items()}
 
 
+class Looks:
+    """The sequence's looks at a cell's rounds: after each, the gates' verdict against the
+    fp16 baseline and each equal-cost question's answer, and whether to stop."""
+
+    def __init__(self, orders: dict[str, list[int]], metric: dict[str, str], settings: Any, budget: int,
+                 baseline: dict[str, dict[str, float]] | None,
+                 rivals: dict[str, tuple[float, dict[str, dict[str, float]]]] | None, log: Callable[[str], None]):
+        self.orders, self.metric, self.settings, self.budget = orders, metric, settings, budget
+        self.baseline, self.rivals, self.log = baseline, rivals or {}, log
+        self.gates = tuple(settings.gates)
+        self.verdict: Sequential | None = None
+        self.questions: dict[str, EqualCost] = {}
+        self.pairs: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # each question's scores at the last look
+
+    def open_questions(self, mine: dict[str, dict[str, float]], done: int) -> bool:
+        """Judge each equal-cost question; whether one is still undecided with documents left to pair."""
+        waiting = False
+        for against, (margin, scores) in self.rivals.items():
+            xr, yr = paired_rounds(self.orders, done, mine, scores)
+            if len(xr):
+                self.pairs[against] = (xr, yr, margin)
+                self.questions[against] = equal_cost(xr, yr, against, margin, self.settings.alpha, interval=False)
+                self.log(f"@@evalq until_decided n={done}/{self.budget} against {against} fp16: {self.questions[against].verdict}")
+            waiting |= len(xr) == done and (against not in self.questions or self.questions[against].verdict == "undecided")
+        return waiting
+
+    def look(self, samples: dict[str, list[dict[str, Any]]], done: int) -> str | None:
+        """The verdict after `done` documents a task; the reason to stop, if any."""
+        if self.baseline is None:
+            self.log(f"@@evalq until_decided n={done}/{self.budget}")
+            return None
+        mine = {t: by_doc_id(samples.get(t, []), self.metric[t]) for t in self.orders}
+        x, y = paired_rounds(self.orders, done, mine, self.baseline)
+        waiting = self.open_questions(mine, done)
+        if len(x):
+            v = self.verdict = sequence_verdict(x, y, self.gates, self.settings.alpha)
+            self.log(f"@@evalq until_decided n={done}/{self.budget} recovery={v.recovery or 0:.4f} "
+                     f"[{v.recovery_lo}, {v.recovery_hi}] " + " ".join(f"{g}:{r.verdict}" for g, r in v.gates.items()))
+            if decided(v, self.gates) and not waiting:
+                return "decided"
+        return "baseline" if len(x) < done else None  # the baseline scored no more documents to pair with
+
+    def answers(self) -> dict[str, EqualCost]:
+        """The equal-cost answers at the last look, with their intervals."""
+        return {k: equal_cost(xr, yr, k, margin, self.settings.alpha) for k, (xr, yr, margin) in self.pairs.items()}
+
+
 def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: Any, seed: int, baseline: dict[str, dict[str, float]] | None,
                            split_size: Callable[[str], int], log: Callable[[str], None] = print,
                            checkpoint: Path | None = None,
@@ -129,49 +176,14 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
     if not specs:
         raise ValueError("eval.until_decided: the suites have no accuracy task to decide on")
     orders = {t.task: draw_order(t, seed, split_size, settings.pool) for t in specs}
-    metric = {t.task: headline_metric(t) for t in specs}
     budget = min([settings.max_documents] + [len(o) for o in orders.values()])
-    gates = tuple(settings.gates)
+    looks = Looks(orders, {t.task: headline_metric(t) for t in specs}, settings, budget, baseline, rivals, log)
     started = time.perf_counter()
     done, samples, result = load_rounds(checkpoint, orders, budget)
     resumed = done
     if resumed:
         log(f"@@evalq until_decided resumed at n={done}/{budget} from {checkpoint}")
-    verdict = None
-    questions: dict[str, EqualCost] = {}
-    pairs: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # each question's scores at the last look
-
-    def open_questions(mine: dict[str, dict[str, float]]) -> bool:
-        """Judge each equal-cost question; whether one is still undecided with documents left to pair."""
-        waiting = False
-        for against, (margin, scores) in (rivals or {}).items():
-            xr, yr = paired_rounds(orders, done, mine, scores)
-            if len(xr):
-                pairs[against] = (xr, yr, margin)
-                questions[against] = equal_cost(xr, yr, against, margin, settings.alpha, interval=False)
-                log(f"@@evalq until_decided n={done}/{budget} against {against} fp16: {questions[against].verdict}")
-            waiting |= len(xr) == done and (against not in questions or questions[against].verdict == "undecided")
-        return waiting
-
-    def look() -> str | None:
-        """The verdict after `done` documents a task; the reason to stop, if any."""
-        nonlocal verdict
-        if baseline is None:
-            log(f"@@evalq until_decided n={done}/{budget}")
-            return None
-        mine = {t: by_doc_id(samples.get(t, []), metric[t]) for t in orders}
-        x, y = paired_rounds(orders, done, mine, baseline)
-        waiting = open_questions(mine)
-        if len(x):
-            verdict = judge(x, y, gates, settings.alpha)
-            log(f"@@evalq until_decided n={done}/{budget} recovery={verdict.recovery or 0:.4f} "
-                f"[{verdict.recovery_lo}, {verdict.recovery_hi}] "
-                + " ".join(f"{g}:{r.verdict}" for g, r in verdict.gates.items()))
-            if decided(verdict, gates) and not waiting:
-                return "decided"
-        return "baseline" if len(x) < done else None  # the baseline scored no more documents to pair with
-
-    stop = look() if done else None
+    stop = looks.look(samples, done) if done else None
     while stop is None and done < budget:
         k = min(settings.step, budget - done)
         got = evaluate(round_suites(suites, {t: o[done : done + k] for t, o in orders.items()}, first=not done))
@@ -180,11 +192,21 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
         result = _merge(result, got)
         done += k
         save_rounds(checkpoint, orders, done, samples, result)
-        stop = look()
+        stop = looks.look(samples, done)
         if stop is None and settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
             stop = "max_seconds"
-    reason = stop or "budget"
-    questions = {k: equal_cost(xr, yr, k, margin, settings.alpha) for k, (xr, yr, margin) in pairs.items()}  # with intervals
+    _close(result, samples, orders, done)
+    questions = looks.answers()
+    result["until_decided"] = {"documents": done, "budget": budget, "stop": stop or "budget", "seed": seed, "resumed_at": resumed,
+                               "order": {t: o[:done] for t, o in orders.items()},
+                               "sequential": looks.verdict.as_dict() if looks.verdict is not None else None,
+                               **({"equal_cost": {k: q.as_dict() for k, q in questions.items()}} if questions else {})}
+    return result
+
+
+def _close(result: dict[str, Any], samples: dict[str, list[dict[str, Any]]], orders: dict[str, list[int]], done: int) -> None:
+    """The result over the documents evaluated: its samples, the metrics recomputed from them,
+    and lm-eval's own results and sample counts made to say the same."""
     result["samples"] = samples
     result["metrics"] = recompute_metrics(samples, result["metrics"], set(orders))
     result["n_samples"] = (result.get("n_samples") or {}) | {t: {"original": len(o), "effective": done} for t, o in orders.items()}
@@ -194,11 +216,6 @@ def evaluate_until_decided(evaluate: Evaluate, suites: list[Suite], settings: An
         raw.setdefault("results", {}).setdefault(task, {}).update(
             {f"{name},none": v for name, v in metrics.items() if name != "num_fewshot" and "," not in name})
     raw["n-samples"] = result["n_samples"]
-    result["until_decided"] = {"documents": done, "budget": budget, "stop": reason, "seed": seed, "resumed_at": resumed,
-                               "order": {t: o[:done] for t, o in orders.items()},
-                               "sequential": verdict.as_dict() if verdict is not None else None,
-                               **({"equal_cost": {k: q.as_dict() for k, q in questions.items()}} if questions else {})}
-    return result
 
 
 def save_rounds(path: Path | None, orders: dict[str, list[int]], done: int, samples: dict[str, list[dict[str, Any]]],

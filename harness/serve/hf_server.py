@@ -63,16 +63,18 @@ def main(argv: list[str]) -> int:
     import torch
     import uvicorn
 
-    from evalq.backends.base import get_backend
+    from evalq.backends.base import get_backend, load_variant
     from evalq.cell import Cell
     from evalq.model_sources import materialize
+    from evalq.resources import Resources
 
     cell = Cell.model_validate(spec["cell"])
-    torch.set_num_threads(spec["threads"])
+    resources = Resources(**spec["resources"])
+    torch.set_num_threads(resources.threads_for("speed"))
     torch.manual_seed(cell.seed)
     backend = get_backend(cell.variant)
     files = materialize(cell.model)
-    loaded = backend.load(files, backend.Config.model_validate(cell.options), cell.device, spec["workdir"])
+    loaded = load_variant(backend, files, backend.Config.model_validate(cell.options), resources, spec["workdir"])
     model = loaded.model
     model.generation_config.eos_token_id = None  # continuous batching then disables EOS (-1)
     print(f"evalq: serving {cell.name} on port {spec['port']}", flush=True)

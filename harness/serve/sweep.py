@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalq.resources import Resources
 from evalq.serve.load import Load, drive, records_json, summarize
 from evalq.serve.process import ServeError, ServerProcess, ServeTimeout, free_port
 
@@ -46,10 +47,11 @@ def llama_server_binary() -> str | None:
     return shutil.which("llama-server")
 
 
-def server_for(cell: Any, backend: Any, details: dict[str, Any], files: Any, workdir: Path, threads: int) -> Server:
+def server_for(cell: Any, backend: Any, details: dict[str, Any], files: Any, workdir: Path, resources: Resources) -> Server:
     """The server of this cell's variant: llama-server for llama.cpp's runtime, transformers' own
-    continuous batching otherwise, vLLM where the matrix asks for it."""
+    continuous batching otherwise, vLLM where the matrix asks for it; on the speed phase's threads."""
     s = cell.serve
+    threads = resources.threads_for("speed")
     port = free_port()
     context = s.slots * (s.prompt_tokens + s.output_tokens + 16)
     if s.server == "vllm":
@@ -77,7 +79,8 @@ def server_for(cell: Any, backend: Any, details: dict[str, Any], files: Any, wor
     from evalq.serve.hf_server import SERVED_NAME
 
     spec = workdir / "serve-spec.json"
-    spec.write_text(json.dumps({"cell": json.loads(cell.model_dump_json()), "port": port, "threads": threads,
+    spec.write_text(json.dumps({"cell": json.loads(cell.model_dump_json()), "port": port,
+                                "resources": json.loads(resources.to_json()),
                                 "workdir": str(workdir), "slots": s.slots, "prompt_tokens": s.prompt_tokens,
                                 "output_tokens": s.output_tokens}))
     return Server([sys.executable, "-m", "evalq.serve.hf_server", str(spec)], port, "transformers", SERVED_NAME,

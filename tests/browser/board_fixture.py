@@ -6,7 +6,7 @@ import zlib
 from pathlib import Path
 
 from evalq.cell import expand
-from evalq.matrix import load_matrix
+from evalq.matrix import read_matrix
 from evalq.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def answers(acc: float, seed: int) -> dict[str, list]:
 
 def make_fixture_db(folder: Path) -> str:
     (folder / "m.yaml").write_text(MATRIX)
-    matrix, suites = load_matrix(folder / "m.yaml")
+    matrix, suites = read_matrix(folder / "m.yaml")
     db = str(folder / "e.db")
     store = Store(db)
     for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cuda"):
@@ -122,7 +122,7 @@ MEMBERS = {"evalq_demo_mc_easy": 0.7, "evalq_demo_mc_hard": 0.3}
 def make_group_db(folder: Path) -> str:
     """One model whose accuracy task is an lm-eval group: its members stay in the metrics."""
     (folder / "g.yaml").write_text(GROUP_MATRIX)
-    matrix, suites = load_matrix(folder / "g.yaml")
+    matrix, suites = read_matrix(folder / "g.yaml")
     db = str(folder / "g.db")
     store = Store(db)
     for cell in expand(matrix, suites, lambda spec: "local:abc", device="cuda"):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from evalq.resources import Resources
+
 pytestmark = pytest.mark.gpu
 
 MB = 1024 * 1024
@@ -54,7 +56,7 @@ def test_cuda_peak_reads_a_known_allocation():
 def test_fp16_is_float16_on_cuda(files):
     from evalq.backends.fp16 import FP16Backend, FP16Config
 
-    loaded = FP16Backend().load(files, FP16Config(), "cuda", "")
+    loaded = FP16Backend().load(files, FP16Config(), Resources("cuda"), "")
     assert loaded.dtype == "float16"
     assert {p.device.type for p in loaded.model.parameters()} == {"cuda"}
     assert {str(p.dtype) for p in loaded.model.parameters()} == {"torch.float16"}
@@ -67,11 +69,11 @@ def test_bitsandbytes_variants_on_cuda(files, variant, module_type):
     from evalq.backends.base import get_backend
     from evalq.measure.memory import module_types, parameter_dtypes, weights_footprint
 
-    fp16 = get_backend("fp16").load(files, get_backend("fp16").Config(), "cuda", "")
+    fp16 = get_backend("fp16").load(files, get_backend("fp16").Config(), Resources("cuda"), "")
     base_bytes = weights_footprint(fp16.model)
     del fp16
     backend = get_backend(variant)
-    loaded = backend.load(files, backend.Config(), "cuda", "")
+    loaded = backend.load(files, backend.Config(), Resources("cuda"), "")
     assert module_types(loaded.model)[module_type] == 4 * 7
     assert "float32" not in parameter_dtypes(loaded.model)
     assert weights_footprint(loaded.model) < base_bytes
@@ -97,7 +99,7 @@ def test_gpu_only_and_new_variants_on_cuda(files, model_dir, variant, options):
     if variant == "torchao-fp8" and reason:
         pytest.skip(reason)
     assert reason is None
-    loaded = backend.load(files, backend.Config.model_validate(options), "cuda", "")
+    loaded = backend.load(files, backend.Config.model_validate(options), Resources("cuda"), "")
     shape = Shape.from_config(json.loads((model_dir / "config.json").read_text()))
     assert quantized_modules(loaded.model) == 4 * 7
     assert weights_footprint(loaded.model) == backend.weights_bytes(shape, options, 2)
@@ -111,7 +113,7 @@ def test_speed_on_cuda_uses_cuda_events(files):
     from evalq.matrix import PerfSettings
     from evalq.measure.speed import measure_speed
 
-    loaded = FP16Backend().load(files, FP16Config(), "cuda", "")
+    loaded = FP16Backend().load(files, FP16Config(), Resources("cuda"), "")
     perf = PerfSettings(prompt_tokens=64, new_tokens=16, batch_sizes=[1, 4], warmup=1, repeats=3)
     speed = measure_speed(loaded.model, loaded.tokenizer, perf, "cuda", threads=1)
     assert speed["timer"] == "cuda_event"
@@ -125,9 +127,9 @@ def test_speed_on_cuda_uses_cuda_events(files):
 
 def test_a_whole_cell_on_cuda(model_dir, tmp_path):
     from evalq.cell import expand
-    from evalq.matrix import load_matrix
+    from evalq.matrix import read_matrix
     from evalq.model_sources import resolve_revision
-    from evalq.worker_process import run_worker
+    from evalq.run.launch import run_child
 
     matrix_file = tmp_path / "m.yaml"
     matrix_file.write_text(f"""\
@@ -144,9 +146,9 @@ eval: {{limit: 20}}
 timeout_s: 600
 device: cuda
 """)
-    matrix, suites = load_matrix(matrix_file)
+    matrix, suites = read_matrix(matrix_file)
     for cell in expand(matrix, suites, resolve_revision):
-        end = run_worker(cell)
+        end = run_child(cell)
         assert end.status == "ok", end.outcome.error or end.log_tail[-3000:]
         out = end.outcome.stored()
         assert out["env"]["gpu"] and out["env"]["cuda"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from evalq.backends.base import BackendConfig, Loaded, ModelFiles
+from evalq.resources import Resources
 from evalq.backends.fp16 import FP16Backend, FP16Config
 
 
@@ -32,9 +33,9 @@ class _Fault:
     def check_model(self, cfg: Any, model_config: dict) -> str | None:
         return None
 
-    def load(self, files: ModelFiles, cfg: FaultConfig, device: str, workdir: str) -> Loaded:
+    def load(self, files: ModelFiles, cfg: FaultConfig, resources: Resources, workdir: str) -> Loaded:
         self.inject(cfg)
-        return FP16Backend().load(files, FP16Config(dtype="float32"), device, workdir)
+        return FP16Backend().load(files, FP16Config(dtype="float32"), resources, workdir)
 
     def inject(self, cfg: FaultConfig) -> None:
         pass
@@ -50,8 +51,8 @@ class Slow(_Fault):
 
 
 class RaiseInMeasurement(_Fault):
-    def load(self, files: ModelFiles, cfg: FaultConfig, device: str, workdir: str) -> Loaded:
-        loaded = super().load(files, cfg, device, workdir)
+    def load(self, files: ModelFiles, cfg: FaultConfig, resources: Resources, workdir: str) -> Loaded:
+        loaded = super().load(files, cfg, resources, workdir)
 
         def fail(*_: Any) -> None:
             raise RuntimeError("injected fault in a forward pass")

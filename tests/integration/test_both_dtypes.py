@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from evalq.resources import Resources
 from evalq.architecture import DTYPE_BYTES, Shape
 from evalq.backends.base import ModelFiles, get_backend
 from evalq.kv_cache import predicted_bytes
@@ -50,7 +51,7 @@ def shape_of(files: ModelFiles) -> Shape:
 @pytest.mark.parametrize("variant,options", [("hqq-4", {"group_size": 64}), ("torchao-int8wo", {}), ("fp16", {})])
 def test_weights_are_what_the_planner_says_in_either_dtype(smollm2_slice, variant, options, dtype):
     backend = get_backend(variant)
-    loaded = backend.load(smollm2_slice, backend.Config(dtype=dtype, **options), "cpu", "")
+    loaded = backend.load(smollm2_slice, backend.Config(dtype=dtype, **options), Resources(), "")
     assert loaded.dtype == dtype
     shape = shape_of(smollm2_slice)
     assert shape.layers == LAYERS
@@ -60,7 +61,7 @@ def test_weights_are_what_the_planner_says_in_either_dtype(smollm2_slice, varian
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_quantized_kv_cache_is_what_the_planner_says_in_either_dtype(smollm2_slice, wikitext, dtype):
     fp16 = get_backend("fp16")
-    loaded = fp16.load(smollm2_slice, fp16.Config(dtype=dtype), "cpu", "")
+    loaded = fp16.load(smollm2_slice, fp16.Config(dtype=dtype), Resources(), "")
     window = loaded.tokenizer(wikitext.read_text()[:20_000]).input_ids[:256]
     first, chunk = 256 - 1 - 32, 16
     shape, sizes = shape_of(smollm2_slice), {}

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evalq.cli import app
-from evalq.worker_process import LOG_TAIL_BYTES
+from evalq.run.launch import LOG_TAIL_BYTES
 from evalq.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from evalq.resources import Resources
 from evalq.cpu import native_bf16
 from evalq.suites import load_suite
 
@@ -76,7 +77,7 @@ def evalq_scores(model_path: str, dtype: str) -> dict[str, dict[int, dict]]:
     from evalq.measure.accuracy import evaluate
 
     fp16 = get_backend("fp16")
-    loaded = fp16.load(ModelFiles(model_path, "test"), fp16.Config(dtype=dtype), "cpu", "")
+    loaded = fp16.load(ModelFiles(model_path, "test"), fp16.Config(dtype=dtype), Resources(), "")
     assert loaded.dtype == dtype
     acc = evaluate(loaded.model, loaded.tokenizer, [demo_subset()], 8, None, 1234, scorer="evalq")
     assert acc["scorer"] == "SharedContextLM"

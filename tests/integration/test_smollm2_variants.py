@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from evalq.resources import Resources
 from evalq.cli import app
 from evalq.cpu import auto_cpu_dtype
 from evalq.planner import DTYPE_BYTES
@@ -130,7 +131,7 @@ def fp16_in_process(rows):
     from evalq.model_sources import materialize
 
     files = materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct"))
-    return FP16Backend().load(files, FP16Config(), "cpu", "")
+    return FP16Backend().load(files, FP16Config(), Resources(), "")
 
 
 def test_stored_accuracy_equals_lm_eval_direct_on_the_same_object(rows, fp16_in_process):
@@ -170,7 +171,7 @@ def test_gptq_checkpoint_is_reused_from_the_cache(rows):
     cfg = GPTQConfig.model_validate(rows["gptq-4"].cell["options"])
     assert (cache_dir("gptq") / quantized_key(files, cfg, AUTO)).is_dir()
     assert quantized_key(files, cfg, "bfloat16") != quantized_key(files, cfg, "float32")
-    loaded = GPTQBackend().load(files, cfg, "cpu", "")
+    loaded = GPTQBackend().load(files, cfg, Resources(), "")
     assert loaded.prepare_seconds == 0.0
 
 
@@ -280,7 +281,7 @@ def test_kld_equals_a_direct_float64_computation_on_the_same_logits(rows, fp16_i
     from evalq.model_sources import materialize
 
     int8 = Int8Backend().load(materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct")),
-                              Int8Config(), "cpu", "")
+                              Int8Config(), Resources(), "")
     sl = prepare_slice(int8.tokenizer, cell, model_config)
     ours = against_baseline(int8.model, sl, baseline)
 
@@ -326,7 +327,7 @@ def test_calibration_on_the_quality_text_is_warned_about(rows, tmp_path, wikitex
     from evalq.backends.gptq import GPTQBackend, GPTQConfig
     from evalq.cell import Cell
     from evalq.measure.quality import prepare_slice
-    from evalq.worker import calibration_warnings
+    from evalq.run.child import calibration_warnings
     from transformers import AutoTokenizer
 
     cell = Cell.model_validate(rows["gptq-4"].cell)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from evalq.resources import Resources
 from evalq.architecture import DTYPE_BYTES
 from evalq.cli import app
 from evalq.paired import sanity_flags
@@ -51,12 +52,12 @@ def test_w8a8_quantizes_weights_and_activations(wikitext):
     spec = ModelSpec(package="smollm2-135m-instruct")
     files, shape = materialize(spec), Shape.from_config(read_config(spec))
     fp16, w8a8, int8wo = (get_backend(v) for v in ("fp16", "torchao-w8a8", "torchao-int8wo"))
-    base = fp16.load(files, fp16.Config(dtype="float32"), "cpu", "").model
-    loaded = w8a8.load(files, w8a8.Config(dtype="float32"), "cpu", "")
+    base = fp16.load(files, fp16.Config(dtype="float32"), Resources(), "").model
+    loaded = w8a8.load(files, w8a8.Config(dtype="float32"), Resources(), "")
     assert weights_footprint(loaded.model) == w8a8.weights_bytes(shape, {}, 4) == INT8_WEIGHTS[4]
     assert quantized_modules(loaded.model) == LINEARS and quantized_modules(base) == 0
     assert loaded.details["config"] == "Int8DynamicActivationInt8WeightConfig"
-    weight_only = int8wo.load(files, int8wo.Config(dtype="float32"), "cpu", "").model
+    weight_only = int8wo.load(files, int8wo.Config(dtype="float32"), Resources(), "").model
     ids = loaded.tokenizer(wikitext.read_text()[:2000], return_tensors="pt").input_ids[:, :128]
     with torch.no_grad():
         ref, act, wo = (m(ids).logits.log_softmax(-1) for m in (base, loaded.model, weight_only))
@@ -76,8 +77,8 @@ def test_fp8_weight_only_keeps_float8_weights_on_a_cpu(wikitext):
     spec = ModelSpec(package="smollm2-135m-instruct")
     files, shape = materialize(spec), Shape.from_config(read_config(spec))
     fp16, fp8 = get_backend("fp16"), get_backend("torchao-fp8wo")
-    base = fp16.load(files, fp16.Config(dtype="float32"), "cpu", "").model
-    loaded = fp8.load(files, fp8.Config(dtype="float32"), "cpu", "")
+    base = fp16.load(files, fp16.Config(dtype="float32"), Resources(), "").model
+    loaded = fp8.load(files, fp8.Config(dtype="float32"), Resources(), "")
     assert weights_footprint(loaded.model) == fp8.weights_bytes(shape, {}, 4) == FP8_WEIGHTS
     assert quantized_modules(loaded.model) == LINEARS and loaded.details["config"] == "Float8WeightOnlyConfig"
     weight = loaded.model.model.layers[0].mlp.down_proj.weight

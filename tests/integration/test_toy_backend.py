@@ -39,9 +39,9 @@ class ToyBackend(BackendBase):
     detail_fields: ClassVar[tuple[tuple[str, str], ...]] = (("scale", "scale"),)
     overhead_bytes: ClassVar[dict[str, int]] = {"cpu": 123_000_000}
 
-    def load(self, files, cfg, device, workdir):
-        loaded = FP16Backend().load(files, FP16Config(dtype="float32"), device, workdir)
-        loaded.details.update(scale=cfg.scale)
+    def load(self, files, cfg, resources, workdir):
+        loaded = FP16Backend().load(files, FP16Config(dtype="float32"), resources, workdir)
+        loaded.details.update(scale=cfg.scale, prepare_threads=resources.threads_for("prepare"))
         return loaded
 
     def weights_bytes(self, shape, options, dtype_bytes):
@@ -50,6 +50,23 @@ class ToyBackend(BackendBase):
     def calibration_windows(self, cfg, tokenizer):
         text = open(__file__.replace("toy_variant.py", "text.txt")).read()
         return [tokenizer(text)["input_ids"][:64]]
+
+
+class OldToyBackend(BackendBase):
+    """A plug-in written to the protocol before Resources: load(files, cfg, device, workdir)."""
+
+    name: ClassVar[str] = "old-32"
+    Config: ClassVar[type[BackendConfig]] = ToyConfig
+
+    def load(self, files, cfg, device, workdir):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(files.path, dtype=torch.float32).to(device).eval()
+        return Loaded(model, AutoTokenizer.from_pretrained(files.path), "float32", {"device_given": device})
+
+    def weights_bytes(self, shape, options, dtype_bytes):
+        return shape.linear_params * 4 + shape.unquantized_bytes(4)
 '''
 
 
@@ -61,7 +78,7 @@ def toy(tmp_path, monkeypatch, tiny_model_factory) -> Path:
     (tmp_path / "text.txt").write_text((PROMPT_TEXT + " ") * 8)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("EVALQ_BACKENDS", "toy-32=toy_variant:ToyBackend")
+    monkeypatch.setenv("EVALQ_BACKENDS", "toy-32=toy_variant:ToyBackend,old-32=toy_variant:OldToyBackend")
     model = tiny_model_factory()
     matrix = tmp_path / "m.yaml"
     matrix.write_text(f"""name: toy
@@ -71,9 +88,10 @@ models:
 variants:
   fp16: {{dtype: float32}}
   toy-32: {{scale: 2.5}}
+  old-32: {{}}
 suites: [tiny]
 perf: {{prompt_tokens: 8, new_tokens: 2, batch_sizes: [1], warmup: 0, repeats: 1, threads: 1}}
-eval: {{batch_size: 4, limit: 3}}
+eval: {{batch_size: 4, limit: 3, threads: 1}}
 quality: {{path: {tmp_path / "text.txt"}, tokens: 256, context: 64}}
 timeout_s: 300
 """)
@@ -98,8 +116,13 @@ def test_a_toy_backend_is_planned_run_and_rendered_without_touching_evalq(toy, t
     assert outcome.ok, stored["toy-32"].error
     assert outcome.weights_bytes == outcome.plan.predicted_weights_bytes  # its formula, to the byte
     assert outcome.details["scale"] == 2.5
+    assert outcome.details["prepare_threads"] == 1  # eval.threads, handed to load in Resources
     assert any("calibration overlaps the quality text" in w for w in outcome.warnings)
     assert outcome.quality.kld_mean == pytest.approx(0, abs=1e-6)  # float32 against a float32 baseline
+
+    old = stored["old-32"].outcome  # the older load signature, adapted (backends.base.load_variant)
+    assert old.ok, stored["old-32"].error
+    assert old.details["device_given"] == "cpu" and old.metrics == outcome.metrics
 
     index = api.build_leaderboard(db, tmp_path / "site")
     page = index.read_text()

@@ -78,7 +78,7 @@ def installed(wheel, tmp_path_factory) -> Path:
 def run_in(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run in the fresh environment. llama.cpp's converter and server are installed beside an
     environment (by `evalq gguf-converter` and `make install`): the test environment's are named."""
-    from evalq.backends.gguf import CONVERTER_ENV, converter_path
+    from evalq.backends.gguf_converter import CONVERTER_ENV, converter_path
     from evalq.serve.sweep import llama_server_binary
 
     tools = {CONVERTER_ENV: str(converter_path()), "EVALQ_LLAMA_SERVER": llama_server_binary() or ""}

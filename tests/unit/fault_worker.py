@@ -1,4 +1,4 @@
-"""A stand-in worker for fault tests: `python -m fault_worker CELL.json OUT_DIR`.
+"""A stand-in child for fault tests: `python -m fault_worker CELL.json OUT_DIR PARENT_PID`.
 
 The fault is real (a raise, a SIGKILL, a hang with a child, a flood); only the
 model work is left out. The cell's variant names the fault.
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 
-def main(cell_path: str, out_dir: str) -> None:
+def main(cell_path: str, out_dir: str, parent_pid: str = "") -> None:
     cell = json.loads(Path(cell_path).read_text())
     fault = cell["variant"]
     print("@@evalq phase=load", flush=True)

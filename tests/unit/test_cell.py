@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from evalq.cell import Cell, expand
-from evalq.matrix import load_matrix
+from evalq.matrix import read_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def demo_cells(revision="sha256:abc"):
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     return expand(matrix, suites, lambda spec: revision, device="cpu")
 
 
@@ -60,7 +60,7 @@ def test_auto_dtype_follows_the_cpu_and_the_key_says_which(monkeypatch):
     bf16 = demo_cells()
     assert bf16[2].options["compute_dtype"] == "bfloat16" and bf16[0].options["dtype"] == "bfloat16"
     assert all(a.key != b.key for a, b in zip(avx2, bf16) if not a.variant.startswith("gguf-"))
-    cuda = expand(*load_matrix(ROOT / "examples" / "showcase.yaml"), lambda spec: "sha256:abc", device="cuda")
+    cuda = expand(*read_matrix(ROOT / "examples" / "showcase.yaml"), lambda spec: "sha256:abc", device="cuda")
     assert cuda[0].options["dtype"] == "auto"  # float16 on CUDA, resolved by the backend as before
 
 
@@ -79,7 +79,7 @@ def test_golden_key(write, monkeypatch):
     # (2026-12: a CPU cell's `auto` dtypes are resolved in the key, so there is one per kind of CPU;
     # then the hardware class itself joined the key.)
     write("s.yaml", "name: s\nrequires_hub: true\ntasks:\n  - task: arc_easy\n")
-    matrix, suites = load_matrix(write("m.yaml", GOLDEN_MATRIX))
+    matrix, suites = read_matrix(write("m.yaml", GOLDEN_MATRIX))
     (cuda,) = expand(matrix, suites, lambda spec: "0123abcd", device="cuda")
     assert pinned(cuda, hardware=gpu_class("NVIDIA H100 80GB HBM3", "9.0")).key == GOLDEN_KEY_CUDA
     for flags, golden in (({"avx2"}, GOLDEN_KEY_CPU_FLOAT32), ({"avx512_bf16"}, GOLDEN_KEY_CPU_BF16)):
@@ -90,7 +90,7 @@ def test_golden_key(write, monkeypatch):
 
 
 def test_the_hardware_class_is_in_the_key_and_a_worker_elsewhere_refuses_the_cell(tmp_path, monkeypatch):
-    from evalq.worker import run_cell
+    from evalq.run.child import run_cell
 
     on_cpu(monkeypatch, {"avx2", "fma"})
     (cell,) = [c for c in demo_cells() if c.variant == "fp16"][:1]
@@ -155,10 +155,10 @@ def test_each_variant_gets_the_kv_cache_types_of_its_runtime(write):
     text = write("t.txt", "text " * 10)
     path = write("m.yaml", f"name: kv\nmodels:\n  - hub: org/m\nvariants:\n  fp16: {{}}\n  gguf-q8_0: {{}}\n"
                            f"suites: [demo]\nlong_context: {{path: {text}, kv_cache: [f16, q8_0, hqq-4]}}\n")
-    matrix, suites = load_matrix(path)
+    matrix, suites = read_matrix(path)
     fp16, gguf = expand(matrix, suites, lambda spec: "0" * 40, device="cpu")
     assert fp16.long_context.kv_cache == ["f16", "hqq-4"] and gguf.long_context.kv_cache == ["f16", "q8_0"]
     assert fp16.long_context.context == gguf.long_context.context == 2048 and fp16.long_context_text_sha256
     path.write_text(path.read_text().replace("[f16, q8_0, hqq-4]", "[q8_0]"))
-    fp16, gguf = expand(*load_matrix(path), lambda spec: "0" * 40, device="cpu")
+    fp16, gguf = expand(*read_matrix(path), lambda spec: "0" * 40, device="cpu")
     assert fp16.long_context is None and fp16.long_context_text_sha256 is None and gguf.long_context.kv_cache == ["q8_0"]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from evalq.cell import expand
 from evalq.cli import app
-from evalq.matrix import load_matrix
+from evalq.matrix import read_matrix
 from evalq.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def test_results_of_missing_database_exits_2(tmp_path):
 
 
 def stored_db(tmp_path) -> str:
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     cells = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")
     db = str(tmp_path / "e.db")
     store = Store(db)
@@ -99,7 +99,7 @@ def test_results_csv_and_table(tmp_path):
 
 
 def test_the_suite_average_is_the_mean_of_its_headlines(tmp_path):
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     cell = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
     scores = {"arc_easy": 0.6, "arc_challenge": 0.3, "hellaswag": 0.4, "piqa": 0.7, "winogrande": 0.5}
     metrics = {t: {"acc": v - 0.1, "acc_stderr": 0.05, "acc_norm": v, "acc_norm_stderr": 0.04} for t, v in scores.items()}

@@ -80,9 +80,9 @@ def test_every_example_matrix_validates(matrix):
     res = CliRunner().invoke(app, ["validate", str(matrix)])
     if "suites: [open-llm-v1]" in matrix.read_text():
         assert res.exit_code == 2 and "'open-llm-v1' needs hub access" in res.output, res.output
-        from evalq.matrix import load_matrix
+        from evalq.matrix import read_matrix
 
-        assert load_matrix(matrix)[0].models  # the schema itself is valid
+        assert read_matrix(matrix)[0].models  # the schema itself is valid
     else:
         assert res.exit_code == 0, res.output
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evalq.cli import app
-from evalq.drift import Change, compare_nights, figures_of, judge, key_difference
+from evalq.drift import Change, compare_nights, figures_of, judge_figure, key_difference
 from evalq.record import record_of
 from evalq.store.tables import CellRow
 from evalq.nightly import Busy, Report, nightly_lock
@@ -46,40 +46,40 @@ def fig(value, **kw):
 def test_accuracy_is_judged_paired_when_the_answers_are_there():
     a, b = fig(0.60, test="accuracy", stderr=0.05, task="t"), fig(0.50, test="accuracy", stderr=0.05, task="t")
     # 12 answers right→wrong and 2 wrong→right: McNemar p = 0.013, significant at 0.05, not at 0.01
-    change = judge("t:acc", a, b, 0.05, flipped(12, 2))
+    change = judge_figure("t:acc", a, b, 0.05, flipped(12, 2))
     assert isinstance(change, Change) and change.verdict == "regression" and change.p == pytest.approx(mcnemar_exact(12, 2))
     assert "paired on 100 documents: -10.0 points (95 % CI" in change.test
-    assert judge("t:acc", a, b, 0.01, flipped(12, 2)) is None
+    assert judge_figure("t:acc", a, b, 0.01, flipped(12, 2)) is None
     # unpaired, the same 10 points against a combined stderr of 0.0707: z = 1.41, not significant
-    assert judge("t:acc", a, b, 0.05, NO_PAIRS) is None
-    assert judge("t:acc", a, fig(0.30, test="accuracy", stderr=0.05), 0.05, NO_PAIRS).verdict == "regression"
+    assert judge_figure("t:acc", a, b, 0.05, NO_PAIRS) is None
+    assert judge_figure("t:acc", a, fig(0.30, test="accuracy", stderr=0.05), 0.05, NO_PAIRS).verdict == "regression"
     # ARC's figure is acc_norm: the answers are compared by acc_norm, not by acc
     by_norm = flipped(12, 2, metric="acc_norm")
-    assert isinstance(judge("t:acc_norm", a, b, 0.05, by_norm), Change) and by_norm.asked == ["acc_norm"]
+    assert isinstance(judge_figure("t:acc_norm", a, b, 0.05, by_norm), Change) and by_norm.asked == ["acc_norm"]
 
 
 def test_perplexity_on_the_log_scale_and_lower_is_better():
     a = fig(20.0, better="lower", test="log_stderr", stderr=0.01)
-    assert judge("ppl", a, fig(20.2, better="lower", test="log_stderr", stderr=0.01), 0.01, NO_PAIRS) is None  # ln 1.01 / 0.0141
-    better = judge("ppl", a, fig(19.0, better="lower", test="log_stderr", stderr=0.01), 0.01, NO_PAIRS)
+    assert judge_figure("ppl", a, fig(20.2, better="lower", test="log_stderr", stderr=0.01), 0.01, NO_PAIRS) is None  # ln 1.01 / 0.0141
+    better = judge_figure("ppl", a, fig(19.0, better="lower", test="log_stderr", stderr=0.01), 0.01, NO_PAIRS)
     assert better.verdict == "improvement" and better.p == pytest.approx(2.87e-4, rel=0.01)  # z = 3.63
-    assert isinstance(judge("ppl", fig(20.0, test="log_stderr"), fig(25.0, test="log_stderr"), 0.01, NO_PAIRS), str)
+    assert isinstance(judge_figure("ppl", fig(20.0, test="log_stderr"), fig(25.0, test="log_stderr"), 0.01, NO_PAIRS), str)
 
 
 def test_speed_by_an_exact_rank_test_on_the_repeats():
     five = [98.0, 99.0, 100.0, 101.0, 102.0]
     a = fig(100.0, test="runs", runs=five)
-    assert judge("tok/s", a, fig(99.5, test="runs", runs=[97.5, 98.5, 99.5, 100.5, 101.5]), 0.01, NO_PAIRS) is None
-    slower = judge("tok/s", a, fig(80.0, test="runs", runs=[78.0, 79.0, 80.0, 81.0, 82.0]), 0.01, NO_PAIRS)
+    assert judge_figure("tok/s", a, fig(99.5, test="runs", runs=[97.5, 98.5, 99.5, 100.5, 101.5]), 0.01, NO_PAIRS) is None
+    slower = judge_figure("tok/s", a, fig(80.0, test="runs", runs=[78.0, 79.0, 80.0, 81.0, 82.0]), 0.01, NO_PAIRS)
     assert slower.verdict == "regression" and slower.p == pytest.approx(2 / 252)  # every split but 2 less extreme
-    slower_ttft = judge("ttft", fig(10.0, better="lower", test="runs", runs=[9.8, 9.9, 10.0, 10.1, 10.2]),
+    slower_ttft = judge_figure("ttft", fig(10.0, better="lower", test="runs", runs=[9.8, 9.9, 10.0, 10.1, 10.2]),
                         fig(12.0, better="lower", test="runs", runs=[11.8, 11.9, 12.0, 12.1, 12.2]), 0.01, NO_PAIRS)
     assert slower_ttft.verdict == "regression"
     # 3 repeats a night: the most extreme split has p = 2/20 = 0.1, it can never be significant at 0.01
-    assert "no ordering of so few can reach" in judge("tok/s", fig(100.0, test="runs", runs=[99.0, 100.0, 101.0]),
+    assert "no ordering of so few can reach" in judge_figure("tok/s", fig(100.0, test="runs", runs=[99.0, 100.0, 101.0]),
                                                       fig(50.0, test="runs", runs=[49.0, 50.0, 51.0]), 0.01, NO_PAIRS)
     # significant but within the 5 % floor: not a change a nightly should wake anyone for
-    assert judge("tok/s", a, fig(97.0, test="runs", runs=[96.0, 96.5, 97.0, 97.2, 97.5]), 0.01, NO_PAIRS) is None
+    assert judge_figure("tok/s", a, fig(97.0, test="runs", runs=[96.0, 96.5, 97.0, 97.2, 97.5]), 0.01, NO_PAIRS) is None
 
 
 def test_rank_test_matches_scipy():
@@ -94,10 +94,10 @@ def test_rank_test_matches_scipy():
 
 
 def test_memory_exact_weights_and_tolerant_peak():
-    assert judge("w", fig(1000, better="lower", test="exact"), fig(1001, better="lower", test="exact"), 0.01, NO_PAIRS).verdict == "regression"
+    assert judge_figure("w", fig(1000, better="lower", test="exact"), fig(1001, better="lower", test="exact"), 0.01, NO_PAIRS).verdict == "regression"
     peak = fig(1000, better="lower", test="tolerance")
-    assert judge("p", peak, fig(1040, better="lower", test="tolerance"), 0.01, NO_PAIRS) is None
-    assert judge("p", peak, fig(900, better="lower", test="tolerance"), 0.01, NO_PAIRS).verdict == "improvement"
+    assert judge_figure("p", peak, fig(1040, better="lower", test="tolerance"), 0.01, NO_PAIRS) is None
+    assert judge_figure("p", peak, fig(900, better="lower", test="tolerance"), 0.01, NO_PAIRS).verdict == "improvement"
 
 
 def record(key, status="ok", ppl=20.0, variant="int8", **extra):
@@ -199,11 +199,11 @@ def test_history_charts_give_accuracies_their_stored_interval_and_nothing_else()
 
 
 def test_ray_missing_falls_back_to_the_local_executor(monkeypatch):
-    from evalq.executors import LocalExecutor, make_executor
+    from evalq.executors import LocalExecutor, executor_for
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
     said = []
-    executor = make_executor("ray", None, lambda cell: None, log=said.append)
+    executor = executor_for("ray", None, lambda cell: None, log=said.append)
     assert isinstance(executor, LocalExecutor) and "pip install 'evalq[ray]'" in said[0]
 
 

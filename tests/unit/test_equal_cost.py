@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from evalq import sequential
 from evalq.cell import expand
 from evalq.cli import app
-from evalq.matrix import MatrixError, load_matrix
+from evalq.matrix import MatrixError, read_matrix
 from evalq.store import Store
 
 MATRIX = """\
@@ -32,7 +32,7 @@ def db(tmp_path) -> str:
     """Small fp16 right on 35 % of 120 documents, Big fp16 on 80 %, Big int8 on 70 %, having
     stopped after 100 documents of its draw order; the worker's stored verdict is a lie."""
     (tmp_path / "m.yaml").write_text(MATRIX)
-    matrix, suites = load_matrix(tmp_path / "m.yaml")
+    matrix, suites = read_matrix(tmp_path / "m.yaml")
     by = {(c.model.display_name, c.variant): c for c in expand(matrix, suites, lambda spec: "0" * 40, device="cpu")}
     rng = np.random.default_rng(1)
     order = [int(d) for d in rng.permutation(120)]
@@ -88,5 +88,5 @@ def test_the_board_states_the_answer_on_its_first_screen(db, tmp_path):
 def test_a_question_naming_a_model_wrongly_is_refused(tmp_path, question, message):
     (tmp_path / "m.yaml").write_text(MATRIX.replace("[{model: Big, against: Small, margin: 0.05}]", f"[{question}]"))
     with pytest.raises(MatrixError, match="eval.until_decided.compare") as err:
-        load_matrix(tmp_path / "m.yaml")
+        read_matrix(tmp_path / "m.yaml")
     assert message in str(err.value)

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from evalq.backends.base import backend_names, get_backend
-from evalq.backends.gguf import GGUF_TYPES, GGUFConfig, extra_buffer_types, install_converter
+from evalq.backends.gguf import GGUF_TYPES, GGUFConfig, extra_buffer_types
+from evalq.backends.gguf_converter import install_converter
 from evalq.backends.base import variant_rank
 from evalq.store.tables import CellRow
-from evalq.matrix import MatrixError, load_matrix
+from evalq.matrix import MatrixError, read_matrix
 from evalq.measure.quality import Baseline, QualityError, check_tokens, first_difference, tokens_sha
 from evalq.paired import sanity_flags
 from evalq.planner import Shape, weights_bytes
@@ -53,13 +54,13 @@ def write(tmp_path: Path, variants: str) -> Path:
 
 def test_a_misspelled_type_or_option_is_named_with_its_line(tmp_path):
     with pytest.raises(MatrixError) as err:
-        load_matrix(write(tmp_path, "  gguf-q4_km: {}"))
+        read_matrix(write(tmp_path, "  gguf-q4_km: {}"))
     assert "unknown variant" in str(err.value) and "gguf-q4_k_m" in str(err.value)
     with pytest.raises(MatrixError) as err:
-        load_matrix(write(tmp_path, "  gguf-q8_0: {n_gpu_layer: 10}"))
+        read_matrix(write(tmp_path, "  gguf-q8_0: {n_gpu_layer: 10}"))
     assert "n_gpu_layer" in str(err.value) and "line 5" in str(err.value)
     with pytest.raises(MatrixError) as err:
-        load_matrix(write(tmp_path, "  gguf-q8_0: {checkpoint: /nowhere/model.gguf}"))
+        read_matrix(write(tmp_path, "  gguf-q8_0: {checkpoint: /nowhere/model.gguf}"))
     assert "does not exist" in str(err.value)
 
 
@@ -137,7 +138,7 @@ def test_gguf_variants_sort_after_the_transformers_ones_by_bits():
 
 
 def test_the_converter_is_taken_from_the_matching_source_distribution(tmp_path, monkeypatch):
-    import evalq.backends.gguf as gguf
+    import evalq.backends.gguf_converter as gguf
 
     monkeypatch.setattr(gguf, "version", lambda dist: "9.9.9")
     monkeypatch.setattr(gguf, "converter_home", lambda v: tmp_path / "share" / f"llama.cpp-{v}")

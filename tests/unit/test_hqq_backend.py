@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from evalq.resources import Resources
 from evalq.architecture import Shape
 from evalq.backends.base import backend_names, get_backend, variant_rank, variant_style
 
@@ -75,7 +76,7 @@ def test_low_bit_variants_load_quantized_and_weigh_what_the_planner_says(tiny_mo
 
     folder = tiny_model_factory()
     hqq = get_backend(f"hqq-{bits}")
-    loaded = hqq.load(ModelFiles(str(folder), "sha256:tiny"), hqq.Config(dtype="float32"), "cpu", str(folder))
+    loaded = hqq.load(ModelFiles(str(folder), "sha256:tiny"), hqq.Config(dtype="float32"), Resources(), str(folder))
     linears = [m for m in loaded.model.modules() if isinstance(m, HQQLinear)]
     assert len(linears) == 2 * 7 and {m.meta["nbits"] for m in linears} == {bits}
     assert loaded.details["bits"] == bits and loaded.prepare_seconds > 0

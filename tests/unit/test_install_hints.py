@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError
 
 from typer.testing import CliRunner
 
-import evalq.backends.gguf as gguf
+import evalq.backends.gguf_converter as gguf
 from evalq.cli import app
 
 runner = CliRunner()

@@ -69,11 +69,11 @@ def test_default_budgets_follow_the_data(fixture_db):
 
 def test_rows_that_ran_remote_code_are_marked(tmp_path):
     from evalq.cell import expand
-    from evalq.matrix import load_matrix
+    from evalq.matrix import read_matrix
 
     (tmp_path / "m.yaml").write_text("name: r\nmodels:\n  - hub: org/own-code\n    trust_remote_code: true\n"
                                      "  - hub: org/plain\nvariants:\n  fp16: {}\nsuites: [demo]\n")
-    matrix, suites = load_matrix(tmp_path / "m.yaml")
+    matrix, suites = read_matrix(tmp_path / "m.yaml")
     db = str(tmp_path / "e.db")
     store = Store(db)
     for cell in expand(matrix, suites, lambda spec: "0" * 40, device="cpu"):
@@ -93,9 +93,9 @@ FLOOR = {"dtype": "float32", "against": "bfloat16", "n_tokens": 2040, "kld_mean"
 
 def test_paired_quality_and_suspect_rows_are_shown(tmp_path):
     from evalq.cell import expand
-    from evalq.matrix import load_matrix
+    from evalq.matrix import read_matrix
 
-    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(Path(__file__).resolve().parents[2] / "examples" / "showcase.yaml")
     cells = {c.variant: c for c in expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[:4]}
     db = str(tmp_path / "e.db")
     store = Store(db)
@@ -329,12 +329,12 @@ def test_columns_have_stable_ids_and_the_issues_defaults():
 
 def test_model_page_shows_kv_cache_types_at_long_context(tmp_path):
     from evalq.cell import expand
-    from evalq.matrix import load_matrix
+    from evalq.matrix import read_matrix
 
     (tmp_path / "t.txt").write_text("text " * 10)
     (tmp_path / "m.yaml").write_text("name: kv\nmodels:\n  - hub: org/m\nvariants:\n  fp16: {}\n  gguf-q8_0: {}\n"
                                      "suites: [demo]\nlong_context: {path: t.txt, kv_cache: [f16, q4_0]}\n")
-    matrix, suites = load_matrix(tmp_path / "m.yaml")
+    matrix, suites = read_matrix(tmp_path / "m.yaml")
     db = str(tmp_path / "e.db")
     store = Store(db)
     ok = {"status": "ok", "n_tokens": 256, "kld_mean": 0.0292, "kld_stderr": 0.0036, "same_top1": 0.953, "ppl_ratio": 1.029,
@@ -355,12 +355,12 @@ def test_model_page_shows_kv_cache_types_at_long_context(tmp_path):
 
 def test_serving_sweeps_on_the_model_page_and_within_the_slo_on_equal_cost(tmp_path):
     from evalq.cell import expand
-    from evalq.matrix import load_matrix
+    from evalq.matrix import read_matrix
 
     (tmp_path / "t.txt").write_text("text " * 10)
     (tmp_path / "m.yaml").write_text("name: sv\nmodels:\n  - hub: org/m\nvariants:\n  fp16: {}\n  nf4: {}\n  gguf-q4_k_m: {}\n"
                                      "suites: [tiny]\nserve: {path: t.txt, rates: [1, 4, inf], slo: {ttft_ms: 900, tpot_ms: 80}}\n")
-    matrix, suites = load_matrix(tmp_path / "m.yaml")
+    matrix, suites = read_matrix(tmp_path / "m.yaml")
     db = str(tmp_path / "e.db")
     store = Store(db)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from evalq.matrix import MatrixError, load_matrix
+from evalq.matrix import MatrixError, read_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def problems(write, text: str) -> str:
     write("cal.txt", "calibration text")
     path = write("m.yaml", text)
     with pytest.raises(MatrixError) as info:
-        load_matrix(path)
+        read_matrix(path)
     message = str(info.value)
     assert message.startswith(str(path)), message  # the file is named
     return message
@@ -36,7 +36,7 @@ def problems(write, text: str) -> str:
 
 @pytest.mark.parametrize("example", ["showcase.yaml", "llama2.yaml"])
 def test_shipped_examples_validate(example):
-    matrix, suites = load_matrix(ROOT / "examples" / example)
+    matrix, suites = read_matrix(ROOT / "examples" / example)
     assert len(matrix.models) == 2
     assert list(matrix.variants)[:6] == ["fp16", "int8", "nf4", "gptq-4", "gguf-q8_0", "gguf-q4_k_m"]
     assert list(matrix.variants)[6:] == (["torchao-int8wo"] if example == "showcase.yaml" else [])
@@ -44,7 +44,7 @@ def test_shipped_examples_validate(example):
 
 
 def test_the_demo_runs_until_decided_on_real_documents():
-    matrix, suites = load_matrix(ROOT / "examples" / "demo.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "demo.yaml")
     assert [m.name for m in matrix.models] == ["SmolLM2-135M-Instruct", "Gemma-3-270M"]
     assert list(matrix.variants) == ["fp16", "gguf-q4_k_m", "hqq-2"]
     budget = matrix.eval.until_decided
@@ -56,7 +56,7 @@ def test_methods_example_runs_every_method_for_smollm2():
     from evalq.backends.base import REGISTRY
     from evalq.backends.torchao import variant_names as torchao_names
 
-    matrix, _ = load_matrix(ROOT / "examples" / "methods.yaml")
+    matrix, _ = read_matrix(ROOT / "examples" / "methods.yaml")
     assert [m.package for m in matrix.models] == ["smollm2-135m-instruct"]
     assert set(REGISTRY) | set(torchao_names()) <= set(matrix.variants)  # every backend and every torchao scheme
     assert len([v for v in matrix.variants if v.startswith("gguf-")]) >= 8
@@ -69,7 +69,7 @@ def test_methods_example_runs_every_method_for_smollm2():
 
 
 def test_llama2_names_the_open_llm_v1_tasks():
-    _, suites = load_matrix(ROOT / "examples" / "llama2.yaml")
+    _, suites = read_matrix(ROOT / "examples" / "llama2.yaml")
     tasks = {t.task: t.num_fewshot for t in suites[0].tasks}
     assert tasks == {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0, "winogrande": 5, "gsm8k": 5}
 
@@ -77,7 +77,7 @@ def test_llama2_names_the_open_llm_v1_tasks():
 def test_good_matrix_resolves_paths_relative_to_the_file(write):
     write("sub/cal.txt", "calibration text")
     path = write("sub/m.yaml", GOOD)
-    matrix, _ = load_matrix(path)
+    matrix, _ = read_matrix(path)
     assert matrix.variants["gptq-4"]["calibration"]["path"] == str(path.parent / "cal.txt")
 
 
@@ -165,7 +165,7 @@ def test_not_a_mapping(write):
 
 def test_missing_file(tmp_path):
     with pytest.raises(MatrixError, match="file not found"):
-        load_matrix(tmp_path / "nope.yaml")
+        read_matrix(tmp_path / "nope.yaml")
 
 
 def test_per_model_override_is_validated(write):

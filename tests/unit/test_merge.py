@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from evalq.cell import expand
 from evalq.cli import app
-from evalq.matrix import load_matrix
+from evalq.matrix import read_matrix
 from evalq.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def cells(hardware: str, models: slice) -> list:
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     every = expand(matrix, suites, lambda spec: "r", device="cpu", hardware=hardware)
     return [c for c in every if c.variant in ("fp16", "int8")][models]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from evalq.cell import Cell, expand
-from evalq.matrix import load_matrix
+from evalq.matrix import read_matrix
 from evalq.orchestrator import run_cells
-from evalq.worker_process import LOG_TAIL_BYTES, run_worker
+from evalq.run.launch import LOG_TAIL_BYTES, run_child
 from evalq.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,31 +27,31 @@ def fault_worker_on_path(monkeypatch, tmp_path):
 
 
 def fault_cell(fault: str, timeout_s: int | None = 60) -> Cell:
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     base = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
     return base.model_copy(update={"variant": fault, "timeout_s": timeout_s})
 
 
 def test_ok_result_and_phases_are_reported():
     phases = []
-    end = run_worker(fault_cell("ok"), on_phase=phases.append, worker_module="fault_worker")
+    end = run_child(fault_cell("ok"), on_phase=phases.append, child_module="fault_worker")
     assert end.status == "ok" and end.outcome.metrics["t"]["acc"] == 1.0
     assert phases == ["load"]
 
 
 def test_raise_is_an_error_with_the_last_traceback_line():
-    end = run_worker(fault_cell("raise"), worker_module="fault_worker")
+    end = run_child(fault_cell("raise"), child_module="fault_worker")
     assert end.status == "error"
     assert "RuntimeError: boom in measurement" in end.outcome.error
 
 
 def test_sigkill_is_killed():
-    assert run_worker(fault_cell("sigkill"), worker_module="fault_worker").status == "killed"
+    assert run_child(fault_cell("sigkill"), child_module="fault_worker").status == "killed"
 
 
 def test_hang_is_a_timeout_and_the_whole_group_dies(tmp_path):
     started = time.monotonic()
-    end = run_worker(fault_cell("hang", timeout_s=3), worker_module="fault_worker")
+    end = run_child(fault_cell("hang", timeout_s=3), child_module="fault_worker")
     assert end.status == "timeout"
     assert time.monotonic() - started < 3 + 10
     grandchild = int((tmp_path / "grandchild.pid").read_text())
@@ -74,7 +74,7 @@ def wait_dead(pid: int, within_s: float = 5.0) -> bool:
 
 def test_flood_does_not_deadlock_and_the_tail_is_bounded(monkeypatch):
     monkeypatch.setenv("FAULT_FLOOD_MB", "64")
-    end = run_worker(fault_cell("flood"), worker_module="fault_worker")
+    end = run_child(fault_cell("flood"), child_module="fault_worker")
     assert end.status == "ok"
     assert len(end.log_tail.encode()) <= LOG_TAIL_BYTES
     assert end.log_tail.rstrip().endswith("LAST LINE")
@@ -83,13 +83,13 @@ def test_flood_does_not_deadlock_and_the_tail_is_bounded(monkeypatch):
 def test_matrix_goes_on_and_every_end_is_recorded(tmp_path):
     store = Store(str(tmp_path / "e.db"))
     cells = [fault_cell(f) for f in ("raise", "ok", "sigkill")]
-    summary = run_cells(cells, store, worker_module="fault_worker")
+    summary = run_cells(cells, store, child_module="fault_worker")
     assert summary.ran == {"error": 1, "ok": 1, "killed": 1}
     assert sorted(r.status for r in store.cells()) == ["error", "killed", "ok"]
     # a second run skips what is ok and, by default, what failed
-    again = run_cells(cells, store, worker_module="fault_worker")
+    again = run_cells(cells, store, child_module="fault_worker")
     assert again.skipped == 3 and again.ran == {}
-    retried = run_cells(cells, store, rerun_failed=True, worker_module="fault_worker")
+    retried = run_cells(cells, store, rerun_failed=True, child_module="fault_worker")
     assert retried.skipped == 1 and sum(retried.ran.values()) == 2
 
 
@@ -100,7 +100,7 @@ def test_a_cell_left_running_is_run_again(tmp_path):
     # as if an orchestrator, now gone, had died mid-cell
     assert store.claim(cell, lambda status: True, owner=f"{socket.gethostname()}:{dead}")
     assert store.status(cell.key) == "running"
-    summary = run_cells([cell], store, worker_module="fault_worker")
+    summary = run_cells([cell], store, child_module="fault_worker")
     assert summary.ran == {"ok": 1}
     assert store.cells()[0].attempts == 2
 
@@ -115,7 +115,7 @@ def test_a_run_marks_its_running_cells_alive_while_it_runs(tmp_path, monkeypatch
     from evalq.store.tables import CellRow
 
     monkeypatch.setattr(orchestrator, "HEARTBEAT_S", 0.05)
-    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(Path(__file__).resolve().parents[2] / "examples" / "showcase.yaml")
     cell = expand(matrix, suites, lambda spec: "r", device="cpu")[0]
     store = Store(str(tmp_path / "e.db"))
     assert store.claim(cell, lambda status: True)
@@ -136,7 +136,7 @@ from pathlib import Path
 from evalq.cell import Cell
 from evalq.orchestrator import run_cells
 from evalq.store import Store
-summary = run_cells([Cell.model_validate_json(Path(sys.argv[2]).read_text())], Store(sys.argv[1]), worker_module="fault_worker")
+summary = run_cells([Cell.model_validate_json(Path(sys.argv[2]).read_text())], Store(sys.argv[1]), child_module="fault_worker")
 print(json.dumps({"superseded": summary.superseded, "recorded": list(summary.outcomes)}))
 """
 
@@ -167,7 +167,7 @@ def test_a_runner_frozen_past_the_stale_limit_loses_its_cell_and_records_nothing
         time.sleep(1.5)
         monkeypatch.setenv("FAULT_SLEEP_S", "0")
         monkeypatch.setenv("FAULT_ACC", "0.9")
-        live = run_cells([cell], store, worker_module="fault_worker")
+        live = run_cells([cell], store, child_module="fault_worker")
         assert list(live.outcomes) == [cell.key] and not live.superseded
     finally:
         os.killpg(frozen.pid, signal.SIGCONT)
@@ -191,7 +191,7 @@ def test_a_quantized_cell_carries_the_fp16_scores_its_gates_and_questions_pair_w
     path.write_text("name: q\nmodels:\n  - {name: Small, hub: org/small}\n  - {name: Big, hub: org/big}\n"
                     "variants: {fp16: {}, int8: {}}\nsuites: [tiny]\n"
                     "eval: {until_decided: {max_documents: 10, compare: [{model: Big, against: Small, margin: 0.05}]}}\n")
-    matrix, suites = load_matrix(path)
+    matrix, suites = read_matrix(path)
     cells = expand(matrix, suites, lambda spec: "0" * 40, device="cpu")
     by = {(c.model.display_name, c.variant): c for c in cells}
     store = Store(str(tmp_path / "e.db"))

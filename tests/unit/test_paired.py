@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import binomtest
 
 from evalq.cell import expand
-from evalq.matrix import load_matrix
+from evalq.matrix import read_matrix
 from evalq.verdicts import mcnemar_exact
 from evalq.paired import choice_kld, flips, mc_answers, pair_rows, sanity_flags
 from evalq.record import records_of
@@ -88,7 +88,7 @@ def test_calibration_overlap_warnings_become_flags():
 
 @pytest.fixture
 def stored(tmp_path):
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     cells = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[:2]  # SmolLM2 fp16, int8
     store = Store(str(tmp_path / "e.db"))
     for c, samples, weights in ((cells[0], BASE, 1000), (cells[1], QUANT, 400)):
@@ -139,7 +139,7 @@ def three_cells(tmp_path):
     """SmolLM2 fp16, int8 and nf4 of the demo matrix, each with 200 documents of every demo task."""
     import random
 
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     cells = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[:3]
     tasks = {t.task: t.metric for s in suites for t in s.tasks}  # acc_norm for ARC and HellaSwag, acc for the rest
     store = Store(str(tmp_path / "e.db"))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from evalq.cell import expand
 from evalq.cli import app
-from evalq.matrix import load_matrix
+from evalq.matrix import read_matrix
 from evalq.store import Store
 from evalq.store.db import StoreError
 
@@ -28,7 +28,7 @@ def sha256(path: Path) -> str:
 
 
 def cells() -> list:
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     return [c for c in expand(matrix, suites, lambda spec: "r", device="cpu") if c.variant in ("fp16", "int8")][:2]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evalq import sequential
-from evalq.sequential import betting_decisions, judge, more_needed, optional_stopping
+from evalq.sequential import betting_decisions, more_needed, optional_stopping, verdict
 
 
 def test_the_sequence_covers_the_mean_at_every_n_at_once():
@@ -43,10 +43,10 @@ def paired(rng, rounds, tasks, p_base, lost, gained):
 def test_a_variant_that_loses_a_third_fails_and_an_identical_one_passes_a_low_gate():
     rng = np.random.default_rng(7)
     x, y = paired(rng, 400, 5, 0.5, 0.2, 0.03)  # recovery ≈ 0.66
-    out = judge(x, y, (0.99,))
+    out = verdict(x, y, (0.99,))
     assert out.gates["0.99"].verdict == "fails" and out.gates["0.99"].decided_at <= 400
     assert out.recovery_hi < 0.99 and out.recovery_lo <= out.recovery <= out.recovery_hi
-    same = judge(y, y, (0.8,))
+    same = verdict(y, y, (0.8,))
     assert same.gates["0.8"].verdict == "passes"
     assert same.recovery == 1.0 and same.recovery_lo < 1.0 <= same.recovery_hi
 
@@ -54,7 +54,7 @@ def test_a_variant_that_loses_a_third_fails_and_an_identical_one_passes_a_low_ga
 def test_undecided_says_how_many_more_a_fixed_design_needs():
     rng = np.random.default_rng(3)
     x, y = paired(rng, 60, 5, 0.5, 0.06, 0.05)
-    out = judge(x, y, (0.99,))
+    out = verdict(x, y, (0.99,))
     assert out.gates["0.99"].verdict == "undecided" and out.gates["0.99"].decided_at is None
     z = (x - 0.99 * y).mean(axis=1)
     expected = ((1.959964 + 0.841621) * z.std(ddof=1) / z.mean()) ** 2 - 60
@@ -64,9 +64,9 @@ def test_undecided_says_how_many_more_a_fixed_design_needs():
 
 def test_scores_outside_zero_one_are_refused():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        judge(np.full((3, 1), 2.0), np.ones((3, 1)), (0.99,))
+        verdict(np.full((3, 1), 2.0), np.ones((3, 1)), (0.99,))
     with pytest.raises(ValueError, match="one shape"):
-        judge(np.ones((3, 2)), np.ones((3, 1)), (0.99,))
+        verdict(np.ones((3, 2)), np.ones((3, 1)), (0.99,))
 
 
 def test_gate_decisions_never_flip_once_made():

@@ -186,12 +186,13 @@ def test_the_server_dies_with_the_process_that_started_it(tmp_path):
 
 
 def serve_phase(monkeypatch, tmp_path, run) -> dict:
-    """The worker's serve phase (worker.measure_serve) with `run(out_dir)` in place of building the cell's
+    """The child's serve phase (run.child.measure_serve) with `run(out_dir)` in place of building the cell's
     server from its model: what the cell would store as its `serve`."""
-    from evalq import worker
+    from evalq.resources import Resources
+    from evalq.run import child
 
-    monkeypatch.setattr(worker, "_serve_sweep", lambda cell, files, backend, details, out_dir, threads, speed: run(out_dir))
-    return worker.measure_serve(None, None, None, {}, tmp_path, 1, {})
+    monkeypatch.setattr(child, "_serve_sweep", lambda cell, files, backend, details, out_dir, resources, speed: run(out_dir))
+    return child.measure_serve(None, None, None, {}, tmp_path, Resources(threads={"speed": 1}), {})
 
 
 def fake_processes(server: Server) -> list[psutil.Process]:
@@ -279,11 +280,11 @@ def test_a_failed_sweep_is_shown_with_its_cells_other_figures(tmp_path):
 
     from evalq.cell import expand
     from evalq.cli import app
-    from evalq.matrix import load_matrix
+    from evalq.matrix import read_matrix
     from evalq.store import Store
 
     root = Path(__file__).resolve().parents[2]
-    matrix, suites = load_matrix(root / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(root / "examples" / "showcase.yaml")
     cell = next(c for c in expand(matrix, suites, lambda spec: "r", device="cpu") if c.serve)
     step = summarize([Record(sent=0, first=0.1, last=0.18, tokens=5)] * 4, wall_s=1.0, rate=4.0, slo=SLO)
     serve = {"server": "llama.cpp", "single_stream": None, "steps": [step], "status": "error", "threads": 1,

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from evalq.cell import expand
-from evalq.matrix import load_matrix
+from evalq.matrix import read_matrix
 from evalq.store import SchemaTooNew, Store
 from evalq.store.db import StoreError, this_owner
 from evalq.store.migrations import MIGRATIONS, migrate
@@ -24,7 +24,7 @@ from postgres_server import PG_PASSWORD  # noqa: E402
 
 @pytest.fixture
 def cell():
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     return expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[1]
 
 
@@ -202,7 +202,7 @@ def test_an_old_database_gets_each_cells_hardware_and_two_machines_stay_apart(tm
     from evalq.record import records_of
     from evalq.results import current_rows, to_csv, to_table
 
-    matrix, suites = load_matrix(ROOT / "examples" / "showcase.yaml")
+    matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     cells = {c.variant: c.model_dump(mode="json") for c in expand(matrix, suites, lambda spec: "r", device="cpu")[:2]}
     rows = []
     for machine, env, acc in (("amd", AMD, 0.60), ("intel", INTEL, 0.70)):

@@ -63,14 +63,14 @@ def test_a_cpu_worker_stores_the_gpu_only_schemes_unsupported_before_any_model_l
 
     from evalq import model_sources
     from evalq.cell import expand
-    from evalq.matrix import load_matrix
-    from evalq.worker import run_cell
+    from evalq.matrix import read_matrix
+    from evalq.run.child import run_cell
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was materialized")
 
     monkeypatch.setattr(model_sources, "materialize", no_model)
-    matrix, suites = load_matrix(Path(__file__).resolve().parents[2] / "examples" / "methods.yaml")
+    matrix, suites = read_matrix(Path(__file__).resolve().parents[2] / "examples" / "methods.yaml")
     cells = {c.variant: c for c in expand(matrix, suites, lambda spec: "0123abcd", device="cpu")}
     fp8 = run_cell(cells["torchao-fp8"].model_dump_json(), tmp_path)
     assert fp8.status == "unsupported" and "compute capability 8.9" in fp8.error, fp8.error

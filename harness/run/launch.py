@@ -1,9 +1,9 @@
-"""Runs one cell in a worker process and classifies how it ended.
+"""Runs one cell in its child process (evalq.run.child) and classifies how it ended.
 
-The worker is a new process group with a wall-clock limit; on overrun the whole
-group is killed. Its output is drained continuously (a worker that floods
+The child is a new process group with a wall-clock limit; on overrun the whole
+group is killed. Its output is drained continuously (a child that floods
 stdout never blocks) and only the last LOG_TAIL_BYTES are kept. Every executor
-runs cells through `run_worker`, so every end is classified the same way.
+runs cells through `run_child`, so every end is classified the same way.
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ from typing import Any, Callable
 from evalq.cell import Cell
 from evalq.lifeline import PHASE_PREFIX
 from evalq.outcome import CellOutcome, Status
+from evalq.resources import Resources
 
 LOG_TAIL_BYTES = 64 * 1024
 KILL_GRACE_S = 5.0
 
 
 @dataclass
-class WorkerEnd:
+class ChildEnd:
     outcome: CellOutcome
     samples: dict[str, list] | None = None
     log_tail: str = ""
@@ -79,16 +80,19 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def run_worker(cell: Cell, on_phase: Callable[[str], None] = lambda p: None, echo: bool = False,
-               worker_module: str = "evalq.worker") -> WorkerEnd:
-    """Run one cell in a fresh process group and classify how it ended."""
+def run_child(cell: Cell, on_phase: Callable[[str], None] = lambda p: None, echo: bool = False,
+              child_module: str = "evalq.run.child", resources: Resources | None = None) -> ChildEnd:
+    """Run one cell in a fresh process group and classify how it ended. `resources`: what an
+    executor gave it (several GPUs); by default the cell's device and its threads by phase."""
     started = time.monotonic()
+    resources = resources or Resources(cell.device, cell.thread_plan())
     with tempfile.TemporaryDirectory(prefix="evalq-cell-") as tmp:
         out_dir = Path(tmp)
         (out_dir / "cell.json").write_text(cell.model_dump_json())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "EVALQ_PARENT_PID": str(os.getpid())}
+        (out_dir / "resources.json").write_text(resources.to_json())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", worker_module, str(out_dir / "cell.json"), str(out_dir)],
+            [sys.executable, "-m", child_module, str(out_dir / "cell.json"), str(out_dir), str(os.getpid())],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -128,4 +132,4 @@ def run_worker(cell: Cell, on_phase: Callable[[str], None] = lambda p: None, ech
         if outcome.ok and samples_file.exists():
             with gzip.open(samples_file, "rt", encoding="utf-8") as fh:
                 samples = json.load(fh)
-        return WorkerEnd(outcome, samples, tail, wall)
+        return ChildEnd(outcome, samples, tail, wall)
