@@ -180,6 +180,10 @@ def baseline_key(cell: Any, files: Any, long_context: bool = False) -> str:
         "text": cell.long_context_text_sha256 if long_context else cell.quality_text_sha256,
         "baseline": cell.baseline_options,
         "device": cell.device,
+        # bfloat16 logits move with the CPU's kernels and the threads that split each matmul: a
+        # baseline reused from another machine or thread count left the fp16 cell a KLD of 1e-3 to itself
+        "hardware": cell.hardware,
+        "threads": cell.threads("quality"),
         "torch": version("torch"),
         "transformers": version("transformers"),
     }

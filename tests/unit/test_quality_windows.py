@@ -162,3 +162,22 @@ def test_a_variant_whose_bos_differs_from_the_baseline_is_refused(tmp_path):
                                "tokens_sha256": "x"}, np.zeros((1, 1)), np.zeros(1))
     with pytest.raises(QualityError, match=r"puts BOS \(id 2\) first, the baseline's adds no BOS"):
         against_baseline(object(), Slice([2] + [5] * 1023, w), base)
+
+
+def test_a_baseline_is_keyed_by_the_machine_and_threads_that_computed_it():
+    """Its logits are exact only for the kernels and thread count that made them: the fp16 cell
+    against its own baseline must be KLD 0, and a reused one from elsewhere was not."""
+    from pathlib import Path
+
+    from evalq.cell import expand
+    from evalq.matrix import read_matrix
+    from evalq.measure.quality import baseline_key
+
+    matrix, suites = read_matrix(Path(__file__).resolve().parents[2] / "examples" / "showcase.yaml")
+    cell = next(c for c in expand(matrix, suites, lambda spec: "sha256:abc", device="cpu") if c.quality)
+    files = SimpleNamespace(revision="sha256:abc")
+    other_threads = cell.model_copy(update={"eval": cell.eval.model_copy(update={"threads": cell.threads("quality") + 1})})
+    other_machine = cell.model_copy(update={"hardware": "AMD EPYC · avx2"})
+    keys = [baseline_key(c, files) for c in (cell, other_threads, other_machine)]
+    assert len(set(keys)) == 3
+    assert baseline_key(cell.model_copy(), files) == keys[0]
