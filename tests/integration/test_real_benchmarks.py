@@ -161,6 +161,7 @@ def test_group_and_filtered_metrics_of_real_lm_eval_results(stored, tmp_path):
     from lm_eval.tasks import TaskManager
 
     from evalq.backends.fp16 import FP16Backend, FP16Config
+    from evalq.resources import Resources
     from evalq.matrix import ModelSpec
     from evalq.measure.accuracy import evaluate
     from evalq.model_sources import materialize
@@ -185,7 +186,7 @@ def test_group_and_filtered_metrics_of_real_lm_eval_results(stored, tmp_path):
                                      "    samples: {" + ", ".join(f"mmlu_{s}: [0]" for s in MMLU_SUBJECTS) + "}\n")
     suites = [load_suite("m.yaml", tmp_path), load_suite("g.yaml", tmp_path)]
     loaded = FP16Backend().load(materialize(ModelSpec(name="SmolLM2-135M-Instruct", package="smollm2-135m-instruct")),
-                                FP16Config(), "cpu", "")
+                                FP16Config(), Resources(), "")
     acc = evaluate(loaded.model, loaded.tokenizer, suites, batch_size=8, limit_cap=None, seed=1234)
     metrics = acc["metrics"]
 
