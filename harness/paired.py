@@ -191,21 +191,31 @@ def _cpu_hint(details: dict[str, Any]) -> str:
     return " (llama.cpp CPU build: see docs/variants.md, Choosing llama.cpp's CPU backend)"
 
 
-def baselines(rows: list[Any]) -> dict[str, Any]:
+def fp16_slots(rows: list[Any], group: dict[str, str]) -> dict[tuple[str, str, str], Any]:
+    """(matrix, model, group) → the ok fp16 row there."""
+    return {(r.matrix, r.model, group[r.key]): r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
+
+
+def baselines(rows: list[Any], group: dict[str, str] | None = None,
+              fp16_of: dict[tuple[str, str, str], Any] | None = None) -> dict[str, Any]:
     """The one baseline finder: each row's key → the row it is compared against,
     the ok fp16 row of the same matrix, model, suites and hardware (absent: no baseline)."""
-    group = {r.key: group_signature(r.cell or {}) for r in rows}
-    base_of = {(r.matrix, r.model, group[r.key]): r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok"}
-    return {r.key: base_of[(r.matrix, r.model, group[r.key])] for r in rows if (r.matrix, r.model, group[r.key]) in base_of}
+    group = group if group is not None else {r.key: group_signature(r.cell or {}) for r in rows}
+    fp16_of = fp16_of if fp16_of is not None else fp16_slots(rows, group)
+    return {r.key: fp16_of[slot] for r in rows if (slot := (r.matrix, r.model, group[r.key])) in fp16_of}
 
 
-def fp16_rivals(row: Any, rows: list[Any], group: dict[str, str]) -> list[Any]:
+def fp16_rivals(row: Any, fp16_of: dict[tuple[str, str, str], Any], group: dict[str, str]) -> list[Any]:
     """The ok fp16 rows of other models (same matrix, suites, hardware) that `row`'s
-    matrix asked an equal-cost question of (eval.until_decided.compare)."""
-    if row.status != "ok":
+    matrix asked an equal-cost question of (eval.until_decided.compare). `fp16_of`:
+    (matrix, model, group) → that model's ok fp16 row; looked up, never scanned (the
+    scan over every row for every row took 100 s of a 10,000-cell board)."""
+    if row.status != "ok" or row.variant == BASELINE_VARIANT:
         return []
-    return [r for r in rows if r.variant == BASELINE_VARIANT and r.status == "ok" and r.matrix == row.matrix
-            and r.model != row.model and group[r.key] == group[row.key] and question_of(row, r) is not None]
+    settings = ((row.cell or {}).get("eval") or {}).get("until_decided") or {}
+    found = (fp16_of.get((row.matrix, q["against"], group[row.key])) for q in settings.get("compare") or []
+             if q["model"] == row.model and q["against"] != row.model)
+    return [r for r in found if r is not None and question_of(row, r) is not None]
 
 
 def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]], judge: Judge | None = None) -> dict[str, Paired]:
@@ -213,7 +223,8 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
     suites: answer flips, and the comparison engine's difference, recovery and
     gates, their p-values Holm-adjusted over all the rows compared here."""
     group = {r.key: group_signature(r.cell or {}) for r in rows}
-    base_of = baselines(rows)
+    fp16_of = fp16_slots(rows, group)
+    base_of = baselines(rows, group, fp16_of)
     judge = judge or Judge(rows, samples)
     answers: dict[tuple[str, str], dict] = {}
 
@@ -241,7 +252,7 @@ def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]
                     total.add(f)
             paired.total = total.as_dict() if total.n else None
             paired.comparison = judge(r, base)
-        for other in fp16_rivals(r, rows, group):
+        for other in fp16_rivals(r, fp16_of, group):
             answer = judge(r, other).equal_cost
             if answer is not None:
                 paired.equal_cost[other.model] = answer.as_dict()

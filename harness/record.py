@@ -7,8 +7,9 @@ sections are read here and nowhere after.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Callable
 
 from evalq.headlines import PERPLEXITY_METRIC, row_headlines, suite_average, suite_tasks
@@ -69,6 +70,14 @@ class PairedFigures:
     weights_ratio: float | None = None
     quantized_modules: int | None = None
     flags: str | None = None
+
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures by name, in order (the CSV's columns); shallow, unlike dataclasses.asdict."""
+        return {name: getattr(self, name) for name in FIGURE_NAMES}
+
+
+FIGURE_NAMES = tuple(f.name for f in fields(PairedFigures))
 
 
 @dataclass(frozen=True)
@@ -146,7 +155,7 @@ class CellRecord:
     def tasks(self) -> list[str]:
         return list(self.headline)
 
-    @property
+    @cached_property
     def figures(self) -> PairedFigures:
         return paired_figures(self)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -59,7 +58,7 @@ def _flat(rec: CellRecord, tasks: list[str]) -> dict[str, Any]:
     flat["average_stderr"] = rec.average.stderr if rec.average else None
     flat["predicted_weights_bytes"] = rec.plan.predicted_weights_bytes if rec.plan else None
     flat["predicted_peak_bytes"] = rec.plan.predicted_peak_bytes if rec.plan else None
-    flat.update(asdict(rec.figures))
+    flat.update(rec.figures.as_dict())
     sv = rec.serve or {}
     flat["serve_max_rate_within_slo"] = sv.get("max_rate_within_slo")  # "inf": every rate, all at once included
     flat["serve_goodput_at_max_rate"] = sv.get("goodput_at_max_rate")
