@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Callable
 
 import numpy as np
 
@@ -131,9 +132,14 @@ def more_needed(x: np.ndarray, y: np.ndarray, gate: float, alpha: float = ALPHA,
     return max(0, math.ceil((k * s / delta) ** 2) - len(z))
 
 
-def not_excluded(x: np.ndarray, y: np.ndarray, grid: np.ndarray, alpha: float) -> np.ndarray:
-    """The recovery ratios of `grid` the sequence has not excluded after the last round."""
-    return grid[betting_decisions(gate_statistic(x, y, grid), grid / (1 + grid), alpha)[:, -1] == 0]
+def not_excluded(grid: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray],
+                 null_mean: Callable[[np.ndarray], np.ndarray], alpha: float) -> tuple[float | None, float | None]:
+    """The ends of the values of `grid` the sequence has not excluded after the last round (None, None:
+    every one excluded); `statistic(values)` per value and round in [0, 1], whose mean is
+    `null_mean(values)` at that value. The grid goes through in chunks of GRID_CHUNK."""
+    chunks = (grid[i : i + GRID_CHUNK] for i in range(0, len(grid), GRID_CHUNK))
+    kept = np.concatenate([c[betting_decisions(statistic(c), null_mean(c), alpha)[:, -1] == 0] for c in chunks])
+    return (float(kept.min()), float(kept.max())) if len(kept) else (None, None)
 
 
 def verdict(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float = ALPHA) -> Sequential:
@@ -143,7 +149,7 @@ def verdict(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float
         raise ValueError(f"paired scores of one shape (rounds, tasks) needed, got {x.shape} and {y.shape}")
     if x.min() < 0 or x.max() > 1 or y.min() < 0 or y.max() > 1:
         raise ValueError("the confidence sequence needs scores in [0, 1]")
-    kept = np.concatenate([not_excluded(x, y, GRID[i : i + GRID_CHUNK], alpha) for i in range(0, len(GRID), GRID_CHUNK)])
+    lo, hi = not_excluded(GRID, lambda g: gate_statistic(x, y, g), lambda g: g / (1 + g), alpha)
     mean_y = y.mean(axis=0).mean()
     out = {}
     for g in gates:
@@ -152,8 +158,7 @@ def verdict(x: np.ndarray, y: np.ndarray, gates: tuple[float, ...], alpha: float
         verdict = {1: "passes", -1: "fails", 0: "undecided"}[int(d[-1])]
         out[f"{g:g}"] = GateResult(g, verdict, first + 1 if first is not None else None,
                                    more_needed(x, y, g, alpha) if verdict == "undecided" else None)
-    return Sequential(len(x), x.shape[1], float(x.mean(axis=0).mean() / mean_y) if mean_y > 0 else None,
-                      float(kept.min()) if len(kept) else None, float(kept.max()) if len(kept) else None, out, alpha)
+    return Sequential(len(x), x.shape[1], float(x.mean(axis=0).mean() / mean_y) if mean_y > 0 else None, lo, hi, out, alpha)
 
 
 DIFF_GRID = np.round(np.arange(-1.0, 1.0 + 1e-9, 0.0005), 6)  # accuracy differences the interval is read from
@@ -213,12 +218,10 @@ def equal_cost(x: np.ndarray, y: np.ndarray, against: str, margin: float, alpha:
     d = equal_cost_decisions(x, y, margin, alpha)
     first = int(np.argmax(d != 0)) if np.any(d != 0) else None
     u = difference_statistic(x, y)
-    kept = np.array([]) if not interval else np.concatenate([DIFF_GRID[i : i + GRID_CHUNK][betting_decisions(np.broadcast_to(u, (len(DIFF_GRID[i : i + GRID_CHUNK]), len(u))),
-                                                                           (DIFF_GRID[i : i + GRID_CHUNK] + 1) / 2, alpha)[:, -1] == 0]
-                           for i in range(0, len(DIFF_GRID), GRID_CHUNK)])
+    lo, hi = (not_excluded(DIFF_GRID, lambda g: np.broadcast_to(u, (len(g), len(u))), lambda g: (g + 1) / 2, alpha)
+              if interval else (None, None))
     verdict = {1: "better", -1: "worse", 2: "within", 0: "undecided"}[int(d[-1])]
-    return EqualCost(against, margin, len(x), float((x - y).mean()), float(kept.min()) if len(kept) else None,
-                     float(kept.max()) if len(kept) else None, verdict, first + 1 if first is not None else None,
+    return EqualCost(against, margin, len(x), float((x - y).mean()), lo, hi, verdict, first + 1 if first is not None else None,
                      more_needed(x, y, 1.0, alpha) if verdict == "undecided" else None, alpha)
 
 
