@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from evalq.backends.base import BASELINE_VARIANT
-from evalq.verdicts import Comparison, Judge, holm, mcnemar_exact, question_of
+from evalq.verdicts import Comparison, Judge, holm, mcnemar_exact
 from evalq.outcome import Quality
 from evalq.headlines import accuracy_metrics
 
@@ -215,7 +215,7 @@ def fp16_rivals(row: Any, fp16_of: dict[tuple[str, str, str], Any], group: dict[
     settings = ((row.cell or {}).get("eval") or {}).get("until_decided") or {}
     found = (fp16_of.get((row.matrix, q["against"], group[row.key])) for q in settings.get("compare") or []
              if q["model"] == row.model and q["against"] != row.model)
-    return [r for r in found if r is not None and question_of(row, r) is not None]
+    return [r for r in found if r is not None]
 
 
 def pair_rows(rows: list[Any], samples: Callable[[str, str], list[dict[str, Any]]], judge: Judge | None = None) -> dict[str, Paired]:

@@ -140,11 +140,9 @@ class CellRecord:
     finished_at: datetime | None
     wall_seconds: float | None
     # what the matrix asked for, and where it ran: not in the JSON (it carries the key)
-    spec: dict[str, Any] = field(default_factory=dict)  # the model as the matrix named it
     cell: dict[str, Any] = field(default_factory=dict)  # the whole stored cell (suites, eval settings, hardware)
     env: dict[str, Any] = field(default_factory=dict)  # libraries, CPU, GPU the cell ran with
     threads: dict[str, int] = field(default_factory=dict)  # CPU threads by phase
-    group_subtasks: dict[str, list[str]] = field(default_factory=dict)  # an lm-eval group's members
     lm_eval: dict[str, Any] | None = None  # simple_evaluate's own result, for `evalq export`
 
     @property
@@ -152,8 +150,14 @@ class CellRecord:
         return self.status == "ok"
 
     @property
-    def tasks(self) -> list[str]:
-        return list(self.headline)
+    def spec(self) -> dict[str, Any]:
+        """The model as the matrix named it."""
+        return self.cell.get("model") or {}
+
+    @property
+    def group_subtasks(self) -> dict[str, list[str]]:
+        """An lm-eval group's members, as lm-eval reported them."""
+        return (self.lm_eval or {}).get("group_subtasks") or {}
 
     @cached_property
     def figures(self) -> PairedFigures:
@@ -232,9 +236,8 @@ def record_of(row: CellRow, paired: Paired | None = None) -> CellRecord:
         task_data=outcome.task_data, details=outcome.details if "details" in outcome.model_fields_set else None,
         memory=outcome.memory, plan=outcome.plan, quality=outcome.quality, long_context=outcome.long_context,
         serve=outcome.serve, serve_settings=cell.get("serve"), paired=paired, attempts=row.attempts,
-        finished_at=row.finished_at, wall_seconds=row.wall_seconds, spec=cell.get("model") or {}, cell=cell,
-        env=outcome.env, threads=outcome.threads or {}, group_subtasks=(outcome.lm_eval or {}).get("group_subtasks") or {},
-        lm_eval=outcome.lm_eval)
+        finished_at=row.finished_at, wall_seconds=row.wall_seconds, cell=cell, env=outcome.env,
+        threads=outcome.threads or {}, lm_eval=outcome.lm_eval)
 
 
 def records_of(rows: list[CellRow], samples: Callable[[str, str], list[dict[str, Any]]] | None = None,
