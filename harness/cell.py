@@ -17,6 +17,7 @@ from evalq.backends.hf import resolve_auto_dtypes
 from evalq.cache import file_sha256
 from evalq.env import COMMON_LIBRARIES, hardware_class, library_versions
 from evalq.kv_cache import runtime_lacks
+from evalq.resources import Resources
 from evalq.threads import PHASES, resolve
 from evalq.matrix import (EvalSettings, LongContextSettings, Matrix, ModelSpec, PerfSettings, QualitySettings,
                           ServeSettings, variant_options)
@@ -85,6 +86,11 @@ class Cell(BaseModel):
 
     def thread_plan(self) -> dict[str, int]:
         return {phase: self.threads(phase) for phase in PHASES}
+
+    def resources(self, gpus: int = 1, max_memory_per_gpu: int | None = None) -> Resources:
+        """What the cell may use here: its device, its threads by phase resolved on this machine,
+        and the GPUs an executor gave it (a memory cap only where it shards over several)."""
+        return Resources(self.device, self.thread_plan(), max(1, gpus), max_memory_per_gpu if gpus > 1 else None)
 
     @property
     def name(self) -> str:

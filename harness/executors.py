@@ -18,7 +18,6 @@ from typing import Any, Callable, Protocol
 from evalq.cell import Cell
 from evalq.outcome import CellOutcome, Plan, Status
 from evalq.threads import available
-from evalq.resources import Resources
 from evalq.run.launch import ChildEnd, run_child
 
 Phase = Callable[[str], None]
@@ -66,8 +65,7 @@ def _ray_task(cell_json: str, child_module: str, gpus: int, max_memory_per_gpu: 
     """Runs inside a Ray worker: the cell's own child process, as the local executor does, given the
     GPUs Ray gave the task (it has set CUDA_VISIBLE_DEVICES to them); threads resolved on this node."""
     cell = Cell.model_validate_json(cell_json)
-    resources = Resources(cell.device, cell.thread_plan(), max(1, gpus), max_memory_per_gpu if gpus > 1 else None)
-    return run_child(cell, child_module=child_module, resources=resources)
+    return run_child(cell, child_module=child_module, resources=cell.resources(gpus, max_memory_per_gpu))
 
 
 def _gpu_memory_probe() -> int:

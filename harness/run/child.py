@@ -59,7 +59,7 @@ def _memory_in_use(device: str) -> dict[str, int]:
 
 def run_cell(cell_json: str, out_dir: Path, resources: Resources | None = None) -> CellOutcome:
     cell = Cell.model_validate_json(cell_json)
-    resources = resources or Resources(cell.device, cell.thread_plan())
+    resources = resources or cell.resources()
     try:
         return run_phases(cell, resources, out_dir)
     except BaseException as exc:  # noqa: BLE001 - every end of a cell is recorded

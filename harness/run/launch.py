@@ -85,7 +85,7 @@ def run_child(cell: Cell, on_phase: Callable[[str], None] = lambda p: None, echo
     """Run one cell in a fresh process group and classify how it ended. `resources`: what an
     executor gave it (several GPUs); by default the cell's device and its threads by phase."""
     started = time.monotonic()
-    resources = resources or Resources(cell.device, cell.thread_plan())
+    resources = resources or cell.resources()
     with tempfile.TemporaryDirectory(prefix="evalq-cell-") as tmp:
         out_dir = Path(tmp)
         (out_dir / "cell.json").write_text(cell.model_dump_json())

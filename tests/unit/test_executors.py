@@ -1,6 +1,7 @@
 """Executor decisions that need no cluster: resources per cell, and cells no node could hold."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from evalq.cell import expand
@@ -68,13 +69,15 @@ def test_a_cell_given_several_gpus_is_sharded_by_accelerate():
 
 
 def test_the_ray_task_hands_its_gpus_to_the_child_in_resources(monkeypatch):
-    """What a Ray task gave the cell reaches the child as Resources, not through the environment."""
+    """What a Ray task gave the cell reaches its child process (tests/unit/echo_child.py, which
+    stores what it was handed) as Resources, not through the environment."""
     from evalq import executors
+    from evalq.resources import Resources
 
-    seen = []
-    monkeypatch.setattr(executors, "run_child", lambda cell, child_module, resources: seen.append(resources))
+    monkeypatch.setenv("PYTHONPATH", f"{Path(__file__).resolve().parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     cell = demo_cell(device="cuda")
-    executors._ray_task(cell.model_dump_json(), "evalq.run.child", 2, 70_000_000_000)
-    executors._ray_task(cell.model_dump_json(), "evalq.run.child", 1, 70_000_000_000)
-    assert [(r.device, r.gpus, r.max_memory_per_gpu) for r in seen] == [("cuda", 2, 70_000_000_000), ("cuda", 1, None)]
-    assert seen[0].threads == cell.thread_plan()
+    seen = [executors._ray_task(cell.model_dump_json(), "echo_child", gpus, 70_000_000_000).outcome.details
+            for gpus in (2, 1)]
+    given = [Resources(**d["resources"]) for d in seen]
+    assert [(r.device, r.gpus, r.max_memory_per_gpu) for r in given] == [("cuda", 2, 70_000_000_000), ("cuda", 1, None)]
+    assert given[0].threads == cell.thread_plan() and seen[0]["evalq_env"] == []

@@ -4,7 +4,6 @@ still gets the device name."""
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -50,23 +49,14 @@ def test_load_variant_hands_resources_to_a_backend_and_the_device_to_an_old_one(
     assert load_variant(OldStyle(), files, None, resources, "") == ("old", "cuda")
 
 
-ECHO_CHILD = textwrap.dedent('''
-    """A stand-in child: stores what it was given as its outcome's details."""
-    import json, os, sys
-    from pathlib import Path
-
-    cell_path, out_dir, parent_pid = sys.argv[1:]
-    given = json.loads(Path(out_dir, "resources.json").read_text())
-    evalq_env = sorted(k for k in ("EVALQ_THREADS", "EVALQ_GPUS", "EVALQ_MAX_MEMORY_PER_GPU", "EVALQ_PARENT_PID")
-                       if k in os.environ)  # what carried them before
-    Path(out_dir, "result.json").write_text(json.dumps({"status": "ok", "details": {
-        "resources": given, "parent_pid": int(parent_pid), "evalq_env": evalq_env}}))
-''')
+@pytest.fixture
+def echo_child_on_path(monkeypatch):
+    """tests/unit/echo_child.py importable by the child process."""
+    here = Path(__file__).resolve().parent
+    monkeypatch.setenv("PYTHONPATH", f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
 
-def test_the_launcher_hands_the_child_its_resources_as_a_file_and_its_parent_as_an_argument(tmp_path, monkeypatch):
-    (tmp_path / "echo_child.py").write_text(ECHO_CHILD)
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+def test_the_launcher_hands_the_child_its_resources_as_a_file_and_its_parent_as_an_argument(echo_child_on_path):
     matrix, suites = read_matrix(ROOT / "examples" / "showcase.yaml")
     cell = expand(matrix, suites, lambda spec: "sha256:abc", device="cpu")[0]
 
