@@ -67,11 +67,17 @@ def _signed(v: float | None) -> str:
 
 @dataclass(frozen=True)
 class Cells:
-    """What a table cell may need beyond its row: the row's model page, the GPU price's cost, α."""
+    """What a table cell may need beyond its row: the row's model page, the GPU price's cost, α,
+    and its serving sweep's three cells (worked out once for the three columns)."""
 
+    row: Row
     page: str
     cost: float | None
     alpha: float
+
+    @functools.cached_property
+    def serve(self) -> list[list]:
+        return serve_cells(self.row)
 
 
 @dataclass(frozen=True)
@@ -143,9 +149,9 @@ TRAILING: list[tuple[str, str, str, Callable[[Row, Cells], list]]] = [
     ("ppl-ratio", "ppl ratio", "num", lambda r, c: [r.perplexity_ratio, _fmt(r.perplexity_ratio, ".3f"), ""]),
     ("ttft", "TTFT ms", "num", lambda r, c: [r.ttft_ms, _fmt(r.ttft_ms, ".0f"), ""]),
     ("decode", "decode tok/s", "num", lambda r, c: [r.decode_tokens_per_s, _fmt(r.decode_tokens_per_s, ".1f"), ""]),
-    ("serve-rate", "req/s in SLO", "num", lambda r, c: serve_cells(r)[0]),
-    ("serve-goodput", "goodput req/s", "num", lambda r, c: serve_cells(r)[1]),
-    ("serve-saturation", "served tok/s (max)", "num", lambda r, c: serve_cells(r)[2]),
+    ("serve-rate", "req/s in SLO", "num", lambda r, c: c.serve[0]),
+    ("serve-goodput", "goodput req/s", "num", lambda r, c: c.serve[1]),
+    ("serve-saturation", "served tok/s (max)", "num", lambda r, c: c.serve[2]),
 ]
 COST = ("cost", "$ / M tokens", "num", lambda r, c: [c.cost, _fmt(c.cost, ".2f"), ""])
 STATUS = ("status", "status", "text", lambda r, c: [r.status, r.status, (r.error or "; ".join(r.flags))[:300]])
@@ -160,7 +166,7 @@ def table_columns(tasks: list[str], priced: bool) -> list[Column]:
 
 def table_row(r: Row, columns: list[Column], cost: float | None, alpha: float = ALPHA) -> dict[str, Any]:
     """One table row: each column's cell of it, every one formatted here."""
-    context = Cells(f"models/{slug(r.model)}.html", cost, alpha)
+    context = Cells(r, f"models/{slug(r.model)}.html", cost, alpha)
     badges = (["remote code"] if r.trust_remote_code else []) + (["GGUF baseline"] if r.baseline_note else [])
     badges += ["suspect"] if r.flags else []
     return {"key": r.key, "badges": badges, "family": r.family, "variant": r.variant,
